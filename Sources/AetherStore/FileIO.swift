@@ -1,0 +1,92 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CSystem
+
+/// The store's one chokepoint for file system calls: each failure becomes a `StoreError` naming the path.
+public enum FileIO {
+    public static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0o600) throws -> Int32 {
+        let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
+        if fd < 0 { throw StoreError.fromErrno("open \(path)") }
+        return fd
+    }
+
+    /// Writes all of `buffer` at `offset`.
+    public static func pwriteAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, at offset: Int64, _ what: @autoclosure () -> String) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + Int64(done)))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw StoreError.fromErrno(what())
+            }
+            done += n
+        }
+    }
+
+    /// Reads up to `count` bytes at `offset`; fewer only at end of file.
+    public static func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, _ what: @autoclosure () -> String) throws -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + Int64(done)))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw StoreError.fromErrno(what())
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    public static func readFile(_ path: String) throws -> [UInt8] {
+        let fd = try open(path, O_RDONLY)
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw StoreError.fromErrno("stat \(path)") }
+        var out = [UInt8](repeating: 0, count: Int(st.st_size))
+        let n = try out.withUnsafeMutableBytes { (b) in try pread(fd, into: b, at: 0, "read \(path)") }
+        out.removeLast(out.count - n)
+        return out
+    }
+
+    /// Publishes `bytes` at `path` atomically: a temp file beside it, optionally fsync'ed, renamed into place.
+    public static func atomicWrite(_ path: String, _ bytes: [UInt8], sync: Bool) throws {
+        let temp = "\(path).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = try open(temp, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        do {
+            try bytes.withUnsafeBytes { (b) in try pwriteAll(fd, b, at: 0, "write \(temp)") }
+            if sync && fsync(fd) != 0 { throw StoreError.fromErrno("fsync \(temp)") }
+        } catch {
+            close(fd); unlink(temp)
+            throw error
+        }
+        close(fd)
+        if rename(temp, path) != 0 {
+            let e = StoreError.fromErrno("rename \(temp)")
+            unlink(temp)
+            throw e
+        }
+    }
+
+    /// Creates a directory and its parents; existing ones are fine.
+    public static func makeDirectories(_ path: String) throws {
+        var current = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            current += "/" + part
+            if mkdir(current, 0o755) != 0 && errno != EEXIST { throw StoreError.fromErrno("mkdir \(current)") }
+        }
+    }
+
+    public static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0
+    }
+
+    /// Flushes every file system buffer of the file system holding `path` (one call instead of an fsync per file).
+    public static func syncFileSystem(of path: String) throws {
+        let fd = try open(path, O_RDONLY | O_DIRECTORY)
+        defer { close(fd) }
+        if syncfs(fd) != 0 { throw StoreError.fromErrno("syncfs \(path)") }
+    }
+}
