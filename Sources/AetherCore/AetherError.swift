@@ -1,0 +1,90 @@
+import AetherStore
+import AetherMeta
+
+/// The domain's errors. The VFS maps each to one errno in one table; the CLI prints `description`.
+public enum AetherError: Error, Equatable, CustomStringConvertible {
+    /// No such file, session, checkpoint or snapshot. (ENOENT)
+    case notFound(String)
+    /// The name is taken. (EEXIST)
+    case exists(String)
+    /// A directory that must be empty is not. (ENOTEMPTY)
+    case notEmpty
+    /// A path component is not a directory. (ENOTDIR)
+    case notDirectory
+    /// The operation needs a non-directory. (EISDIR)
+    case isDirectory
+    /// The request is malformed: a bad payload, name or argument. (EINVAL)
+    case invalid(String)
+    /// A name longer than 255 bytes. (ENAMETOOLONG)
+    case nameTooLong
+    /// The caller may not do this. (EPERM)
+    case notPermitted(String)
+    /// Access denied. (EACCES)
+    case accessDenied(String)
+    /// The target is read-only. (EROFS)
+    case readOnly
+    /// The session is busy: mounted elsewhere or locked by another process. (EBUSY)
+    case busy(String)
+    /// An extended attribute does not exist. (ENODATA)
+    case noAttribute
+    /// A buffer is too small for the value. (ERANGE)
+    case range
+    /// A value is too large. (E2BIG)
+    case tooBig
+    /// The operation is not supported here. (ENOTSUP)
+    case notSupported(String)
+    /// The store's disk is full. (ENOSPC)
+    case noSpace(String)
+    /// The store is damaged or an object failed verification. (EIO)
+    case damaged(String)
+    /// A system call failed with this errno.
+    case system(Int32, String)
+
+    public var description: String {
+        switch self {
+        case .notFound(let what): "not found: \(what)"
+        case .exists(let what): "already exists: \(what)"
+        case .notEmpty: "directory not empty"
+        case .notDirectory: "not a directory"
+        case .isDirectory: "is a directory"
+        case .invalid(let why): "invalid request: \(why)"
+        case .nameTooLong: "name too long (255 bytes at most)"
+        case .notPermitted(let why): "not permitted: \(why)"
+        case .accessDenied(let why): "access denied: \(why)"
+        case .readOnly: "read-only"
+        case .busy(let why): "busy: \(why)"
+        case .noAttribute: "no such attribute"
+        case .range: "value larger than the buffer"
+        case .tooBig: "value too large"
+        case .notSupported(let what): "not supported: \(what)"
+        case .noSpace(let what): "store full: \(what)"
+        case .damaged(let what): "store damaged: \(what)"
+        case .system(_, let what): what
+        }
+    }
+
+    /// Wraps lower layers' errors into the domain's vocabulary.
+    public static func from(_ error: any Error) -> AetherError {
+        switch error {
+        case let e as AetherError: return e
+        case let e as StoreError:
+            switch e {
+            case .missing, .damaged, .unsupportedFormat: return .damaged(e.description)
+            case .noSpace: return .noSpace(e.description)
+            case .io(let code, _): return .system(code, e.description)
+            }
+        case let e as DatabaseError:
+            if e.isFull { return .noSpace(e.description) }
+            if e.isBusy { return .busy(e.description) }
+            return .damaged(e.description)
+        case let e as FormatError: return .damaged(e.description)
+        default: return .damaged("\(error)")
+        }
+    }
+}
+
+/// Runs `body`, turning any error into an `AetherError`.
+@inline(__always)
+func domain<T>(_ body: () throws -> T) throws(AetherError) -> T {
+    do { return try body() } catch { throw AetherError.from(error) }
+}

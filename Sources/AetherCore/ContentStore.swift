@@ -1,0 +1,183 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AetherStore
+
+/// Files and trees over the object store: reading a file's bytes through its manifest, cutting a file
+/// into chunks, and reading and writing trees. Caches decoded objects; safe from several threads.
+public final class ContentStore: @unchecked Sendable {
+    public let objects: ObjectStore
+    private let lock = Lock()
+    private var chunks = LRUCache<ObjectID, [UInt8]>(budget: 64 << 20)
+    private var manifests = LRUCache<ObjectID, IndexedManifest>(budget: 32 << 20)
+    private var trees = LRUCache<ObjectID, Tree>(budget: 32 << 20)
+
+    public init(objects: ObjectStore) { self.objects = objects }
+
+    /// A manifest with each chunk's starting offset, for binary search.
+    public struct IndexedManifest: Sendable {
+        public let manifest: Manifest
+        let starts: [UInt64]
+    }
+
+    public func manifest(_ id: ObjectID) throws -> IndexedManifest {
+        if let m = lock.withLock({ manifests.get(id) }) { return m }
+        let m = try Manifest.decode(try objects.get(id, .manifest))
+        var starts: [UInt64] = []
+        starts.reserveCapacity(m.chunks.count)
+        var at: UInt64 = 0
+        for c in m.chunks { starts.append(at); at += UInt64(c.length) }
+        let indexed = IndexedManifest(manifest: m, starts: starts)
+        lock.withLock { manifests.put(id, indexed, cost: 64 + m.chunks.count * 48) }
+        return indexed
+    }
+
+    public func tree(_ id: ObjectID) throws -> Tree {
+        if let t = lock.withLock({ trees.get(id) }) { return t }
+        let t = try Tree.decode(try objects.get(id, .tree))
+        lock.withLock { trees.put(id, t, cost: 128 + t.entries.count * 160) }
+        return t
+    }
+
+    public func putTree(_ tree: Tree) throws -> ObjectID {
+        let bytes = tree.encode()
+        let id = try objects.put(.tree, bytes)
+        lock.withLock { trees.put(id, tree, cost: 128 + tree.entries.count * 160) }
+        return id
+    }
+
+    func chunk(_ id: ObjectID) throws -> [UInt8] {
+        if let c = lock.withLock({ chunks.get(id) }) { return c }
+        let c = try objects.get(id, .chunk)
+        lock.withLock { chunks.put(id, c, cost: c.count + 64) }
+        return c
+    }
+
+    /// Reads up to `count` bytes at `offset` of the file whose manifest is `id` into `out`.
+    public func read(manifest id: ObjectID, offset: UInt64, count: Int, into out: inout [UInt8]) throws {
+        let m = try manifest(id)
+        guard offset < m.manifest.size, count > 0 else { return }
+        let end = min(m.manifest.size, offset + UInt64(count))
+        var i = upperBound(m.starts, offset) - 1
+        var at = offset
+        while at < end, i < m.starts.count {
+            let start = m.starts[i]
+            let piece = m.manifest.chunks[i]
+            let from = Int(at - start)
+            let to = Int(min(end - start, UInt64(piece.length)))
+            if piece.id == Manifest.hole {
+                out.append(contentsOf: repeatElement(0, count: to - from))
+            } else {
+                let data = try chunk(piece.id)
+                guard data.count == Int(piece.length) else { throw StoreError.damaged(piece.id, "length differs from its manifest") }
+                out.append(contentsOf: data[from..<to])
+            }
+            at = start + UInt64(to)
+            i += 1
+        }
+    }
+
+    /// Writes the whole content of manifest `id` into `fd` from offset 0 (a copy-up).
+    public func copy(manifest id: ObjectID, to fd: Int32) throws {
+        let m = try manifest(id)
+        var at: Int64 = 0
+        for piece in m.manifest.chunks {
+            if piece.id != Manifest.hole {
+                let data = try chunk(piece.id)
+                try data.withUnsafeBytes { try FileIO.pwriteAll(fd, $0, at: at, "copy-up") }
+            }
+            at += Int64(piece.length)
+        }
+        if ftruncate(fd, off_t(m.manifest.size)) != 0 { throw StoreError.fromErrno("truncate copy-up") }
+    }
+
+    /// The result of cutting one file into the store.
+    public struct Ingested: Sendable {
+        public var manifest: ObjectID
+        public var size: UInt64
+        /// Bytes of chunks that were not in the store before.
+        public var newBytes: Int64
+    }
+
+    /// Cuts the first `size` bytes of `fd` into chunks, stores the new ones and the manifest.
+    public func ingest(fd: Int32, size: UInt64) throws -> Ingested {
+        let window = 4 << 20
+        var buffer = [UInt8](repeating: 0, count: window)
+        var chunksOut: [(id: ObjectID, length: UInt32)] = []
+        var newBytes: Int64 = 0
+        var fileOffset: UInt64 = 0   // file offset of buffer[0]
+        var filled = 0
+        var consumed = 0
+        while true {
+            // Refill so that at least one maximal chunk is available, unless at end of file.
+            if filled - consumed < FastCDC.maxSize && fileOffset + UInt64(filled) < size {
+                if consumed > 0 {
+                    buffer.withUnsafeMutableBytes { b in
+                        b.baseAddress!.copyMemory(from: b.baseAddress! + consumed, byteCount: filled - consumed)
+                    }
+                    fileOffset += UInt64(consumed); filled -= consumed; consumed = 0
+                }
+                let want = min(window - filled, Int(size - fileOffset) - filled)
+                let got = try buffer.withUnsafeMutableBytes { b in
+                    try FileIO.pread(fd, into: UnsafeMutableRawBufferPointer(rebasing: b[filled..<filled + want]),
+                                     at: Int64(fileOffset) + Int64(filled), "read for checkpoint")
+                }
+                filled += got
+                if got < want {
+                    // The file is shorter than recorded: what is missing reads as zeros (as a hole would).
+                    buffer.withUnsafeMutableBytes { b in
+                        for k in filled..<(filled + want - got) { b[k] = 0 }
+                    }
+                    filled += want - got
+                }
+            }
+            if consumed == filled { break }
+            try buffer.withUnsafeBytes { b in
+                let rest = UnsafeRawBufferPointer(rebasing: b[consumed..<filled])
+                let n = FastCDC.cut(rest)
+                let piece = UnsafeRawBufferPointer(rebasing: rest[0..<n])
+                if isZero(piece) {
+                    chunksOut.append((Manifest.hole, UInt32(n)))
+                } else {
+                    let id = ObjectID.of(.chunk, piece)
+                    if !objects.contains(id) {
+                        try objects.put(id, .chunk, piece)
+                        newBytes += Int64(n)
+                    }
+                    chunksOut.append((id, UInt32(n)))
+                }
+                consumed += n
+            }
+        }
+        let m = Manifest(size: size, chunks: chunksOut)
+        let id = try objects.put(.manifest, m.encode())
+        return Ingested(manifest: id, size: size, newBytes: newBytes)
+    }
+
+    /// The manifest of an empty file.
+    public func emptyManifest() throws -> ObjectID {
+        try objects.put(.manifest, Manifest(size: 0, chunks: []).encode())
+    }
+}
+
+private func isZero(_ b: UnsafeRawBufferPointer) -> Bool {
+    var i = 0
+    let n = b.count
+    let p = b.baseAddress!
+    while i + 8 <= n {
+        if p.loadUnaligned(fromByteOffset: i, as: UInt64.self) != 0 { return false }
+        i += 8
+    }
+    while i < n { if p.load(fromByteOffset: i, as: UInt8.self) != 0 { return false }; i += 1 }
+    return true
+}
+
+/// The number of elements of sorted `a` that are <= `x`.
+private func upperBound(_ a: [UInt64], _ x: UInt64) -> Int {
+    var lo = 0, hi = a.count
+    while lo < hi {
+        let mid = (lo + hi) / 2
+        if a[mid] <= x { lo = mid + 1 } else { hi = mid }
+    }
+    return lo
+}

@@ -1,0 +1,202 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AetherStore
+import AetherMeta
+import Logging
+
+/// One store directory: its objects, its metadata database and its sessions' working layers.
+///
+/// Layout (format version 1): `FORMAT` (the line `aetherfs-store 1`), `objects/`, `meta.db`,
+/// `sessions/ID/upper/INO` (files written since they left the chunk store), `sessions/ID.lock`
+/// (held by the process serving the session), `sessions/ID.mount` (where it is mounted).
+public final class Repository: @unchecked Sendable {
+    public static let formatVersion = 1
+    public let path: String
+    public let objects: ObjectStore
+    public let content: ContentStore
+    public let catalog: Catalog
+    public let logger: Logger
+
+    /// The store used when neither `--store` nor `AETHERFS_STORE` names one.
+    public static var defaultPath: String {
+        if let env = getenv("AETHERFS_STORE"), env.pointee != 0 { return String(cString: env) }
+        if let xdg = getenv("XDG_DATA_HOME"), xdg.pointee != 0 { return String(cString: xdg) + "/aetherfs" }
+        let home = getenv("HOME").map { String(cString: $0) } ?? "/root"
+        return home + "/.local/share/aetherfs"
+    }
+
+    /// Opens the store at `path`, creating it when `create` is set and nothing is there.
+    public init(path: String, create: Bool = true, logger: Logger = Logger(label: "aetherfs.core")) throws(AetherError) {
+        self.path = path
+        self.logger = logger
+        let formatFile = path + "/FORMAT"
+        try domain {
+            if !FileIO.exists(formatFile) {
+                guard create else { throw AetherError.notFound("no store at \(path) (run `aetherfs init`)") }
+                try FileIO.makeDirectories(path + "/sessions")
+                try FileIO.atomicWrite(formatFile, Array("aetherfs-store \(Repository.formatVersion)\n".utf8), sync: true)
+            }
+            let text = String(decoding: try FileIO.readFile(formatFile), as: UTF8.self)
+            let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+            guard parts.count == 2, parts[0] == "aetherfs-store", let v = Int(parts[1]) else {
+                throw AetherError.damaged("\(formatFile) does not name a store format")
+            }
+            guard v <= Repository.formatVersion else {
+                throw AetherError.notSupported("store format \(v) is newer than this aetherfs reads (\(Repository.formatVersion))")
+            }
+        }
+        objects = try domain { try ObjectStore(directory: path + "/objects", logger: logger) }
+        content = ContentStore(objects: objects)
+        catalog = try domain { try Catalog(path: path + "/meta.db") }
+        try domain { try FileIO.makeDirectories(path + "/sessions") }
+    }
+
+    func sessionDirectory(_ id: Int64) -> String { "\(path)/sessions/\(id)" }
+
+    // MARK: names
+
+    /// Session, checkpoint and branch names: 1–100 of letters, digits, `.`, `_`, `-`, not starting with `.` or `-`.
+    public static func validateName(_ name: String, what: String) throws(AetherError) {
+        let ok = !name.isEmpty && name.utf8.count <= 100 && name.utf8.allSatisfy {
+            ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 46 || $0 == 95 || $0 == 45
+        } && !name.hasPrefix(".") && !name.hasPrefix("-")
+        if !ok { throw .invalid("\(what) name \"\(name)\" must be 1-100 letters, digits, '.', '_' or '-', not starting with '.' or '-'") }
+    }
+
+    // MARK: sessions
+
+    public func session(named name: String) throws(AetherError) -> SessionRecord {
+        guard let s = try domain({ try catalog.session(named: name) }) else { throw .notFound("session \(name)") }
+        return s
+    }
+
+    public func sessions() throws(AetherError) -> [SessionRecord] { try domain { try catalog.sessions() } }
+
+    /// Creates a session over `from` (a snapshot reference) or over an empty tree.
+    public func createSession(name: String, from: String? = nil, owner: UInt32) throws(AetherError) -> SessionRecord {
+        try Repository.validateName(name, what: "session")
+        if try domain({ try catalog.session(named: name) }) != nil { throw .exists("session \(name)") }
+        var base: SnapshotRecord?
+        let root: ObjectID
+        if let from {
+            let snap = try resolveSnapshot(from, session: nil)
+            base = snap
+            root = ObjectID(bytes: snap.root)!
+        } else {
+            let now = nanosecondsNow()
+            root = try domain { try content.putTree(Tree(mode: 0o755, uid: owner, gid: 0, mtime: now, entries: [])) }
+            try domain { try objects.sync() }
+        }
+        var record = SessionRecord(name: name, baseRoot: root.bytes, baseSnapshot: base?.id, parentSession: base?.session,
+                                   owner: owner)
+        try domain {
+            try catalog.transaction(durable: true) {
+                record.id = try catalog.insertSession(record)
+                try catalog.audit(uid: owner, action: "session-create", session: name, detail: from ?? "")
+            }
+        }
+        return record
+    }
+
+    /// Deletes a session and its working layer; refused while a process serves it.
+    public func deleteSession(name: String, uid: UInt32) throws(AetherError) {
+        let s = try session(named: name)
+        let lock = try SessionLock(repository: self, session: s)
+        defer { lock.release() }
+        try domain {
+            try catalog.transaction(durable: true) {
+                try catalog.deleteSession(s.id)
+                try catalog.audit(uid: uid, action: "session-delete", session: name, detail: "")
+            }
+        }
+        removeTree(sessionDirectory(s.id))
+        unlink(sessionDirectory(s.id) + ".mount")
+    }
+
+    /// Where the session is mounted, when a live process serves it.
+    public func mountpoint(of s: SessionRecord) -> String? {
+        guard let lock = try? SessionLock(repository: self, session: s) else {
+            let text = (try? FileIO.readFile(sessionDirectory(s.id) + ".mount")).map { String(decoding: $0, as: UTF8.self) }
+            return text?.split(separator: "\n").first.map(String.init)
+        }
+        lock.release()
+        return nil
+    }
+
+    // MARK: snapshots
+
+    /// Finds a snapshot by checkpoint name (within `session`, when given) or by a unique prefix of its id.
+    public func resolveSnapshot(_ ref: String, session: SessionRecord?) throws(AetherError) -> SnapshotRecord {
+        let ref = ref.trimmingWhitespace()
+        guard !ref.isEmpty else { throw .invalid("empty snapshot reference") }
+        if let session {
+            if let cp = try domain({ try catalog.checkpoints(session: session.id) }).last(where: { $0.name == ref }) { return cp }
+        } else if let at = ref.firstIndex(of: "@") {
+            // SESSION@CHECKPOINT
+            let s = try self.session(named: String(ref[..<at]))
+            return try resolveSnapshot(String(ref[ref.index(after: at)...]), session: s)
+        }
+        if ref.count >= 4, ref.allSatisfy({ $0.isHexDigit }) {
+            let found = try domain { try catalog.snapshots(sidPrefix: ref.lowercased()) }
+            if found.count == 1 { return found[0] }
+            if found.count > 1 { throw .invalid("snapshot id \(ref) is ambiguous (\(found.count) match)") }
+        }
+        throw .notFound("checkpoint or snapshot \"\(ref)\"\(session.map { " in session \($0.name)" } ?? "")")
+    }
+
+    public func checkpoints(of s: SessionRecord) throws(AetherError) -> [SnapshotRecord] {
+        try domain { try catalog.checkpoints(session: s.id) }
+    }
+}
+
+/// An exclusive claim on a session, held by the process that serves or changes it (flock on its lock file).
+public final class SessionLock: @unchecked Sendable {
+    private var fd: Int32
+
+    public init(repository: Repository, session: SessionRecord) throws(AetherError) {
+        let path = repository.sessionDirectory(session.id) + ".lock"
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if fd < 0 { throw .system(errno, "open \(path): \(String(cString: strerror(errno)))") }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            close(fd)
+            fd = -1
+            throw .busy("session \(session.name) is in use by another process (mounted?)")
+        }
+    }
+
+    public func release() {
+        if fd >= 0 { close(fd); fd = -1 }
+    }
+
+    deinit { release() }
+}
+
+/// Nanoseconds since the epoch.
+public func nanosecondsNow() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+}
+
+/// Removes a directory tree (the session's upper files); errors are ignored.
+func removeTree(_ path: String) {
+    guard let dir = opendir(path) else { unlink(path); return }
+    while let e = readdir(dir) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name == "." || name == ".." { continue }
+        let child = path + "/" + name
+        if e.pointee.d_type == UInt8(DT_DIR) { removeTree(child) } else { unlink(child) }
+    }
+    closedir(dir)
+    rmdir(path)
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
+        let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
+        return String(scalars[first...last])
+    }
+}
