@@ -1,0 +1,77 @@
+import AetherMeta
+import AetherStore
+
+/// What `stat` reports for a node.
+public struct Attributes: Sendable, Equatable {
+    public var ino: UInt64
+    public var kind: NodeKind
+    /// Permission bits, setuid, setgid and sticky (no type bits).
+    public var mode: UInt32
+    public var nlink: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var size: UInt64
+    public var atime: Int64
+    public var mtime: Int64
+    public var ctime: Int64
+    public var rdev: UInt64
+
+    /// Mode with the file type bits.
+    public var fullMode: UInt32 { kind.typeBits | mode }
+}
+
+/// One file, directory, symlink or special file of a workspace, in memory.
+final class Node {
+    var rec: NodeRecord
+    let kind: NodeKind
+    var xattrs: XattrMap
+    /// A directory's names, once loaded from its tree or its dentry rows; nil until needed.
+    var entries: [[UInt8]: UInt64]?
+    /// The directories holding a name for this node, one element per name.
+    var parents: [UInt64] = []
+    /// Whether the node has a row in the catalog.
+    var persisted = false
+    /// Kernel references (lookup counts).
+    var lookups: UInt64 = 0
+    /// Open file handles.
+    var opens = 0
+    /// The upper file's descriptor while the node is open.
+    var fd: Int32 = -1
+    /// Size or times changed by writes and not yet saved.
+    var metaPending = false
+
+    init(rec: NodeRecord, kind: NodeKind) {
+        self.rec = rec
+        self.kind = kind
+        self.xattrs = decodeXattrs(rec.xattrs)
+    }
+
+    var attributes: Attributes {
+        Attributes(ino: rec.ino, kind: kind, mode: rec.mode, nlink: rec.nlink, uid: rec.uid, gid: rec.gid,
+                   size: rec.size, atime: rec.atime, mtime: rec.mtime, ctime: rec.ctime, rdev: rec.rdev)
+    }
+
+    var contentID: ObjectID? { rec.content.flatMap { ObjectID(bytes: $0) } }
+
+    /// The record as it should be saved (xattrs encoded).
+    var record: NodeRecord {
+        var r = rec
+        r.xattrs = encodeXattrs(xattrs)
+        return r
+    }
+}
+
+/// A change the kernel must forget about after a restore.
+public enum Invalidation: Sendable, Equatable {
+    /// The name in the directory may now point elsewhere or nowhere.
+    case entry(parent: UInt64, name: [UInt8])
+    /// The node's attributes and cached pages are stale.
+    case inode(UInt64)
+}
+
+/// One entry of a directory listing.
+public struct DirectoryEntry: Sendable {
+    public var name: [UInt8]
+    public var ino: UInt64
+    public var kind: NodeKind
+}

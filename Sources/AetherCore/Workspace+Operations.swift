@@ -1,0 +1,451 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AetherMeta
+import AetherStore
+
+/// Who asks: the uid and gid of the calling process.
+public struct Caller: Sendable {
+    public var uid: UInt32
+    public var gid: UInt32
+    public init(uid: UInt32, gid: UInt32) { self.uid = uid; self.gid = gid }
+}
+
+/// Which attributes a `setattr` changes.
+public struct AttributeChange: Sendable {
+    public var mode: UInt32?
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var size: UInt64?
+    public var atime: Int64?
+    public var mtime: Int64?
+    public init() {}
+}
+
+extension Workspace {
+    // MARK: names
+
+    /// Finds `name` in `parent` and counts one kernel reference to it.
+    public func lookup(parent: UInt64, name: [UInt8]) throws(AetherError) -> Attributes {
+        if name.count > Workspace.maxNameLength { throw .nameTooLong }
+        let dir = try directory(parent)
+        guard let ino = dir.entries![name], let child = nodes[ino] else { throw .notFound("name") }
+        child.lookups += 1
+        return child.attributes
+    }
+
+    /// Counts one more kernel reference to a node already known (readdirplus).
+    public func retain(_ ino: UInt64) throws(AetherError) -> Attributes {
+        let n = try node(ino)
+        n.lookups += 1
+        return n.attributes
+    }
+
+    /// The kernel dropped `count` references.
+    public func forget(_ ino: UInt64, count: UInt64) {
+        guard let n = nodes[ino] else { return }
+        n.lookups = n.lookups > count ? n.lookups - count : 0
+        if n.parents.isEmpty && ino != Workspace.rootIno { try? releaseIfUnreferenced(n) }
+    }
+
+    public func attributes(_ ino: UInt64) throws(AetherError) -> Attributes { try node(ino).attributes }
+
+    /// A directory's names, sorted by bytes, for one listing.
+    public func list(_ ino: UInt64) throws(AetherError) -> [DirectoryEntry] {
+        let dir = try directory(ino)
+        return dir.entries!.compactMap { name, child in nodes[child].map { DirectoryEntry(name: name, ino: child, kind: $0.kind) } }
+            .sorted { $0.name.lexicographicallyPrecedes($1.name) }
+    }
+
+    public func parentOf(_ ino: UInt64) -> UInt64 { nodes[ino]?.parents.first ?? Workspace.rootIno }
+
+    // MARK: creating
+
+    private func newNode(in dir: Node, name: [UInt8], kind: NodeKind, mode: UInt32, caller: Caller,
+                         rdev: UInt64 = 0, target: [UInt8] = []) throws(AetherError) -> Node {
+        try Workspace.checkName(name)
+        guard dir.entries![name] == nil else { throw .exists("name") }
+        let now = nanosecondsNow()
+        var gid = caller.gid
+        var mode = mode & 0o7777
+        if dir.rec.mode & 0o2000 != 0 {
+            gid = dir.rec.gid
+            if kind == .directory { mode |= 0o2000 }
+        }
+        let rec = NodeRecord(ino: try allocateIno(), kind: kind.rawValue, mode: mode, uid: caller.uid, gid: gid,
+                             size: kind == .directory ? 4096 : UInt64(target.count), atime: now, mtime: now, ctime: now,
+                             nlink: kind == .directory ? 2 : 1, rdev: rdev, target: target,
+                             upper: kind == .file, materialized: kind == .directory, dirty: true)
+        let node = Node(rec: rec, kind: kind)
+        if kind == .directory { node.entries = [:] }
+        if kind == .file {
+            let fd = Glibc.open(upperPath(rec.ino), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            if fd < 0 { throw AetherError.from(StoreError.fromErrno("create upper file")) }
+            close(fd)
+        }
+        nodes[rec.ino] = node
+        do {
+            try change { () throws(AetherError) in
+                try addEntry(dir, name, node)
+                try save(node)
+                if kind == .directory { dir.rec.nlink += 1 }
+                stampChanged(dir)
+                try save(dir)
+            }
+        } catch {
+            nodes[rec.ino] = nil
+            dir.entries![name] = nil
+            if kind == .file { Glibc.unlink(upperPath(rec.ino)) }
+            throw error
+        }
+        node.lookups += 1
+        return node
+    }
+
+    /// Creates a regular file. The corresponding FUSE operation is `create` (and `mknod` for S_IFREG).
+    public func create(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller) throws(AetherError) -> Attributes {
+        try newNode(in: try directory(parent), name: name, kind: .file, mode: mode, caller: caller).attributes
+    }
+
+    public func mkdir(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller) throws(AetherError) -> Attributes {
+        try newNode(in: try directory(parent), name: name, kind: .directory, mode: mode, caller: caller).attributes
+    }
+
+    /// Creates a FIFO, socket, device or regular file from a full mode with type bits.
+    public func mknod(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, caller: Caller) throws(AetherError) -> Attributes {
+        guard let kind = NodeKind(typeBits: mode), kind != .directory, kind != .symlink else { throw .invalid("mknod of this type") }
+        return try newNode(in: try directory(parent), name: name, kind: kind, mode: mode, caller: caller, rdev: rdev).attributes
+    }
+
+    public func symlink(parent: UInt64, name: [UInt8], target: [UInt8], caller: Caller) throws(AetherError) -> Attributes {
+        guard !target.isEmpty, target.count < 4096 else { throw target.isEmpty ? .invalid("empty symlink target") : .nameTooLong }
+        return try newNode(in: try directory(parent), name: name, kind: .symlink, mode: 0o777, caller: caller, target: target).attributes
+    }
+
+    public func readlink(_ ino: UInt64) throws(AetherError) -> [UInt8] {
+        let n = try node(ino)
+        guard n.kind == .symlink else { throw .invalid("not a symlink") }
+        return n.rec.target
+    }
+
+    /// Gives `ino` one more name. Directories cannot be linked.
+    public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(AetherError) -> Attributes {
+        let n = try node(ino)
+        guard n.kind != .directory else { throw .notPermitted("hard links to directories") }
+        let dir = try directory(newParent)
+        try Workspace.checkName(newName)
+        guard dir.entries![newName] == nil else { throw .exists("name") }
+        try change { () throws(AetherError) in
+            try addEntry(dir, newName, n)
+            n.rec.nlink += 1
+            n.rec.ctime = nanosecondsNow()
+            try touch(n)
+            stampChanged(dir)
+            try save(dir)
+        }
+        n.lookups += 1
+        return n.attributes
+    }
+
+    // MARK: removing
+
+    public func unlink(parent: UInt64, name: [UInt8]) throws(AetherError) {
+        let dir = try directory(parent)
+        guard let ino = dir.entries![name], let n = nodes[ino] else { throw .notFound("name") }
+        guard n.kind != .directory else { throw .isDirectory }
+        try change { () throws(AetherError) in
+            try removeEntry(dir, name, n)
+            n.rec.nlink -= 1
+            n.rec.ctime = nanosecondsNow()
+            stampChanged(dir)
+            try save(dir)
+            if n.parents.isEmpty { try releaseIfUnreferenced(n) } else { try touch(n) }
+        }
+    }
+
+    public func rmdir(parent: UInt64, name: [UInt8]) throws(AetherError) {
+        let dir = try directory(parent)
+        guard let ino = dir.entries![name], let n = nodes[ino] else { throw .notFound("name") }
+        guard n.kind == .directory else { throw .notDirectory }
+        try ensureLoaded(n)
+        guard n.entries!.isEmpty else { throw .notEmpty }
+        try change { () throws(AetherError) in
+            try removeEntry(dir, name, n)
+            n.rec.nlink = 0
+            dir.rec.nlink -= 1
+            stampChanged(dir)
+            try save(dir)
+            try releaseIfUnreferenced(n)
+        }
+    }
+
+    /// Flags of `rename`.
+    public struct RenameFlags: OptionSet, Sendable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        public static let noReplace = RenameFlags(rawValue: 1)
+        public static let exchange = RenameFlags(rawValue: 2)
+    }
+
+    public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], flags: RenameFlags) throws(AetherError) {
+        let from = try directory(parent)
+        let to = try directory(newParent)
+        try Workspace.checkName(newName)
+        guard let srcIno = from.entries![name], let src = nodes[srcIno] else { throw .notFound("name") }
+        let dstIno = to.entries![newName]
+        let dst = dstIno.flatMap { nodes[$0] }
+        if flags.contains(.exchange) && flags.contains(.noReplace) { throw .invalid("RENAME_EXCHANGE with RENAME_NOREPLACE") }
+        if flags.contains(.noReplace) && dst != nil { throw .exists("name") }
+        if flags.contains(.exchange) {
+            guard let dst else { throw .notFound("name") }
+            try change { () throws(AetherError) in
+                try removeEntry(from, name, src)
+                try removeEntry(to, newName, dst)
+                try addEntry(from, name, dst)
+                try addEntry(to, newName, src)
+                if from !== to && src.kind != dst.kind {
+                    let delta: Int32 = src.kind == .directory ? 1 : -1
+                    to.rec.nlink = UInt32(Int32(to.rec.nlink) + delta)
+                    from.rec.nlink = UInt32(Int32(from.rec.nlink) - delta)
+                }
+                let now = nanosecondsNow()
+                src.rec.ctime = now; dst.rec.ctime = now
+                stampChanged(from); stampChanged(to)
+                try touch(src); try touch(dst); try save(from); try save(to)
+            }
+            return
+        }
+        if let dst {
+            if dst === src { return }
+            if src.kind == .directory {
+                guard dst.kind == .directory else { throw .notDirectory }
+                try ensureLoaded(dst)
+                guard dst.entries!.isEmpty else { throw .notEmpty }
+            } else if dst.kind == .directory {
+                throw .isDirectory
+            }
+        }
+        if src.kind == .directory && isAncestor(srcIno, of: to) { throw .invalid("a directory cannot move below itself") }
+        try change { () throws(AetherError) in
+            if let dst {
+                try removeEntry(to, newName, dst)
+                if dst.kind == .directory { dst.rec.nlink = 0; to.rec.nlink -= 1 } else { dst.rec.nlink -= 1 }
+                dst.rec.ctime = nanosecondsNow()
+                if dst.parents.isEmpty { try releaseIfUnreferenced(dst) } else { try touch(dst) }
+            }
+            try removeEntry(from, name, src)
+            try addEntry(to, newName, src)
+            if src.kind == .directory && from !== to { from.rec.nlink -= 1; to.rec.nlink += 1 }
+            src.rec.ctime = nanosecondsNow()
+            stampChanged(from); stampChanged(to)
+            try touch(src)
+            try save(from)
+            if from !== to { try save(to) }
+        }
+    }
+
+    private func isAncestor(_ ino: UInt64, of dir: Node) -> Bool {
+        var current: Node? = dir
+        var steps = 0
+        while let c = current, steps < 10_000 {
+            if c.rec.ino == ino { return true }
+            guard let p = c.parents.first else { return false }
+            current = nodes[p]
+            steps += 1
+        }
+        return false
+    }
+
+    // MARK: attributes
+
+    public func setAttributes(_ ino: UInt64, _ change: AttributeChange) throws(AetherError) -> Attributes {
+        let n = try node(ino)
+        let now = nanosecondsNow()
+        if let size = change.size {
+            guard n.kind == .file else { throw n.kind == .directory ? .isDirectory : .invalid("truncate of a special file") }
+            try truncate(n, to: size)
+            n.rec.mtime = now
+        }
+        if let m = change.mode { n.rec.mode = m & 0o7777 }
+        if let u = change.uid { n.rec.uid = u }
+        if let g = change.gid { n.rec.gid = g }
+        if change.uid != nil || change.gid != nil, n.kind != .directory, change.mode == nil {
+            n.rec.mode &= ~0o6000 // chown clears setuid and setgid, as on ext4
+        }
+        if let a = change.atime { n.rec.atime = a }
+        if let m = change.mtime { n.rec.mtime = m }
+        n.rec.ctime = now
+        try self.change { () throws(AetherError) in try touch(n) }
+        return n.attributes
+    }
+
+    /// Sets a file's size, copying it up from the chunk store first when it keeps bytes.
+    private func truncate(_ n: Node, to size: UInt64) throws(AetherError) {
+        if !n.rec.upper {
+            if size == 0 {
+                try makeEmptyUpper(n)
+            } else {
+                try copyUp(n)
+            }
+        }
+        let fd = try upperDescriptor(n)
+        defer { if n.opens == 0 { close(fd); n.fd = -1 } }
+        if ftruncate(fd, off_t(size)) != 0 { throw AetherError.from(StoreError.fromErrno("truncate")) }
+        n.rec.size = size
+    }
+
+    private func makeEmptyUpper(_ n: Node) throws(AetherError) {
+        let fd = Glibc.open(upperPath(n.rec.ino), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        if fd < 0 { throw AetherError.from(StoreError.fromErrno("create upper file")) }
+        close(fd)
+        n.rec.upper = true
+    }
+
+    /// Moves a file's bytes from the chunk store into its upper file, so it can be written.
+    private func copyUp(_ n: Node) throws(AetherError) {
+        let path = upperPath(n.rec.ino)
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        if fd < 0 { throw AetherError.from(StoreError.fromErrno("create upper file")) }
+        defer { close(fd) }
+        do {
+            if let id = n.contentID { try repo.content.copy(manifest: id, to: fd) }
+            if ftruncate(fd, off_t(n.rec.size)) != 0 { throw StoreError.fromErrno("truncate upper file") }
+        } catch {
+            Glibc.unlink(path)
+            throw AetherError.from(error)
+        }
+        n.rec.upper = true
+    }
+
+    func upperDescriptor(_ n: Node) throws(AetherError) -> Int32 {
+        if n.fd >= 0 { return n.fd }
+        let fd = Glibc.open(upperPath(n.rec.ino), O_RDWR | O_CLOEXEC)
+        if fd < 0 { throw AetherError.from(StoreError.fromErrno("open upper file of inode \(n.rec.ino)")) }
+        n.fd = fd
+        return fd
+    }
+
+    // MARK: file data
+
+    public func open(_ ino: UInt64) throws(AetherError) {
+        let n = try node(ino)
+        n.opens += 1
+    }
+
+    /// The last handle closed: saves what writes changed and lets go of the descriptor.
+    public func release(_ ino: UInt64) throws(AetherError) {
+        guard let n = nodes[ino] else { return }
+        n.opens = max(0, n.opens - 1)
+        defer {
+            if n.opens == 0 && n.fd >= 0 { close(n.fd); n.fd = -1 }
+            if n.parents.isEmpty { try? releaseIfUnreferenced(n) }
+        }
+        try flush(ino)
+    }
+
+    /// Saves the size and times that writes changed.
+    public func flush(_ ino: UInt64) throws(AetherError) {
+        guard let n = nodes[ino], n.metaPending, n.persisted else { return }
+        try save(n)
+    }
+
+    /// Makes the file's bytes and attributes durable.
+    public func fsync(_ ino: UInt64, dataOnly: Bool) throws(AetherError) {
+        let n = try node(ino)
+        if n.kind == .file && n.rec.upper {
+            let fd = try upperDescriptor(n)
+            if Glibc.fsync(fd) != 0 { throw AetherError.from(StoreError.fromErrno("fsync")) }
+            if n.opens == 0 { close(fd); n.fd = -1 }
+        }
+        if n.persisted || n.rec.dirty {
+            try change(durable: true) { () throws(AetherError) in try save(n) }
+        }
+    }
+
+    /// Makes every change of the working layer durable (fsyncdir, and before answering a checkpoint).
+    public func syncAll() throws(AetherError) {
+        try change(durable: true) { () throws(AetherError) in
+            for n in nodes.values where n.metaPending && n.persisted { try save(n) }
+        }
+    }
+
+    public func read(_ ino: UInt64, offset: UInt64, count: Int) throws(AetherError) -> [UInt8] {
+        let n = try node(ino)
+        guard n.kind == .file else { throw n.kind == .directory ? .isDirectory : .invalid("read of a special file") }
+        guard offset < n.rec.size, count > 0 else { return [] }
+        let want = Int(min(UInt64(count), n.rec.size - offset))
+        if n.rec.upper {
+            let fd = try upperDescriptor(n)
+            defer { if n.opens == 0 { close(fd); n.fd = -1 } }
+            var out = [UInt8](repeating: 0, count: want)
+            let got = try domain { try out.withUnsafeMutableBytes { try FileIO.pread(fd, into: $0, at: Int64(offset), "read") } }
+            if got < want { out.replaceSubrange(got..., with: repeatElement(0, count: want - got)) }
+            return out
+        }
+        guard let id = n.contentID else { return [UInt8](repeating: 0, count: want) }
+        var out: [UInt8] = []
+        out.reserveCapacity(want)
+        try domain { try repo.content.read(manifest: id, offset: offset, count: want, into: &out) }
+        return out
+    }
+
+    public func write(_ ino: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(AetherError) -> Int {
+        let n = try node(ino)
+        guard n.kind == .file else { throw n.kind == .directory ? .isDirectory : .invalid("write to a special file") }
+        guard offset <= UInt64(Int64.max) - UInt64(data.count) else { throw .tooBig }
+        let first = !n.rec.upper || !n.rec.dirty
+        if !n.rec.upper { try copyUp(n) }
+        let fd = try upperDescriptor(n)
+        defer { if n.opens == 0 { close(fd); n.fd = -1 } }
+        try domain { try FileIO.pwriteAll(fd, data, at: Int64(offset), "write") }
+        n.rec.size = max(n.rec.size, offset + UInt64(data.count))
+        let now = nanosecondsNow()
+        n.rec.mtime = now
+        n.rec.ctime = now
+        if n.rec.mode & 0o6000 != 0 { n.rec.mode &= ~0o4000 }
+        if first {
+            try change { () throws(AetherError) in try touch(n) }
+        } else {
+            n.metaPending = true
+        }
+        return data.count
+    }
+
+    // MARK: extended attributes
+
+    public func getXattr(_ ino: UInt64, name: String) throws(AetherError) -> [UInt8] {
+        guard let v = try node(ino).xattrs[name] else { throw .noAttribute }
+        return v
+    }
+
+    public func listXattrs(_ ino: UInt64) throws(AetherError) -> [String] {
+        try node(ino).xattrs.keys.sorted()
+    }
+
+    /// Sets an attribute; `create` fails when it exists, `replace` when it does not.
+    public func setXattr(_ ino: UInt64, name: String, value: [UInt8], create: Bool, replace: Bool) throws(AetherError) {
+        guard !name.isEmpty else { throw .invalid("empty attribute name") }
+        guard name.utf8.count <= 255 else { throw .range }
+        guard value.count <= Workspace.maxXattrValue else { throw .tooBig }
+        let n = try node(ino)
+        let exists = n.xattrs[name] != nil
+        if create && exists { throw .exists("attribute \(name)") }
+        if replace && !exists { throw .noAttribute }
+        n.xattrs[name] = value
+        n.rec.ctime = nanosecondsNow()
+        try change { () throws(AetherError) in try touch(n) }
+    }
+
+    public func removeXattr(_ ino: UInt64, name: String) throws(AetherError) {
+        let n = try node(ino)
+        guard n.xattrs[name] != nil else { throw .noAttribute }
+        n.xattrs[name] = nil
+        n.rec.ctime = nanosecondsNow()
+        try change { () throws(AetherError) in try touch(n) }
+    }
+
+    // MARK: state
+
+    /// How many nodes changed since the last checkpoint.
+    public var dirtyCount: Int { nodes.values.reduce(0) { $0 + ($1.rec.dirty && $1.kind != .directory ? 1 : 0) } }
+}

@@ -1,0 +1,227 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AetherMeta
+import AetherStore
+
+/// What a checkpoint request carries.
+public struct CheckpointRequest: Sendable {
+    public var message: String
+    public var name: String?
+    public var meta: [String: String]
+    public init(message: String, name: String? = nil, meta: [String: String] = [:]) {
+        self.message = message; self.name = name; self.meta = meta
+    }
+}
+
+extension Workspace {
+    /// Records the session's current tree as a durable checkpoint.
+    ///
+    /// Only directories on changed paths get new trees and only files written since the last checkpoint
+    /// are cut into chunks, so the cost follows the change, not the session's size. The checkpoint is
+    /// durable when this returns: objects are synced before the record commits.
+    public func checkpoint(_ request: CheckpointRequest, author: UInt32) throws(AetherError) -> SnapshotRecord {
+        let message = request.message.trimmingWhitespace()
+        guard !message.isEmpty else { throw .invalid("a checkpoint needs a non-empty message") }
+        guard message.utf8.count <= 65536 else { throw .invalid("the message is longer than 64 KiB") }
+        let existing = try domain { try catalog.checkpoints(session: session.id) }
+        let name = request.name ?? "cp-\(existing.count + 1)"
+        try Repository.validateName(name, what: "checkpoint")
+        if existing.contains(where: { $0.name == name }) { throw .exists("checkpoint \(name) in session \(session.name)") }
+        for key in request.meta.keys where key.isEmpty || key.utf8.count > 200 {
+            throw .invalid("metadata keys must be 1-200 bytes")
+        }
+
+        var stats = (files: Int64(0), bytes: Int64(0))
+        var cleaned: [Node] = []
+        let root = try snapshotDirectory(try node(Workspace.rootIno), stats: &stats, cleaned: &cleaned)
+        try domain { try repo.objects.sync() }
+
+        var record = SnapshotRecord(sid: Workspace.newSnapshotID(), kind: "checkpoint", session: session.id, name: name,
+                                    root: root.bytes, parent: session.head, time: now(), author: author,
+                                    message: message, meta: jsonObject(request.meta), filesChanged: stats.files,
+                                    bytesAdded: stats.bytes)
+        try change(durable: true) { () throws(AetherError) in
+            try domain {
+                record.id = try catalog.insertSnapshot(record)
+                try catalog.updateSessionBase(session.id, baseRoot: root.bytes, baseSnapshot: record.id, head: record.id)
+                try catalog.audit(uid: author, action: "checkpoint", session: session.name, detail: "\(name) \(record.sid)")
+            }
+            for n in cleaned { try save(n) }
+        }
+        session.baseRoot = root.bytes
+        session.baseSnapshot = record.id
+        session.head = record.id
+        // Files nobody holds open leave the working layer: their bytes are in the chunk store now.
+        for n in cleaned where n.kind == .file && n.rec.upper && n.opens == 0 && n.rec.content != nil {
+            if n.fd >= 0 { close(n.fd); n.fd = -1 }
+            n.rec.upper = false
+            try? save(n)
+            Glibc.unlink(upperPath(n.rec.ino))
+        }
+        return record
+    }
+
+    static func newSnapshotID() -> String {
+        let digits = Array("0123456789abcdef")
+        return String((0..<16).map { _ in digits[Int.random(in: 0..<16)] })
+    }
+
+    /// Writes the tree of a directory that changed (recursing only into changed children); returns its id.
+    private func snapshotDirectory(_ dir: Node, stats: inout (files: Int64, bytes: Int64), cleaned: inout [Node]) throws(AetherError) -> ObjectID {
+        if !dir.rec.dirty, let id = dir.contentID { return id }
+        try ensureLoaded(dir)
+        var entries: [TreeEntry] = []
+        entries.reserveCapacity(dir.entries!.count)
+        for (name, ino) in dir.entries! {
+            let child = try node(ino)
+            entries.append(try entry(for: child, name: name, stats: &stats, cleaned: &cleaned))
+        }
+        let tree = Tree(mode: dir.rec.mode, uid: dir.rec.uid, gid: dir.rec.gid, mtime: dir.rec.mtime, xattrs: dir.xattrs, entries: entries)
+        let id = try domain { try repo.content.putTree(tree) }
+        dir.rec.content = id.bytes
+        dir.rec.dirty = false
+        cleaned.append(dir)
+        return id
+    }
+
+    private func entry(for n: Node, name: [UInt8], stats: inout (files: Int64, bytes: Int64), cleaned: inout [Node]) throws(AetherError) -> TreeEntry {
+        if n.kind == .directory {
+            return TreeEntry(name: name, kind: .directory, content: try snapshotDirectory(n, stats: &stats, cleaned: &cleaned))
+        }
+        if n.rec.dirty {
+            if n.kind == .file && n.rec.upper {
+                let fd = try upperDescriptor(n)
+                defer { if n.opens == 0 { close(fd); n.fd = -1 } }
+                let got = try domain { try repo.content.ingest(fd: fd, size: n.rec.size) }
+                n.rec.content = got.manifest.bytes
+                stats.files += 1
+                stats.bytes += got.newBytes
+            } else if n.kind == .file && n.rec.content == nil {
+                n.rec.content = try domain { try repo.content.emptyManifest() }.bytes
+            }
+            n.rec.dirty = false
+            cleaned.append(n)
+        }
+        let group = n.rec.nlink > 1 ? (n.rec.linkGroup != 0 ? n.rec.linkGroup : n.rec.ino) : 0
+        return TreeEntry(name: name, kind: n.kind, mode: n.rec.mode, uid: n.rec.uid, gid: n.rec.gid, size: n.rec.size,
+                         mtime: n.rec.mtime, nlink: n.rec.nlink, rdev: n.rec.rdev, linkGroup: group, target: n.rec.target,
+                         content: n.contentID, xattrs: n.xattrs)
+    }
+
+    /// Makes the session's tree that of `snapshot`, in place: names that exist in both keep their inode
+    /// numbers (so open files read the restored bytes), the rest come and go. Returns what the kernel
+    /// must forget. Cost follows the directories the kernel has loaded, not the tree's size.
+    public func restore(to snapshot: SnapshotRecord, caller: UInt32) throws(AetherError) -> [Invalidation] {
+        guard let rootID = ObjectID(bytes: snapshot.root) else { throw .damaged("snapshot \(snapshot.sid) has no root") }
+        // Read every tree we will need before changing anything, so damage leaves the session as it was.
+        _ = try domain { try repo.content.tree(rootID) }
+        var invalidations: [Invalidation] = []
+        var detached: [Node] = []
+        let root = try node(Workspace.rootIno)
+        try reconcile(root, with: rootID, invalidations: &invalidations, detached: &detached)
+        try change(durable: true) { () throws(AetherError) in
+            try domain {
+                try catalog.clearWorkingLayer(session: session.id)
+                try catalog.updateSessionBase(session.id, baseRoot: snapshot.root, baseSnapshot: snapshot.id, head: snapshot.id)
+                try catalog.audit(uid: caller, action: "restore", session: session.name, detail: "\(snapshot.name) \(snapshot.sid)")
+            }
+            for n in nodes.values { n.persisted = false }
+            try save(root)
+        }
+        session.baseRoot = snapshot.root
+        session.baseSnapshot = snapshot.id
+        session.head = snapshot.id
+        for n in detached where n.parents.isEmpty { try? releaseIfUnreferenced(n) }
+        return invalidations
+    }
+
+    /// Brings a loaded directory (and the loaded directories below it) to the tree `id`.
+    private func reconcile(_ dir: Node, with id: ObjectID, invalidations: inout [Invalidation], detached: inout [Node]) throws(AetherError) {
+        let tree = try domain { try repo.content.tree(id) }
+        dir.rec.mode = tree.mode; dir.rec.uid = tree.uid; dir.rec.gid = tree.gid
+        dir.rec.mtime = tree.mtime; dir.rec.ctime = tree.mtime; dir.rec.atime = tree.mtime
+        dir.xattrs = tree.xattrs
+        dir.rec.content = id.bytes
+        dir.rec.dirty = false
+        dir.rec.materialized = false
+        dir.rec.nlink = 2 + UInt32(tree.entries.filter { $0.kind == .directory }.count)
+        invalidations.append(.inode(dir.rec.ino))
+        guard let old = dir.entries else { return }
+        var fresh: [[UInt8]: UInt64] = [:]
+        var kept = Set<UInt64>()
+        for e in tree.entries {
+            if let ino = old[e.name], let n = nodes[ino], n.kind == e.kind, n.parents.count == 1, e.linkGroup == 0, !kept.contains(ino) {
+                kept.insert(ino)
+                fresh[e.name] = ino
+                if e.kind == .directory {
+                    try reconcile(n, with: e.content!, invalidations: &invalidations, detached: &detached)
+                } else {
+                    resetLeaf(n, to: e)
+                    invalidations.append(.inode(ino))
+                }
+            } else {
+                if e.linkGroup != 0, let ino = linkGroups[e.linkGroup], let existing = nodes[ino], !kept.contains(ino), existing.parents.isEmpty || fresh.values.contains(ino) {
+                    existing.parents.append(dir.rec.ino)
+                    fresh[e.name] = ino
+                    continue
+                }
+                let child = try makeNode(from: e)
+                child.parents = [dir.rec.ino]
+                nodes[child.rec.ino] = child
+                if e.linkGroup != 0 { linkGroups[e.linkGroup] = child.rec.ino }
+                fresh[e.name] = child.rec.ino
+            }
+            invalidations.append(.entry(parent: dir.rec.ino, name: e.name))
+        }
+        for (name, ino) in old where fresh[name] != ino {
+            invalidations.append(.entry(parent: dir.rec.ino, name: name))
+            guard let n = nodes[ino], !kept.contains(ino) else { continue }
+            if let i = n.parents.firstIndex(of: dir.rec.ino) { n.parents.remove(at: i) }
+            if n.parents.isEmpty { n.rec.nlink = 0; detached.append(n) }
+        }
+        dir.entries = fresh
+    }
+
+    private func resetLeaf(_ n: Node, to e: TreeEntry) {
+        if n.fd >= 0 { close(n.fd); n.fd = -1 }
+        if n.rec.upper { Glibc.unlink(upperPath(n.rec.ino)) }
+        n.rec.mode = e.mode; n.rec.uid = e.uid; n.rec.gid = e.gid; n.rec.size = e.size
+        n.rec.mtime = e.mtime; n.rec.atime = e.mtime; n.rec.ctime = e.mtime
+        n.rec.nlink = e.nlink; n.rec.rdev = e.rdev; n.rec.target = e.target
+        n.rec.content = e.content?.bytes
+        n.rec.upper = false; n.rec.dirty = false; n.rec.linkGroup = e.linkGroup
+        n.metaPending = false
+        n.xattrs = e.xattrs
+    }
+
+}
+
+/// A flat JSON object of strings, keys sorted.
+func jsonObject(_ map: [String: String]) -> String {
+    "{" + map.keys.sorted().map { "\(jsonString($0)):\(jsonString(map[$0]!))" }.joined(separator: ",") + "}"
+}
+
+/// A JSON string literal.
+public func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if u.value < 0x20 { out += String(format4: u.value) } else { out.unicodeScalars.append(u) }
+        }
+    }
+    return out + "\""
+}
+
+extension String {
+    init(format4 v: UInt32) {
+        let hex = String(v, radix: 16)
+        self = "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+    }
+}

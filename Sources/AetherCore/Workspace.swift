@@ -1,0 +1,255 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AetherMeta
+import AetherStore
+import Logging
+
+/// A session's live tree: a copy-on-write working layer over its base snapshot.
+///
+/// Directories load lazily from their trees; a node gets a catalog row only when it, or something
+/// below it, changes, and then every directory above it is *materialized* (its names become dentry
+/// rows). File bytes written since the last checkpoint live in the session's upper files; a checkpoint
+/// cuts them into the chunk store and writes trees only for the directories on changed paths.
+///
+/// Not thread-safe: the caller serializes every call (the VFS holds one lock per session).
+public final class Workspace: @unchecked Sendable {
+    public static let rootIno: UInt64 = 1
+    public static let maxNameLength = 255
+    public static let maxXattrValue = 65536
+
+    public let repo: Repository
+    public internal(set) var session: SessionRecord
+    let logger: Logger
+    var nodes: [UInt64: Node] = [:]
+    var nextIno: UInt64
+    var reservedIno: UInt64
+    var linkGroups: [UInt64: UInt64] = [:]
+    let upperDir: String
+    var catalog: Catalog { repo.catalog }
+
+    /// Opens the session's working layer as the catalog and the upper files left it.
+    public init(repo: Repository, session: SessionRecord) throws(AetherError) {
+        self.repo = repo
+        self.session = session
+        self.logger = repo.logger
+        upperDir = repo.sessionDirectory(session.id) + "/upper"
+        nextIno = max(session.nextIno, 2)
+        reservedIno = nextIno
+        try domain { try FileIO.makeDirectories(upperDir) }
+        try load()
+    }
+
+    deinit {
+        for node in nodes.values where node.fd >= 0 { close(node.fd) }
+    }
+
+    // MARK: loading
+
+    private func load() throws(AetherError) {
+        let rows = try domain { try catalog.nodes(session: session.id) }
+        if rows.isEmpty {
+            try resetRoot(ObjectID(bytes: session.baseRoot)!)
+        } else {
+            for r in rows {
+                guard let kind = NodeKind(rawValue: r.kind) else { throw .damaged("node \(r.ino) has unknown kind \(r.kind)") }
+                let node = Node(rec: r, kind: kind)
+                node.persisted = true
+                if r.upper {
+                    var st = stat()
+                    if stat(upperPath(r.ino), &st) == 0 { node.rec.size = UInt64(st.st_size) }
+                    else { throw .damaged("the upper file of node \(r.ino) in session \(session.name) is missing") }
+                }
+                if kind == .directory && r.materialized { node.entries = [:] }
+                if r.linkGroup != 0 { linkGroups[r.linkGroup] = r.ino }
+                nodes[r.ino] = node
+                nextIno = max(nextIno, r.ino + 1)
+            }
+            for d in try domain({ try catalog.dentries(session: session.id) }) {
+                guard let parent = nodes[d.parent], let child = nodes[d.ino] else { continue }
+                parent.entries?[d.name] = d.ino
+                child.parents.append(d.parent)
+            }
+            // Nodes that lost their last name before a crash.
+            for (ino, node) in nodes where ino != Workspace.rootIno && node.parents.isEmpty {
+                try domain { try catalog.deleteNode(session: session.id, ino: ino) }
+                Glibc.unlink(upperPath(ino))
+                nodes[ino] = nil
+            }
+        }
+        reservedIno = nextIno
+        removeStrayUpperFiles()
+    }
+
+    private func removeStrayUpperFiles() {
+        guard let dir = opendir(upperDir) else { return }
+        defer { closedir(dir) }
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let ino = UInt64(name) else { continue }
+            if nodes[ino]?.rec.upper != true { Glibc.unlink(upperDir + "/" + name) }
+        }
+    }
+
+    /// Makes the root a clean, unloaded directory over `tree`, with a row of its own.
+    private func resetRoot(_ tree: ObjectID) throws(AetherError) {
+        let t = try domain { try repo.content.tree(tree) }
+        let root = Node(rec: NodeRecord(ino: Workspace.rootIno, kind: NodeKind.directory.rawValue, mode: t.mode, uid: t.uid,
+                                        gid: t.gid, size: 4096, atime: t.mtime, mtime: t.mtime, ctime: t.mtime,
+                                        nlink: 2 + UInt32(t.entries.filter { $0.kind == .directory }.count),
+                                        content: tree.bytes), kind: .directory)
+        root.xattrs = t.xattrs
+        if let old = nodes[Workspace.rootIno] { root.lookups = old.lookups }
+        nodes[Workspace.rootIno] = root
+        try save(root)
+    }
+
+    func upperPath(_ ino: UInt64) -> String { "\(upperDir)/\(ino)" }
+
+    func allocateIno() throws(AetherError) -> UInt64 {
+        if nextIno >= reservedIno {
+            reservedIno = nextIno + 4096
+            try domain { try catalog.setNextIno(session.id, reservedIno) }
+        }
+        defer { nextIno += 1 }
+        return nextIno
+    }
+
+    func node(_ ino: UInt64) throws(AetherError) -> Node {
+        guard let n = nodes[ino] else { throw .notFound("inode \(ino)") }
+        return n
+    }
+
+    func directory(_ ino: UInt64) throws(AetherError) -> Node {
+        let n = try node(ino)
+        guard n.kind == .directory else { throw .notDirectory }
+        try ensureLoaded(n)
+        return n
+    }
+
+    /// Gives a directory its names, from its tree, allocating inode numbers for them.
+    func ensureLoaded(_ dir: Node) throws(AetherError) {
+        guard dir.entries == nil else { return }
+        var entries: [[UInt8]: UInt64] = [:]
+        if let id = dir.contentID {
+            let tree = try domain { try repo.content.tree(id) }
+            entries.reserveCapacity(tree.entries.count)
+            for e in tree.entries {
+                if e.linkGroup != 0, let ino = linkGroups[e.linkGroup], let existing = nodes[ino] {
+                    existing.parents.append(dir.rec.ino)
+                    entries[e.name] = ino
+                    continue
+                }
+                let child = try makeNode(from: e)
+                child.parents = [dir.rec.ino]
+                nodes[child.rec.ino] = child
+                if e.linkGroup != 0 { linkGroups[e.linkGroup] = child.rec.ino }
+                entries[e.name] = child.rec.ino
+            }
+        }
+        dir.entries = entries
+    }
+
+    func makeNode(from e: TreeEntry) throws(AetherError) -> Node {
+        let ino = try allocateIno()
+        if e.kind == .directory {
+            guard let id = e.content else { throw .damaged("directory entry without a tree") }
+            let t = try domain { try repo.content.tree(id) }
+            let rec = NodeRecord(ino: ino, kind: NodeKind.directory.rawValue, mode: t.mode, uid: t.uid, gid: t.gid,
+                                 size: 4096, atime: t.mtime, mtime: t.mtime, ctime: t.mtime,
+                                 nlink: 2 + UInt32(t.entries.filter { $0.kind == .directory }.count), content: id.bytes)
+            let n = Node(rec: rec, kind: .directory)
+            n.xattrs = t.xattrs
+            return n
+        }
+        let rec = NodeRecord(ino: ino, kind: e.kind.rawValue, mode: e.mode, uid: e.uid, gid: e.gid, size: e.size,
+                             atime: e.mtime, mtime: e.mtime, ctime: e.mtime, nlink: e.nlink, rdev: e.rdev,
+                             target: e.target, content: e.content?.bytes, linkGroup: e.linkGroup)
+        let n = Node(rec: rec, kind: e.kind)
+        n.xattrs = e.xattrs
+        return n
+    }
+
+    // MARK: persistence of changes
+
+    func save(_ node: Node) throws(AetherError) {
+        try domain { try catalog.upsertNode(session: session.id, node.record) }
+        node.persisted = true
+        node.metaPending = false
+    }
+
+    /// Marks `node` changed since the last checkpoint and saves it, materializing every directory above it.
+    func touch(_ node: Node) throws(AetherError) {
+        node.rec.dirty = true
+        try save(node)
+        for p in node.parents { try materialize(try self.node(p)) }
+    }
+
+    /// Gives a directory dentry rows for all its names (and rows for its children), and marks it and
+    /// its ancestors changed.
+    func materialize(_ dir: Node) throws(AetherError) {
+        if dir.rec.materialized && dir.rec.dirty && dir.persisted { return }
+        try ensureLoaded(dir)
+        if !dir.rec.materialized {
+            dir.rec.materialized = true
+            for (name, ino) in dir.entries! {
+                let child = try node(ino)
+                if !child.persisted { try save(child) }
+                try domain { try catalog.setDentry(session: session.id, parent: dir.rec.ino, name: name, ino: ino) }
+            }
+        }
+        dir.rec.dirty = true
+        try save(dir)
+        for p in dir.parents { try materialize(try node(p)) }
+    }
+
+    /// Runs one change atomically in the catalog.
+    func change<T>(durable: Bool = false, _ body: () throws(AetherError) -> T) throws(AetherError) -> T {
+        do {
+            return try catalog.transaction(durable: durable) { () throws -> T in try body() }
+        } catch {
+            throw AetherError.from(error)
+        }
+    }
+
+    func addEntry(_ dir: Node, _ name: [UInt8], _ child: Node) throws(AetherError) {
+        try materialize(dir)
+        dir.entries![name] = child.rec.ino
+        child.parents.append(dir.rec.ino)
+        try domain { try catalog.setDentry(session: session.id, parent: dir.rec.ino, name: name, ino: child.rec.ino) }
+    }
+
+    func removeEntry(_ dir: Node, _ name: [UInt8], _ child: Node) throws(AetherError) {
+        try materialize(dir)
+        dir.entries![name] = nil
+        if let i = child.parents.firstIndex(of: dir.rec.ino) { child.parents.remove(at: i) }
+        try domain { try catalog.removeDentry(session: session.id, parent: dir.rec.ino, name: name) }
+    }
+
+    func stampChanged(_ dir: Node) {
+        let now = nanosecondsNow()
+        dir.rec.mtime = now
+        dir.rec.ctime = now
+    }
+
+    /// Drops a node that has no name left, once the kernel and every handle let go of it.
+    func releaseIfUnreferenced(_ node: Node) throws(AetherError) {
+        guard node.rec.ino != Workspace.rootIno, node.parents.isEmpty else { return }
+        if node.persisted {
+            try domain { try catalog.deleteNode(session: session.id, ino: node.rec.ino) }
+            node.persisted = false
+        }
+        if node.lookups == 0 && node.opens == 0 {
+            if node.fd >= 0 { close(node.fd); node.fd = -1 }
+            if node.rec.upper { Glibc.unlink(upperPath(node.rec.ino)) }
+            nodes[node.rec.ino] = nil
+        }
+    }
+
+    static func checkName(_ name: [UInt8]) throws(AetherError) {
+        if name.count > maxNameLength { throw .nameTooLong }
+        if name.isEmpty || name == [46] || name == [46, 46] || name.contains(47) || name.contains(0) {
+            throw .invalid("bad file name")
+        }
+    }
+}
