@@ -16,6 +16,12 @@ public struct Attributes: Sendable, Equatable {
     public var ctime: Int64
     public var rdev: UInt64
 
+    public init(ino: UInt64, kind: NodeKind, mode: UInt32, nlink: UInt32, uid: UInt32, gid: UInt32, size: UInt64,
+                atime: Int64, mtime: Int64, ctime: Int64, rdev: UInt64) {
+        self.ino = ino; self.kind = kind; self.mode = mode; self.nlink = nlink; self.uid = uid; self.gid = gid
+        self.size = size; self.atime = atime; self.mtime = mtime; self.ctime = ctime; self.rdev = rdev
+    }
+
     /// Mode with the file type bits.
     public var fullMode: UInt32 { kind.typeBits | mode }
 }
@@ -74,4 +80,5 @@ public struct DirectoryEntry: Sendable {
     public var name: [UInt8]
     public var ino: UInt64
     public var kind: NodeKind
+    public init(name: [UInt8], ino: UInt64, kind: NodeKind) { self.name = name; self.ino = ino; self.kind = kind }
 }

@@ -1,0 +1,194 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import AetherCore
+import AetherMeta
+
+/// The files of `.aether/`, the control surface inside a mount.
+///
+/// Each write is one whole request (at most 64 KiB) and runs before the write returns; its failure
+/// comes back as the write's errno and as text in `last`. Reads show a state taken when the file
+/// was opened. Virtual inode numbers live above 2^62, far from the workspace's.
+public enum ControlFile: UInt64, CaseIterable, Sendable {
+    case checkpoint = 1, restore, status, log, last
+
+    public static let directoryName = Array(".aether".utf8)
+    public static let directoryIno: UInt64 = 1 << 62
+    public static let maxPayload = 64 * 1024
+
+    public var ino: UInt64 { ControlFile.directoryIno + rawValue }
+    public var name: String { "\(self)" }
+
+    public init?(ino: UInt64) {
+        guard ino > ControlFile.directoryIno, let c = ControlFile(rawValue: ino - ControlFile.directoryIno) else { return nil }
+        self = c
+    }
+
+    public init?(name: [UInt8]) {
+        guard let c = ControlFile.allCases.first(where: { Array($0.name.utf8) == name }) else { return nil }
+        self = c
+    }
+
+    public static func isVirtual(_ ino: UInt64) -> Bool { ino >= directoryIno }
+
+    var writable: Bool { self == .checkpoint || self == .restore }
+}
+
+extension VirtualFileSystem {
+    func controlLookup(parent: UInt64, name: [UInt8]) throws(FSFailure) -> EntryReply? {
+        if parent == Workspace.rootIno && name == ControlFile.directoryName {
+            return EntryReply(attributes: controlAttributes(ControlFile.directoryIno)!, entryTimeout: options.cacheTimeout, attrTimeout: 0)
+        }
+        guard parent == ControlFile.directoryIno else { return nil }
+        guard let file = ControlFile(name: name) else { throw FSFailure(code: ENOENT, message: "no such control file") }
+        return EntryReply(attributes: controlAttributes(file.ino)!, entryTimeout: options.cacheTimeout, attrTimeout: 0)
+    }
+
+    func controlAttributes(_ ino: UInt64) -> Attributes? {
+        guard ControlFile.isVirtual(ino) else { return nil }
+        let t = nanosecondsNow()
+        if ino == ControlFile.directoryIno {
+            return Attributes(ino: ino, kind: .directory, mode: 0o555, nlink: 2, uid: 0, gid: 0, size: 0, atime: t, mtime: t, ctime: t, rdev: 0)
+        }
+        guard let file = ControlFile(ino: ino) else { return nil }
+        return Attributes(ino: ino, kind: .file, mode: file.writable ? 0o666 : 0o444, nlink: 1, uid: 0, gid: 0, size: 0,
+                          atime: t, mtime: t, ctime: t, rdev: 0)
+    }
+
+    /// What a read of the control file shows, taken at open. Caller holds the lock.
+    func controlContent(_ file: ControlFile, caller: Caller) -> [UInt8] {
+        switch file {
+        case .checkpoint:
+            let head = workspace.session.head.flatMap { try? workspace.repo.catalog.snapshot(id: $0) }
+            return Array((head.map(snapshotJSON) ?? "null").utf8) + [10]
+        case .restore: return []
+        case .status: return Array(statusJSON().utf8) + [10]
+        case .log: return Array(logText().utf8)
+        case .last: return Array((lastResults[caller.uid] ?? "").utf8)
+        }
+    }
+
+    func controlWrite(_ file: ControlFile, data: UnsafeRawBufferPointer, caller: Caller) throws(FSFailure) -> Int {
+        guard file.writable else { throw FSFailure(code: EBADF, message: "\(file.name) is read-only") }
+        var invalidations: [Invalidation] = []
+        let result: Result<String, AetherError> = lock.withLock {
+            do throws(AetherError) {
+                guard data.count <= ControlFile.maxPayload else {
+                    throw .invalid("the request is \(data.count) bytes; control requests are at most \(ControlFile.maxPayload)")
+                }
+                guard let text = String(validating: Array(data), as: UTF8.self),
+                      !text.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\n" && $0 != "\t" && $0 != "\r" }) else {
+                    throw .invalid("the request is not text")
+                }
+                switch file {
+                case .checkpoint:
+                    let request = try parseCheckpointRequest(text)
+                    let record = try workspace.checkpoint(request, author: caller.uid)
+                    return .success(snapshotJSON(record))
+                case .restore:
+                    let ref = text.trimmingCharacters(in: .whitespacesAndNewlines)
+                    guard !ref.isEmpty, !ref.contains("\n") else { throw .invalid("write one checkpoint name or id to restore") }
+                    let snapshot = try workspace.repo.resolveSnapshot(ref, session: workspace.session)
+                    invalidations = try workspace.restore(to: snapshot, caller: caller.uid)
+                    return .success(snapshotJSON(snapshot))
+                default:
+                    throw .invalid("\(file.name) is read-only")
+                }
+            } catch {
+                return .failure(error)
+            }
+        }
+        if !invalidations.isEmpty { invalidator(invalidations) }
+        switch result {
+        case .success(let json):
+            lock.withLock { lastResults[caller.uid] = json + "\n" }
+            return data.count
+        case .failure(let error):
+            let failure = FSFailure(error)
+            lock.withLock { lastResults[caller.uid] = "error: \(file.name): \(error.description) (\(errnoName(failure.code)))\n" }
+            throw failure
+        }
+    }
+
+    /// A message, or a JSON object with `message` and optional `name` and `meta` (string values).
+    func parseCheckpointRequest(_ text: String) throws(AetherError) -> CheckpointRequest {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !trimmed.isEmpty else { throw .invalid("a checkpoint needs a message (echo \"msg\" > .aether/checkpoint)") }
+        guard trimmed.hasPrefix("{") else { return CheckpointRequest(message: trimmed) }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(trimmed.utf8)) as? [String: Any] else {
+            throw .invalid("the request starts with '{' but is not a JSON object")
+        }
+        for key in object.keys where !["message", "name", "meta"].contains(key) {
+            throw .invalid("unknown key \"\(key)\" (expected message, name, meta)")
+        }
+        guard let message = object["message"] as? String else { throw .invalid("\"message\" must be a string") }
+        var request = CheckpointRequest(message: message)
+        if let name = object["name"] {
+            guard let name = name as? String else { throw .invalid("\"name\" must be a string") }
+            request.name = name
+        }
+        if let meta = object["meta"] {
+            guard let meta = meta as? [String: Any] else { throw .invalid("\"meta\" must be an object") }
+            for (k, v) in meta {
+                guard let s = v as? String else { throw .invalid("meta value of \"\(k)\" must be a string") }
+                request.meta[k] = s
+            }
+        }
+        return request
+    }
+
+    func statusJSON() -> String {
+        let s = workspace.session
+        let head = s.head.flatMap { try? workspace.repo.catalog.snapshot(id: $0) }
+        let usage = workspace.repo.objects.usage()
+        return "{\"session\":\(jsonString(s.name)),\"session_id\":\(s.id),\"mountpoint\":\(jsonString(mountpoint)),"
+            + "\"base\":\(head.map { jsonString($0.sid) } ?? "null"),"
+            + "\"head\":\(head.map { jsonString($0.name) } ?? "null"),"
+            + "\"dirty_paths\":\(workspace.dirtyCount),"
+            + "\"store\":{\"path\":\(jsonString(workspace.repo.path)),\"objects\":\(usage.objects),\"bytes\":\(usage.bytes)}}"
+    }
+
+    func logText() -> String {
+        let checkpoints = (try? workspace.repo.checkpoints(of: workspace.session)) ?? []
+        return checkpoints.reversed().map { formatLogLine($0) }.joined()
+    }
+}
+
+/// One checkpoint as JSON: what `.aether/checkpoint` shows and `--json` prints.
+public func snapshotJSON(_ r: SnapshotRecord) -> String {
+    "{\"id\":\(jsonString(r.sid)),\"name\":\(jsonString(r.name)),\"kind\":\(jsonString(r.kind)),"
+        + "\"root\":\(jsonString(r.root.map { String(format: "%02x", $0) }.joined())),"
+        + "\"time\":\(jsonString(isoTime(r.time))),\"author\":\(r.author),\"message\":\(jsonString(r.message)),"
+        + "\"meta\":\(r.meta),\"files_changed\":\(r.filesChanged),\"bytes_added\":\(r.bytesAdded)}"
+}
+
+/// One line of a history: id, time, kind, name, first line of the message.
+public func formatLogLine(_ r: SnapshotRecord) -> String {
+    let first = r.message.split(separator: "\n").first.map(String.init) ?? ""
+    return "\(r.sid)  \(isoTime(r.time))  \(r.kind)  \(r.name)  \(first)\n"
+}
+
+public func isoTime(_ t: Double) -> String {
+    var seconds = time_t(t)
+    var tmv = tm()
+    gmtime_r(&seconds, &tmv)
+    return String(format: "%04d-%02d-%02dT%02d:%02d:%02dZ", tmv.tm_year + 1900, tmv.tm_mon + 1, tmv.tm_mday, tmv.tm_hour, tmv.tm_min, tmv.tm_sec)
+}
+
+/// The symbolic name of an errno, for messages.
+public func errnoName(_ code: Int32) -> String {
+    switch code {
+    case ENOENT: "ENOENT"
+    case EEXIST: "EEXIST"
+    case EINVAL: "EINVAL"
+    case EIO: "EIO"
+    case ENOSPC: "ENOSPC"
+    case EACCES: "EACCES"
+    case EPERM: "EPERM"
+    case EAGAIN: "EAGAIN"
+    case EBUSY: "EBUSY"
+    case EROFS: "EROFS"
+    default: "errno \(code)"
+    }
+}

@@ -1,0 +1,296 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AetherCore
+import AetherMeta
+import Logging
+
+/// What the kernel learns about a node: its attributes and how long it may cache them.
+public struct EntryReply: Sendable {
+    public var attributes: Attributes
+    public var entryTimeout: Double
+    public var attrTimeout: Double
+}
+
+/// Options of one mount.
+public struct MountOptions: Sendable {
+    /// List `.aether` in the root directory (it is reachable by name either way).
+    public var showControl = false
+    /// Seconds the kernel may trust names and attributes of the tree (changes come only through us).
+    public var cacheTimeout: Double = 86400
+    public init() {}
+}
+
+/// The file system a mount serves: the session's workspace, the `.aether` control surface, open
+/// handles, and the translation of domain errors into errno. Kernel-free: the FUSE adapter calls one
+/// method per request, and kernel invalidations leave through `invalidator`.
+///
+/// Lock order: `lock` guards the workspace and the handle table; it is never held while the
+/// invalidator runs.
+public final class VirtualFileSystem: @unchecked Sendable {
+    let workspace: Workspace
+    let options: MountOptions
+    let logger: Logger
+    let lock = Lock()
+    var handles: [UInt64: Handle] = [:]
+    var nextHandle: UInt64 = 1
+    var lastResults: [UInt32: String] = [:]
+    /// Sends invalidations to the kernel; set by the FUSE adapter, a no-op in tests.
+    public var invalidator: @Sendable ([Invalidation]) -> Void = { _ in }
+    public let mountpoint: String
+
+    public init(workspace: Workspace, mountpoint: String, options: MountOptions = MountOptions(), logger: Logger = Logger(label: "aetherfs.vfs")) {
+        self.workspace = workspace
+        self.options = options
+        self.logger = logger
+        self.mountpoint = mountpoint
+    }
+
+    public var sessionName: String { lock.withLock { workspace.session.name } }
+
+    enum Handle {
+        case file(UInt64)
+        case directory([DirectoryEntry])
+        case control(ControlFile, content: [UInt8])
+    }
+
+    /// Runs a request under the lock, mapping domain errors to errno.
+    func run<T>(_ body: () throws(AetherError) -> T) throws(FSFailure) -> T {
+        do {
+            return try lock.withLock { () throws(AetherError) -> T in try body() }
+        } catch {
+            if case .notFound = error {} else { logger.debug("request failed", metadata: ["error": "\(error)"]) }
+            throw FSFailure(error)
+        }
+    }
+
+    func reply(_ a: Attributes) -> EntryReply {
+        EntryReply(attributes: a, entryTimeout: options.cacheTimeout, attrTimeout: options.cacheTimeout)
+    }
+
+    // MARK: names
+
+    /// The corresponding FUSE operation is `lookup`. Errors: ENOENT, ENOTDIR, ENAMETOOLONG, EIO.
+    public func lookup(parent: UInt64, name: [UInt8]) throws(FSFailure) -> EntryReply {
+        if let control = try controlLookup(parent: parent, name: name) { return control }
+        return try run { () throws(AetherError) in reply(try workspace.lookup(parent: parent, name: name)) }
+    }
+
+    /// The corresponding FUSE operation is `forget` (and `forget_multi`).
+    public func forget(_ ino: UInt64, count: UInt64) {
+        if ControlFile.isVirtual(ino) { return }
+        lock.withLock { workspace.forget(ino, count: count) }
+    }
+
+    /// The corresponding FUSE operation is `getattr`.
+    public func getattr(_ ino: UInt64) throws(FSFailure) -> EntryReply {
+        if let a = controlAttributes(ino) { return EntryReply(attributes: a, entryTimeout: 0, attrTimeout: 0) }
+        return try run { () throws(AetherError) in reply(try workspace.attributes(ino)) }
+    }
+
+    /// The corresponding FUSE operation is `setattr`. Errors: EISDIR, EINVAL, ENOSPC, EIO.
+    public func setattr(_ ino: UInt64, _ change: AttributeChange) throws(FSFailure) -> EntryReply {
+        if let a = controlAttributes(ino) { return EntryReply(attributes: a, entryTimeout: 0, attrTimeout: 0) }
+        return try run { () throws(AetherError) in reply(try workspace.setAttributes(ino, change)) }
+    }
+
+    public func readlink(_ ino: UInt64) throws(FSFailure) -> [UInt8] {
+        try run { () throws(AetherError) in try workspace.readlink(ino) }
+    }
+
+    // MARK: creating and removing
+
+    private func checkNotControl(_ parent: UInt64, _ name: [UInt8]) throws(FSFailure) {
+        if ControlFile.isVirtual(parent) { throw FSFailure(code: EPERM, message: "the control directory is not writable") }
+        if parent == Workspace.rootIno && name == ControlFile.directoryName {
+            throw FSFailure(code: EEXIST, message: ".aether is reserved for the control surface")
+        }
+    }
+
+    public func mknod(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, caller: Caller) throws(FSFailure) -> EntryReply {
+        try checkNotControl(parent, name)
+        return try run { () throws(AetherError) in
+            NodeKind(typeBits: mode) == .file || mode & 0o170000 == 0
+                ? reply(try workspace.create(parent: parent, name: name, mode: mode, caller: caller))
+                : reply(try workspace.mknod(parent: parent, name: name, mode: mode, rdev: rdev, caller: caller))
+        }
+    }
+
+    public func mkdir(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller) throws(FSFailure) -> EntryReply {
+        try checkNotControl(parent, name)
+        return try run { () throws(AetherError) in reply(try workspace.mkdir(parent: parent, name: name, mode: mode, caller: caller)) }
+    }
+
+    public func symlink(parent: UInt64, name: [UInt8], target: [UInt8], caller: Caller) throws(FSFailure) -> EntryReply {
+        try checkNotControl(parent, name)
+        return try run { () throws(AetherError) in reply(try workspace.symlink(parent: parent, name: name, target: target, caller: caller)) }
+    }
+
+    public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(FSFailure) -> EntryReply {
+        if ControlFile.isVirtual(ino) { throw FSFailure(code: EPERM, message: "control files cannot be linked") }
+        try checkNotControl(newParent, newName)
+        return try run { () throws(AetherError) in reply(try workspace.link(ino, newParent: newParent, newName: newName)) }
+    }
+
+    public func unlink(parent: UInt64, name: [UInt8]) throws(FSFailure) {
+        try checkNotControl(parent, name)
+        try run { () throws(AetherError) in try workspace.unlink(parent: parent, name: name) }
+    }
+
+    public func rmdir(parent: UInt64, name: [UInt8]) throws(FSFailure) {
+        try checkNotControl(parent, name)
+        try run { () throws(AetherError) in try workspace.rmdir(parent: parent, name: name) }
+    }
+
+    public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], flags: Workspace.RenameFlags) throws(FSFailure) {
+        try checkNotControl(parent, name)
+        try checkNotControl(newParent, newName)
+        try run { () throws(AetherError) in
+            try workspace.rename(parent: parent, name: name, newParent: newParent, newName: newName, flags: flags)
+        }
+    }
+
+    // MARK: files
+
+    /// The corresponding FUSE operations are `open` and `create` (after the node exists).
+    /// Returns the handle and whether the kernel must bypass its page cache (control files).
+    public func open(_ ino: UInt64, caller: Caller) throws(FSFailure) -> (handle: UInt64, direct: Bool) {
+        if let control = ControlFile(ino: ino) {
+            let content = lock.withLock { controlContent(control, caller: caller) }
+            return (lock.withLock { addHandle(.control(control, content: content)) }, true)
+        }
+        return try run { () throws(AetherError) in
+            try workspace.open(ino)
+            return (addHandle(.file(ino)), false)
+        }
+    }
+
+    func addHandle(_ h: Handle) -> UInt64 {
+        let id = nextHandle
+        nextHandle += 1
+        handles[id] = h
+        return id
+    }
+
+    public func read(_ ino: UInt64, handle: UInt64, offset: UInt64, count: Int) throws(FSFailure) -> [UInt8] {
+        try run { () throws(AetherError) in
+            if case .control(_, let content)? = handles[handle] {
+                guard offset < UInt64(content.count) else { return [] }
+                return Array(content[Int(offset)..<min(content.count, Int(offset) + count)])
+            }
+            return try workspace.read(ino, offset: offset, count: count)
+        }
+    }
+
+    public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, caller: Caller) throws(FSFailure) -> Int {
+        if let control = ControlFile(ino: ino) {
+            return try controlWrite(control, data: data, caller: caller)
+        }
+        return try run { () throws(AetherError) in try workspace.write(ino, offset: offset, data: data) }
+    }
+
+    public func flush(_ ino: UInt64) throws(FSFailure) {
+        if ControlFile.isVirtual(ino) { return }
+        try run { () throws(AetherError) in try workspace.flush(ino) }
+    }
+
+    public func release(_ ino: UInt64, handle: UInt64) throws(FSFailure) {
+        try run { () throws(AetherError) in
+            guard let h = handles.removeValue(forKey: handle) else { return }
+            if case .file(let ino) = h { try workspace.release(ino) }
+        }
+    }
+
+    public func fsync(_ ino: UInt64, dataOnly: Bool) throws(FSFailure) {
+        if ControlFile.isVirtual(ino) { return }
+        try run { () throws(AetherError) in try workspace.fsync(ino, dataOnly: dataOnly) }
+    }
+
+    // MARK: directories
+
+    /// The corresponding FUSE operation is `opendir`: the listing is taken once, so `readdir` streams it by index.
+    public func opendir(_ ino: UInt64) throws(FSFailure) -> UInt64 {
+        if ino == ControlFile.directoryIno {
+            let entries = ControlFile.allCases.map { DirectoryEntry(name: Array($0.name.utf8), ino: $0.ino, kind: .file) }
+            return lock.withLock { addHandle(.directory(entries)) }
+        }
+        return try run { () throws(AetherError) in
+            var entries = try workspace.list(ino)
+            if ino == Workspace.rootIno && options.showControl {
+                entries.insert(DirectoryEntry(name: ControlFile.directoryName, ino: ControlFile.directoryIno, kind: .directory), at: 0)
+            }
+            return addHandle(.directory(entries))
+        }
+    }
+
+    /// Entries of an open directory from `offset` on (offset 0 and 1 are `.` and `..`).
+    /// With `plus`, each returned entry counts one lookup; `accept` says whether it fit in the reply.
+    public func readdir(_ ino: UInt64, handle: UInt64, offset: Int, plus: Bool,
+                        accept: (_ name: [UInt8], _ entry: EntryReply, _ nextOffset: Int) -> Bool) throws(FSFailure) {
+        try run { () throws(AetherError) in
+            guard case .directory(let entries)? = handles[handle] else { throw AetherError.invalid("not a directory handle") }
+            var i = offset
+            while i < entries.count + 2 {
+                let name: [UInt8]
+                let target: UInt64
+                if i == 0 { name = [46]; target = ino }
+                else if i == 1 { name = [46, 46]; target = ControlFile.isVirtual(ino) ? Workspace.rootIno : workspace.parentOf(ino) }
+                else { name = entries[i - 2].name; target = entries[i - 2].ino }
+                var attributes: Attributes
+                if let a = controlAttributes(target) { attributes = a }
+                else if plus && i >= 2 { attributes = try workspace.attributes(target) }
+                else { attributes = (try? workspace.attributes(target)) ?? Attributes(ino: target, kind: .directory, mode: 0o755, nlink: 2, uid: 0, gid: 0, size: 0, atime: 0, mtime: 0, ctime: 0, rdev: 0) }
+                let accepted = accept(name, EntryReply(attributes: attributes, entryTimeout: plus && i >= 2 ? options.cacheTimeout : 0,
+                                                       attrTimeout: plus && i >= 2 ? options.cacheTimeout : 0), i + 1)
+                if !accepted { break }
+                if plus && i >= 2 && !ControlFile.isVirtual(target) { _ = try workspace.retain(target) }
+                i += 1
+            }
+        }
+    }
+
+    public func releasedir(handle: UInt64) {
+        lock.withLock { _ = handles.removeValue(forKey: handle) }
+    }
+
+    public func fsyncdir(_ ino: UInt64) throws(FSFailure) {
+        try run { () throws(AetherError) in try workspace.syncAll() }
+    }
+
+    // MARK: extended attributes
+
+    public func getxattr(_ ino: UInt64, name: String) throws(FSFailure) -> [UInt8] {
+        if ControlFile.isVirtual(ino) { throw FSFailure(code: ENODATA, message: "no such attribute") }
+        return try run { () throws(AetherError) in try workspace.getXattr(ino, name: name) }
+    }
+
+    public func listxattr(_ ino: UInt64) throws(FSFailure) -> [String] {
+        if ControlFile.isVirtual(ino) { return [] }
+        return try run { () throws(AetherError) in try workspace.listXattrs(ino) }
+    }
+
+    public func setxattr(_ ino: UInt64, name: String, value: [UInt8], create: Bool, replace: Bool) throws(FSFailure) {
+        if ControlFile.isVirtual(ino) { throw FSFailure(code: EPERM, message: "control files have no attributes") }
+        if name.hasPrefix("user.aether.") { throw FSFailure(code: EPERM, message: "the user.aether. prefix is reserved") }
+        try run { () throws(AetherError) in try workspace.setXattr(ino, name: name, value: value, create: create, replace: replace) }
+    }
+
+    public func removexattr(_ ino: UInt64, name: String) throws(FSFailure) {
+        if ControlFile.isVirtual(ino) { throw FSFailure(code: ENODATA, message: "no such attribute") }
+        try run { () throws(AetherError) in try workspace.removeXattr(ino, name: name) }
+    }
+
+    // MARK: the file system as a whole
+
+    public func statfs() -> statvfs {
+        var st = statvfs()
+        _ = statvfs(workspace.repo.path, &st)
+        st.f_namemax = UInt(Workspace.maxNameLength)
+        return st
+    }
+
+    /// Saves what is pending; called when the mount goes away.
+    public func shutdown() {
+        lock.withLock { try? workspace.syncAll() }
+    }
+}
