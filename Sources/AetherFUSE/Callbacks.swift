@@ -191,7 +191,7 @@ enum Callbacks {
 
     static let open: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
         do {
-            let (handle, direct) = try vfs(req).open(ino, caller: caller(req))
+            let (handle, direct) = try vfs(req).open(ino, writing: fi!.pointee.flags & O_ACCMODE != O_RDONLY, caller: caller(req))
             fi!.pointee.fh = handle
             fi!.pointee.direct_io = direct ? 1 : 0
             fi!.pointee.keep_cache = direct ? 0 : 1
@@ -206,7 +206,7 @@ enum Callbacks {
             let fs = vfs(req)
             let who = caller(req)
             let made = try fs.mknod(parent: parent, name: name(n), mode: mode | S_IFREG, rdev: 0, caller: who)
-            let (handle, _) = try fs.open(made.attributes.ino, caller: who)
+            let (handle, _) = try fs.open(made.attributes.ino, writing: true, caller: who)
             fi!.pointee.fh = handle
             fi!.pointee.keep_cache = 1
             var e = entry(made)
@@ -235,8 +235,8 @@ enum Callbacks {
         }
     }
 
-    static let flush: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, _ in
-        replyStatus(req) { () throws(FSFailure) in try vfs(req).flush(ino) }
+    static let flush: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
+        replyStatus(req) { () throws(FSFailure) in try vfs(req).flush(ino, handle: fi!.pointee.fh, caller: caller(req)) }
     }
 
     static let release: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in

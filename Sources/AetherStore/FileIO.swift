@@ -39,14 +39,23 @@ public enum FileIO {
         return done
     }
 
+    /// Reads a whole file, including /proc files whose size reads as 0.
     public static func readFile(_ path: String) throws -> [UInt8] {
         let fd = try open(path, O_RDONLY)
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw StoreError.fromErrno("stat \(path)") }
-        var out = [UInt8](repeating: 0, count: Int(st.st_size))
-        let n = try out.withUnsafeMutableBytes { (b) in try pread(fd, into: b, at: 0, "read \(path)") }
-        out.removeLast(out.count - n)
+        var out = [UInt8](repeating: 0, count: max(Int(st.st_size), 4096))
+        var used = 0
+        while true {
+            if used == out.count { out += [UInt8](repeating: 0, count: out.count) }
+            let n = try out.withUnsafeMutableBytes { b in
+                try pread(fd, into: UnsafeMutableRawBufferPointer(rebasing: b[used...]), at: Int64(used), "read \(path)")
+            }
+            used += n
+            if used < out.count { break }
+        }
+        out.removeLast(out.count - used)
         return out
     }
 

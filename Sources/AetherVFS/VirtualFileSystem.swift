@@ -51,7 +51,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     enum Handle {
         case file(UInt64)
         case directory([DirectoryEntry])
-        case control(ControlFile, content: [UInt8])
+        case control(ControlFile, content: [UInt8], writing: Bool, wrote: Bool)
     }
 
     /// Runs a request under the lock, mapping domain errors to errno.
@@ -154,10 +154,13 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     /// The corresponding FUSE operations are `open` and `create` (after the node exists).
     /// Returns the handle and whether the kernel must bypass its page cache (control files).
-    public func open(_ ino: UInt64, caller: Caller) throws(FSFailure) -> (handle: UInt64, direct: Bool) {
+    public func open(_ ino: UInt64, writing: Bool, caller: Caller) throws(FSFailure) -> (handle: UInt64, direct: Bool) {
         if let control = ControlFile(ino: ino) {
-            let content = lock.withLock { controlContent(control, caller: caller) }
-            return (lock.withLock { addHandle(.control(control, content: content)) }, true)
+            if writing && !control.writable { throw FSFailure(code: EACCES, message: "\(control.name) is read-only") }
+            return lock.withLock {
+                let content = writing ? [] : controlContent(control, caller: caller)
+                return (addHandle(.control(control, content: content, writing: writing, wrote: false)), true)
+            }
         }
         return try run { () throws(AetherError) in
             try workspace.open(ino)
@@ -174,7 +177,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     public func read(_ ino: UInt64, handle: UInt64, offset: UInt64, count: Int) throws(FSFailure) -> [UInt8] {
         try run { () throws(AetherError) in
-            if case .control(_, let content)? = handles[handle] {
+            if case .control(_, let content, _, _)? = handles[handle] {
                 guard offset < UInt64(content.count) else { return [] }
                 return Array(content[Int(offset)..<min(content.count, Int(offset) + count)])
             }
@@ -184,13 +187,28 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, caller: Caller) throws(FSFailure) -> Int {
         if let control = ControlFile(ino: ino) {
+            lock.withLock {
+                if case .control(let c, let content, let writing, _)? = handles[handle] {
+                    handles[handle] = .control(c, content: content, writing: writing, wrote: true)
+                }
+            }
             return try controlWrite(control, data: data, caller: caller)
         }
         return try run { () throws(AetherError) in try workspace.write(ino, offset: offset, data: data) }
     }
 
-    public func flush(_ ino: UInt64) throws(FSFailure) {
-        if ControlFile.isVirtual(ino) { return }
+    /// The corresponding FUSE operation is `flush`: a control file opened for writing and closed
+    /// without a request fails here with EINVAL, so an empty payload is an error too.
+    public func flush(_ ino: UInt64, handle: UInt64, caller: Caller) throws(FSFailure) {
+        if let control = ControlFile(ino: ino) {
+            let empty = lock.withLock { () -> Bool in
+                guard case .control(_, _, true, false)? = handles[handle] else { return false }
+                lastResults[caller.uid] = "error: \(control.name): invalid request: the request is empty (EINVAL)\n"
+                return true
+            }
+            if empty { throw FSFailure(code: EINVAL, message: "empty control request") }
+            return
+        }
         try run { () throws(AetherError) in try workspace.flush(ino) }
     }
 

@@ -1,1 +1,3 @@
 import AetherCLI
+
+AetherCommand.run()

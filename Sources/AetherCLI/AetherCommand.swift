@@ -1,0 +1,68 @@
+import ArgumentParser
+import AetherCore
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `aetherfs` command: one subcommand per file.
+public struct AetherCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "aetherfs",
+        abstract: "A copy-on-write FUSE filesystem with checkpoints, over a deduplicating chunk store.",
+        discussion: """
+        Zero-config: `aetherfs mount DIR` creates the default store and a session and mounts it.
+        Inside a mount, .aether/checkpoint, .aether/restore, .aether/status, .aether/log and .aether/last
+        are the control surface.
+        """,
+        subcommands: [InitCommand.self, MountCommand.self, UnmountCommand.self, SessionCommand.self,
+                      CheckpointCommand.self, CheckpointsCommand.self, RestoreCommand.self])
+
+    public init() {}
+
+    /// Runs the command line; the executable's whole `main`.
+    public static func run() {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = getenv("AETHERFS_DEBUG") != nil ? .debug : .notice
+            return handler
+        }
+        main()
+    }
+}
+
+/// Options every command takes.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: "The store directory (default: $AETHERFS_STORE, else ~/.local/share/aetherfs).")
+    var store: String?
+
+    @Flag(name: .long, help: "Print JSON instead of text.")
+    var json = false
+
+    var storePath: String { store ?? Repository.defaultPath }
+
+    func open(create: Bool = true) throws -> Repository {
+        try fail { () throws(AetherError) in try Repository(path: storePath, create: create) }
+    }
+}
+
+/// Runs domain code; a domain error becomes one line on standard error and exit status 1.
+func fail<T>(_ body: () throws(AetherError) -> T) throws -> T {
+    do {
+        return try body()
+    } catch {
+        printError(error.description)
+        throw ExitCode(1)
+    }
+}
+
+func printError(_ line: String) {
+    var line = "aetherfs: error: " + line + "\n"
+    line.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
+}
+
+func say(_ text: String) {
+    var text = text
+    if !text.hasSuffix("\n") { text += "\n" }
+    text.withUTF8 { _ = Glibc.write(1, $0.baseAddress, $0.count) }
+}

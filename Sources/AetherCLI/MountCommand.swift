@@ -1,0 +1,230 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import AetherCore
+import AetherMeta
+import AetherStore
+import AetherVFS
+import AetherFUSE
+import Logging
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount a session at a directory (creating the store and the session when absent).",
+        discussion: "Without --session the session is named after the directory. Returns once the mount is up; the filesystem runs in the background until `aetherfs unmount DIR`.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "An existing empty directory to mount at.")
+    var directory: String
+
+    @Option(name: .long, help: "The session to mount; created when it does not exist.")
+    var session: String?
+
+    @Flag(name: .long, help: "Serve in the foreground (for debugging); logs go to standard error.")
+    var foreground = false
+
+    @Flag(name: .long, help: "Let other users use the mount (needs user_allow_other in /etc/fuse.conf for non-root).")
+    var allowOther = false
+
+    @Flag(name: .long, help: "List .aether in the mount's root directory.")
+    var showControl = false
+
+    func run() throws {
+        guard let real = realpath(directory, nil) else {
+            printError("cannot mount at \(directory): \(String(cString: strerror(errno)))")
+            throw ExitCode(1)
+        }
+        let mountpoint = String(cString: real)
+        free(real)
+        var st = stat()
+        guard stat(mountpoint, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
+            printError("cannot mount at \(directory): not a directory")
+            throw ExitCode(1)
+        }
+        if MountTable.isMounted(mountpoint) {
+            printError("\(mountpoint) is already a mount point")
+            throw ExitCode(1)
+        }
+        let repo = try global.open()
+        let name = session ?? MountCommand.sessionName(for: mountpoint)
+        let record = try fail { () throws(AetherError) -> SessionRecord in
+            if let s = try? repo.session(named: name) { return s }
+            return try repo.createSession(name: name, owner: getuid())
+        }
+        if let where_ = repo.mountpoint(of: record) {
+            printError("session \(name) is already mounted at \(where_)")
+            throw ExitCode(1)
+        }
+        if foreground {
+            try serve(repo: repo, session: record, mountpoint: mountpoint)
+        } else {
+            try startDaemon(repo: repo, session: record, mountpoint: mountpoint)
+            if global.json {
+                say("{\"session\":\(jsonString(name)),\"mountpoint\":\(jsonString(mountpoint)),\"store\":\(jsonString(repo.path))}")
+            } else {
+                say("mounted session \(name) at \(mountpoint) (store \(repo.path))")
+            }
+        }
+    }
+
+    /// A session name from a directory's last component.
+    static func sessionName(for path: String) -> String {
+        let base = path.split(separator: "/").last.map(String.init) ?? "default"
+        var name = String(base.unicodeScalars.map { c -> Character in
+            (c.properties.isAlphabetic && c.isASCII) || ("0"..."9").contains(c) || c == "_" || c == "-" || c == "." ? Character(c) : "-"
+        })
+        while name.hasPrefix(".") || name.hasPrefix("-") { name.removeFirst() }
+        return name.isEmpty ? "default" : String(name.prefix(100))
+    }
+
+    private func serve(repo: Repository, session: SessionRecord, mountpoint: String) throws {
+        let logger = Logger(label: "aetherfs.mount")
+        try fail { () throws(AetherError) in
+            let lock = try SessionLock(repository: repo, session: session)
+            defer { lock.release() }
+            let workspace = try Workspace(repo: repo, session: session)
+            var options = MountOptions()
+            options.showControl = showControl
+            let vfs = VirtualFileSystem(workspace: workspace, mountpoint: mountpoint, options: options, logger: logger)
+            let marker = repo.path + "/sessions/\(session.id).mount"
+            let server = FuseServer(vfs: vfs, mountpoint: mountpoint, allowOther: allowOther, logger: logger)
+            defer { Glibc.unlink(marker) }
+            try server.run {
+                try? FileIO.atomicWrite(marker, Array("\(mountpoint)\n\(getpid())\n".utf8), sync: false)
+                logger.notice("serving", metadata: ["session": "\(session.name)", "mountpoint": "\(mountpoint)"])
+            }
+        }
+    }
+
+    /// Starts `aetherfs mount --foreground` in a new session and waits until the mount is up.
+    private func startDaemon(repo: Repository, session: SessionRecord, mountpoint: String) throws {
+        var args = ["aetherfs", "mount", "--foreground", "--store", repo.path, "--session", session.name]
+        if allowOther { args.append("--allow-other") }
+        if showControl { args.append("--show-control") }
+        args.append(mountpoint)
+        let log = repo.path + "/sessions/\(session.id).log"
+        let pid = try fail { () throws(AetherError) in try Spawn.detached(args, log: log) }
+        let deadline = nanosecondsNow() + 30_000_000_000
+        while nanosecondsNow() < deadline {
+            if MountTable.isMounted(mountpoint, type: "fuse.aetherfs") { return }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                let text = (try? FileIO.readFile(log)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+                let lastLine = text.split(separator: "\n").last(where: { $0.contains("error") }) ?? text.split(separator: "\n").last ?? "see \(log)"
+                printError("the filesystem did not start: \(lastLine)")
+                throw ExitCode(1)
+            }
+            usleep(20_000)
+        }
+        kill(pid, SIGTERM)
+        printError("the mount did not come up within 30 s (log: \(log))")
+        throw ExitCode(1)
+    }
+}
+
+struct UnmountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "unmount", abstract: "Unmount a session's mount and wait for its filesystem to stop.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "The mount point.")
+    var directory: String
+
+    @Flag(name: .long, help: "Detach lazily even while files are open.")
+    var lazy = false
+
+    func run() throws {
+        let path = realpath(directory, nil).map { p in defer { free(p) }; return String(cString: p) } ?? directory
+        guard MountTable.isMounted(path, type: "fuse.aetherfs") else {
+            printError("\(directory) is not an aetherfs mount")
+            throw ExitCode(1)
+        }
+        let status = try fail { () throws(AetherError) in try Spawn.wait(["fusermount3", lazy ? "-uz" : "-u", path]) }
+        if status != 0 {
+            printError("fusermount3 could not unmount \(path) (busy? try --lazy)")
+            throw ExitCode(1)
+        }
+        // Wait for the daemon to finish saving (it holds the session lock until then).
+        if let repo = try? global.open(create: false), let sessions = try? repo.sessions() {
+            for s in sessions where repo.mountpoint(of: s) == path {
+                let deadline = nanosecondsNow() + 30_000_000_000
+                while nanosecondsNow() < deadline, repo.mountpoint(of: s) != nil { usleep(20_000) }
+            }
+        }
+        if !global.json { say("unmounted \(path)") }
+    }
+}
+
+/// Reads /proc/self/mountinfo.
+enum MountTable {
+    static func isMounted(_ path: String, type: String? = nil) -> Bool {
+        guard let bytes = try? FileIO.readFile("/proc/self/mountinfo") else { return false }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 4 else { continue }
+            guard unescape(String(fields[4])) == path else { continue }
+            guard let type else { return true }
+            if let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count, fields[dash + 1] == type { return true }
+        }
+        return false
+    }
+
+    private static func unescape(_ s: String) -> String {
+        guard s.contains("\\") else { return s }
+        var out: [UInt8] = []
+        var bytes = Array(s.utf8)[...]
+        while let b = bytes.first {
+            if b == UInt8(ascii: "\\"), bytes.count >= 4, let v = UInt8(String(decoding: bytes.dropFirst().prefix(3), as: UTF8.self), radix: 8) {
+                out.append(v); bytes = bytes.dropFirst(4)
+            } else {
+                out.append(b); bytes = bytes.dropFirst()
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+/// Starting other programs without Foundation.
+enum Spawn {
+    /// Starts this executable with `args` in a new session, output appended to `log`.
+    static func detached(_ args: [String], log: String) throws(AetherError) -> pid_t {
+        try spawn(path: "/proc/self/exe", args, log: log, setsid: true)
+    }
+
+    /// Runs a program from PATH and returns its exit status.
+    static func wait(_ args: [String]) throws(AetherError) -> Int32 {
+        let pid = try spawn(path: nil, args, log: nil, setsid: false)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+
+    private static func spawn(path: String?, _ args: [String], log: String?, setsid: Bool) throws(AetherError) -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        if let log {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        }
+        if setsid { posix_spawnattr_setflags(&attr, Int16(0x80)) } // POSIX_SPAWN_SETSID
+        let cargs = args.map { strdup($0) } + [nil]
+        defer { cargs.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc: Int32
+        if let path {
+            rc = posix_spawn(&pid, path, &actions, &attr, cargs, environ)
+        } else {
+            rc = posix_spawnp(&pid, args[0], &actions, &attr, cargs, environ)
+        }
+        if rc != 0 { throw .system(rc, "cannot start \(args[0]): \(String(cString: strerror(rc)))") }
+        return pid
+    }
+}

@@ -1,0 +1,46 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AetherCore
+import AetherMeta
+import AetherStore
+import AetherVFS
+import ArgumentParser
+
+/// How the CLI reaches a session: through its mount's control surface when a daemon serves it,
+/// otherwise on the store directly under the session's lock.
+enum SessionAccess {
+    /// Sends one request to a mounted session's control file; returns `.aether/last`'s answer.
+    static func viaMount(_ mountpoint: String, file: String, payload: String) throws(AetherError) -> String {
+        let path = mountpoint + "/.aether/" + file
+        let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
+        if fd < 0 { throw .system(errno, "open \(path): \(String(cString: strerror(errno)))") }
+        let bytes = Array(payload.utf8)
+        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let code = errno
+        close(fd)
+        let last = (try? FileIO.readFile(mountpoint + "/.aether/last")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        if n < 0 {
+            let line = last.hasPrefix("error: ") ? String(last.dropFirst(7)).trimmingCharacters() : String(cString: strerror(code))
+            throw .system(code, line)
+        }
+        return last.trimmingCharacters()
+    }
+
+    /// Runs `body` on the session's workspace, opened directly on the store under its lock.
+    static func direct<T>(_ repo: Repository, _ session: SessionRecord, _ body: (Workspace) throws(AetherError) -> T) throws(AetherError) -> T {
+        let lock = try SessionLock(repository: repo, session: session)
+        defer { lock.release() }
+        let ws = try Workspace(repo: repo, session: session)
+        return try body(ws)
+    }
+}
+
+extension String {
+    func trimmingCharacters() -> String {
+        var s = Substring(self)
+        while let f = s.first, f.isWhitespace { s.removeFirst() }
+        while let l = s.last, l.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}
