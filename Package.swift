@@ -44,7 +44,7 @@ let package = Package(
         ]),
         .executableTarget(name: "aetherfs", dependencies: ["AetherCLI"]),
 
-        .target(name: "TestSupport", dependencies: ["AetherCore"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport"),
         .testTarget(name: "AetherStoreTests", dependencies: ["AetherStore", "TestSupport"]),
         .testTarget(name: "AetherCoreTests", dependencies: ["AetherCore", "TestSupport"]),
         .testTarget(name: "AetherVFSTests", dependencies: ["AetherVFS", "TestSupport"]),

@@ -1,0 +1,154 @@
+import Foundation
+
+/// A temporary directory removed by `remove()`.
+public final class TempDir: @unchecked Sendable {
+    public let path: String
+
+    public init(_ label: String = "aetherfs-test") {
+        var template = Array("/tmp/\(label)-XXXXXX".utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        path = String(cString: made!)
+    }
+
+    public func remove() { _ = try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// The result of a command.
+public struct Ran: Sendable, CustomStringConvertible {
+    public var status: Int32
+    public var out: String
+    public var err: String
+    public var description: String { "status \(status)\n--- stdout\n\(out)\n--- stderr\n\(err)" }
+}
+
+/// Runs a command with a time limit (killed after `timeout` seconds), output captured in files.
+public func run(_ args: [String], cwd: String? = nil, env: [String: String] = [:], timeout: Int = 300) -> Ran {
+    let dir = TempDir("aetherfs-run")
+    defer { dir.remove() }
+    let outPath = dir.path + "/out", errPath = dir.path + "/err"
+    FileManager.default.createFile(atPath: outPath, contents: nil)
+    FileManager.default.createFile(atPath: errPath, contents: nil)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+    p.arguments = ["-k", "5", String(timeout)] + args
+    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+    var environment = ProcessInfo.processInfo.environment
+    for (k, v) in env { environment[k] = v }
+    p.environment = environment
+    p.standardInput = FileHandle.nullDevice
+    p.standardOutput = FileHandle(forWritingAtPath: outPath)
+    p.standardError = FileHandle(forWritingAtPath: errPath)
+    do { try p.run() } catch { return Ran(status: -1, out: "", err: "cannot run \(args): \(error)") }
+    p.waitUntilExit()
+    let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+    let err = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+    return Ran(status: p.terminationStatus, out: out, err: err)
+}
+
+/// Runs a bash script with `set -euo pipefail`.
+public func sh(_ script: String, cwd: String? = nil, env: [String: String] = [:], timeout: Int = 300) -> Ran {
+    run(["bash", "-c", "set -euo pipefail\n" + script], cwd: cwd, env: env, timeout: timeout)
+}
+
+/// Where the mount tests stand.
+public enum FuseSupport {
+    /// Whether this machine can mount FUSE file systems.
+    public static var available: Bool { FileManager.default.fileExists(atPath: "/dev/fuse") }
+    /// CI sets AETHERFS_REQUIRE_FUSE=1 so that a skipped mount test fails.
+    public static var required: Bool { ProcessInfo.processInfo.environment["AETHERFS_REQUIRE_FUSE"] == "1" }
+}
+
+/// The built `aetherfs` executable, found beside the test bundle.
+public let aetherfsExecutable: String = {
+    var dir = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent("aetherfs").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return "aetherfs"
+}()
+
+/// A session mounted by the real `aetherfs` executable in a temp dir of its own. Call `close()` in a
+/// `defer`: it unmounts (lazily if it must) and removes the directory.
+public final class MountedSession: @unchecked Sendable {
+    public let dir: TempDir
+    public let store: String
+    public let mountpoint: String
+    public let session: String
+    public private(set) var mounted = false
+
+    public init(session: String = "s", store: String? = nil) throws {
+        dir = TempDir("aetherfs-mount")
+        self.store = store ?? dir.path + "/store"
+        mountpoint = dir.path + "/mnt"
+        self.session = session
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        try mount()
+    }
+
+    public struct Failure: Error, CustomStringConvertible { public let description: String }
+
+    /// Mounts (again) at the same place.
+    public func mount() throws {
+        let r = cli(["mount", "--session", session, mountpoint])
+        guard r.status == 0 else { throw Failure(description: "mount failed: \(r)") }
+        mounted = true
+    }
+
+    /// Runs the CLI on this fixture's store.
+    public func cli(_ args: [String], timeout: Int = 300) -> Ran {
+        run([aetherfsExecutable] + args, env: ["AETHERFS_STORE": store], timeout: timeout)
+    }
+
+    /// Runs a bash script in the mount point; `$M` is the mount point, `$S` the store, `$A` the CLI,
+    /// `$T` the fixture's own temp dir (outside the mount).
+    public func sh(_ script: String, timeout: Int = 300) -> Ran {
+        TestSupport.sh(script, cwd: mountpoint, env: ["M": mountpoint, "S": store, "A": aetherfsExecutable,
+                                                      "AETHERFS_STORE": store, "T": dir.path], timeout: timeout)
+    }
+
+    /// The pid of the process serving the mount.
+    public var daemonPID: Int32? {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: store + "/sessions")) ?? []
+        for f in files where f.hasSuffix(".mount") {
+            if let text = try? String(contentsOfFile: store + "/sessions/" + f, encoding: .utf8) {
+                let lines = text.split(separator: "\n")
+                if lines.count >= 2, lines[0] == mountpoint { return Int32(lines[1]) }
+            }
+        }
+        return nil
+    }
+
+    public func unmount() {
+        guard mounted else { return }
+        let r = cli(["unmount", mountpoint], timeout: 60)
+        if r.status != 0 { forceUnmount() }
+        mounted = false
+    }
+
+    /// Kills the daemon with SIGKILL and detaches the dead mount.
+    public func kill9() {
+        if let pid = daemonPID { kill(pid, SIGKILL) }
+        usleep(200_000)
+        forceUnmount()
+        mounted = false
+    }
+
+    private func forceUnmount() {
+        if let pid = daemonPID { kill(pid, SIGKILL) }
+        if isMounted {
+            _ = run(["fusermount3", "-uz", mountpoint], timeout: 30)
+        }
+    }
+
+    var isMounted: Bool {
+        ((try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? "").contains(" \(mountpoint) ")
+    }
+
+    public func close() {
+        unmount()
+        forceUnmount()
+        dir.remove()
+    }
+}

@@ -1,0 +1,103 @@
+import Testing
+import Glibc
+@testable import AetherStore
+import TestSupport
+
+/// Deterministic pseudo-random bytes.
+func noise(_ count: Int, seed: UInt64) -> [UInt8] {
+    var state = seed
+    return (0..<count).map { _ in
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return UInt8(truncatingIfNeeded: state >> 33)
+    }
+}
+
+func chunkLengths(_ data: [UInt8]) -> [Int] {
+    var out: [Int] = []
+    data.withUnsafeBytes { b in
+        var at = 0
+        while at < b.count {
+            let n = FastCDC.cut(UnsafeRawBufferPointer(rebasing: b[at...]))
+            out.append(n)
+            at += n
+        }
+    }
+    return out
+}
+
+@Suite struct ChunkerTests {
+    @Test func chunksRespectLimitsAndAverageNearTarget() {
+        let data = noise(8 << 20, seed: 1)
+        let lengths = chunkLengths(data)
+        #expect(lengths.reduce(0, +) == data.count)
+        #expect(lengths.dropLast().allSatisfy { $0 >= FastCDC.minSize && $0 <= FastCDC.maxSize })
+        let average = data.count / lengths.count
+        #expect(average > 40_000 && average < 100_000, "average \(average)")
+    }
+
+    @Test func boundariesResynchronizeAfterAnInsertion() {
+        let data = noise(4 << 20, seed: 2)
+        var shifted = data
+        shifted.insert(contentsOf: [1, 2, 3, 4, 5], at: 1000)
+        func ids(_ d: [UInt8]) -> Set<ObjectID> {
+            var at = 0
+            var out = Set<ObjectID>()
+            for n in chunkLengths(d) { out.insert(ObjectID.of(.chunk, Array(d[at..<at + n]))); at += n }
+            return out
+        }
+        let a = ids(data), b = ids(shifted)
+        #expect(a.intersection(b).count >= a.count - 2, "only the first chunk or two may differ")
+    }
+
+    @Test func boundariesArePinned() {
+        // The gear table and masks are part of the store format: chunk boundaries must not move
+        // between versions, or stores stop deduplicating against their own past.
+        #expect(String(FastCDC.gear[0], radix: 16) == "1554cf3b18ff472b")
+        #expect(Array(chunkLengths(noise(1 << 20, seed: 3)).prefix(4)) == [98464, 73418, 73037, 83123])
+    }
+}
+
+@Suite struct ObjectStoreTests {
+    @Test func roundTripAndDeduplication() throws {
+        let dir = TempDir(); defer { dir.remove() }
+        let store = try ObjectStore(directory: dir.path + "/objects")
+        let data = Array(repeating: UInt8(7), count: 100_000) + noise(1000, seed: 4)
+        let id = try store.put(.chunk, data)
+        #expect(try store.put(.chunk, data) == id)
+        #expect(store.usage().objects == 1)
+        #expect(store.usage().bytes < 10_000, "compressible data is stored compressed")
+        #expect(try store.get(id, .chunk) == data)
+        #expect(id == ObjectID.of(.chunk, data))
+        #expect(ObjectID(hex: id.hex) == id)
+    }
+
+    @Test func damageIsReportedNotServed() throws {
+        let dir = TempDir(); defer { dir.remove() }
+        let store = try ObjectStore(directory: dir.path + "/objects")
+        let raw = noise(5000, seed: 5)   // incompressible: stored raw, so one flipped byte is a wrong byte
+        let id = try store.put(.chunk, raw)
+        let path = store.path(of: id)
+        var bytes = try FileIO.readFile(path)
+        bytes[bytes.count - 10] ^= 0xff
+        try FileIO.atomicWrite(path, bytes, sync: false)
+        #expect(throws: StoreError.damaged(id, "content does not match its hash")) { try store.get(id, .chunk) }
+        #expect(throws: StoreError.self) { try store.get(id, .tree) }
+        let missing = ObjectID.of(.chunk, [1, 2, 3])
+        #expect(throws: StoreError.missing(missing)) { try store.get(missing, .chunk) }
+    }
+
+    @Test func newerObjectFormatIsRefused() throws {
+        let dir = TempDir(); defer { dir.remove() }
+        let store = try ObjectStore(directory: dir.path + "/objects")
+        let id = try store.put(.chunk, noise(100, seed: 6))
+        var bytes = try FileIO.readFile(store.path(of: id))
+        bytes[3] = 9
+        try FileIO.atomicWrite(store.path(of: id), bytes, sync: false)
+        do {
+            _ = try store.get(id, .chunk)
+            Issue.record("a newer format was read")
+        } catch let e as StoreError {
+            guard case .unsupportedFormat = e else { Issue.record("wrong error \(e)"); return }
+        }
+    }
+}

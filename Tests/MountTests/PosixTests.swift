@@ -1,0 +1,173 @@
+import Testing
+import Foundation
+import TestSupport
+
+/// Mount tests skip only where /dev/fuse is missing, and fail then when CI requires FUSE.
+let canMount = FuseSupport.available
+
+@Test func fuseIsAvailableWhenRequired() {
+    if FuseSupport.required {
+        #expect(FuseSupport.available, "AETHERFS_REQUIRE_FUSE=1 but /dev/fuse is missing: mount tests would skip")
+    }
+}
+
+/// Runs a script in a fresh mount and expects it to succeed; always unmounts.
+func inMount(_ script: String, timeout: Int = 300, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let m = try MountedSession()
+    defer { m.close() }
+    let r = m.sh(script, timeout: timeout)
+    #expect(r.status == 0, "\(r)", sourceLocation: sourceLocation)
+}
+
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(10)))
+struct PosixOperations {
+    @Test func filesDirectoriesAndAttributes() throws {
+        try inMount(#"""
+        # create, write, read, getattr
+        echo hello > a; [ "$(cat a)" = hello ]; [ "$(stat -c %s a)" = 6 ]
+        # O_APPEND
+        echo world >> a; [ "$(cat a)" = "$(printf 'hello\nworld')" ]
+        # chmod, chown
+        chmod 640 a; [ "$(stat -c %a a)" = 640 ]
+        chown 1234:5678 a; [ "$(stat -c %u:%g a)" = 1234:5678 ]
+        # truncate down and up (the new part reads as zeros)
+        truncate -s 3 a; [ "$(cat a)" = hel ]
+        truncate -s 10 a; [ "$(stat -c %s a)" = 10 ]; [ "$(od -An -tx1 -j3 -N7 a | tr -d ' \n')" = 00000000000000 ]
+        # utimens: explicit times, UTIME_NOW, UTIME_OMIT (touch -m leaves atime alone)
+        touch -d '2001-02-03 04:05:06.123456789' a
+        [ "$(stat -c %Y a)" = "$(date -d '2001-02-03 04:05:06' +%s)" ]
+        [ "$(stat -c %y a)" = "2001-02-03 04:05:06.123456789 +0000" ]
+        atime=$(stat -c %X a); touch -m a; [ "$(stat -c %X a)" = "$atime" ]; [ "$(stat -c %Y a)" -gt 1000000000 ]
+        touch a; [ "$(stat -c %X a)" -ge "$(date +%s -d '-1 minute')" ]
+        # mkdir, rmdir (non-empty refused), nlink of directories
+        mkdir -p d1/d2/d3; [ "$(stat -c %h d1)" = 3 ]
+        if rmdir d1 2>err; then exit 1; fi; grep -q 'not empty' err
+        rmdir d1/d2/d3; [ "$(stat -c %h d1/d2)" = 2 ]
+        # symlink, readlink
+        ln -s a link; [ "$(readlink link)" = a ]; [ "$(stat -L -c %s link)" = 10 ]
+        # hard link
+        ln a hard; [ "$(stat -c %h a)" = 2 ]; [ "$(stat -c %i a)" = "$(stat -c %i hard)" ]
+        rm hard; [ "$(stat -c %h a)" = 1 ]
+        # FIFO
+        mkfifo fifo; [ "$(stat -c %F fifo)" = fifo ]
+        # statfs, access
+        stat -f . >/dev/null; [ "$(stat -f -c %l .)" = 255 ]
+        test -r a && test -w a
+        # names: 255 bytes is fine, 256 is ENAMETOOLONG
+        n255=$(printf 'x%.0s' $(seq 255)); touch "$n255"; [ -e "$n255" ]
+        if touch "${n255}y" 2>err; then exit 1; fi; grep -q 'File name too long' err
+        # the control surface is hidden from the root listing but reachable
+        ! ls -a | grep -q aether; [ -d .aether ]; [ -f .aether/status ]
+        # ENOENT, EEXIST, ENOTDIR, EISDIR
+        if cat nope 2>/dev/null; then exit 1; fi
+        if mkdir d1 2>/dev/null; then exit 1; fi
+        if ls a/x 2>/dev/null; then exit 1; fi
+        if rm -d d1/d2 2>/dev/null; then :; fi
+        echo ok
+        """#)
+    }
+
+    @Test func renameVariants() throws {
+        try inMount(#"""
+        mkdir x y; echo 1 > x/f; echo 2 > y/g
+        mv x/f y/f; [ ! -e x/f ]; [ "$(cat y/f)" = 1 ]
+        mv y/f y/g; [ "$(cat y/g)" = 1 ]; [ "$(ls y)" = g ]
+        mkdir y/sub; mv y/sub x/; [ -d x/sub ]; [ "$(stat -c %h x)" = 3 ]; [ "$(stat -c %h y)" = 2 ]
+        echo a > p; echo b > q
+        python3 - <<'PY'
+        import ctypes, os, errno
+        libc = ctypes.CDLL(None, use_errno=True)
+        AT = -100
+        def renameat2(a, b, flags):
+            r = libc.renameat2(AT, a.encode(), AT, b.encode(), flags)
+            return 0 if r == 0 else ctypes.get_errno()
+        assert renameat2("p", "q", 1) == errno.EEXIST          # RENAME_NOREPLACE
+        assert open("p").read() == "a\n" and open("q").read() == "b\n"
+        assert renameat2("p", "q", 2) == 0                      # RENAME_EXCHANGE
+        assert open("p").read() == "b\n" and open("q").read() == "a\n"
+        assert renameat2("p", "new", 1) == 0
+        assert not os.path.exists("p") and open("new").read() == "b\n"
+        os.mkdir("e1"); os.mkdir("e2"); open("e2/f", "w").write("z")
+        try:
+            os.rename("e1", "e2"); raise SystemExit("rename over a non-empty directory worked")
+        except OSError as e:
+            assert e.errno == errno.ENOTEMPTY, e
+        os.rmdir("e1")
+        try:
+            os.rename("e2", "e2/sub"); raise SystemExit("moved a directory below itself")
+        except OSError as e:
+            assert e.errno == errno.EINVAL, e
+        PY
+        echo ok
+        """#)
+    }
+
+    @Test func openUnlinkedSparseLargeAndSync() throws {
+        try inMount(#"""
+        python3 - <<'PY'
+        import os
+        # an open unlinked file stays readable and writable
+        fd = os.open("gone", os.O_RDWR | os.O_CREAT, 0o644)
+        os.write(fd, b"still here")
+        os.unlink("gone")
+        assert not os.path.exists("gone")
+        os.lseek(fd, 0, 0); assert os.read(fd, 100) == b"still here"
+        os.write(fd, b"!"); os.lseek(fd, 0, 0); assert os.read(fd, 100) == b"still here!"
+        os.close(fd)
+        # sparse and over 4 GiB
+        fd = os.open("big", os.O_RDWR | os.O_CREAT, 0o644)
+        os.pwrite(fd, b"end", 5 * 1024**3)
+        os.fsync(fd)
+        assert os.fstat(fd).st_size == 5 * 1024**3 + 3
+        assert os.pread(fd, 3, 5 * 1024**3) == b"end"
+        assert os.pread(fd, 4, 4 * 1024**3) == b"\0\0\0\0"
+        os.fdatasync(fd)
+        os.close(fd)
+        # fsyncdir
+        d = os.open(".", os.O_RDONLY | os.O_DIRECTORY); os.fsync(d); os.close(d)
+        # writes at random offsets read back
+        import random
+        random.seed(7)
+        model = bytearray()
+        fd = os.open("rand", os.O_RDWR | os.O_CREAT, 0o644)
+        for i in range(300):
+            off = random.randrange(0, 300000); data = os.urandom(random.randrange(1, 9000))
+            os.pwrite(fd, data, off)
+            if len(model) < off + len(data): model.extend(b"\0" * (off + len(data) - len(model)))
+            model[off:off+len(data)] = data
+        os.close(fd)
+        assert open("rand", "rb").read() == bytes(model)
+        PY
+        du -k big | awk '{ exit !($1 < 100000) }'
+        echo ok
+        """#)
+    }
+
+    @Test func extendedAttributesAndLargeDirectories() throws {
+        try inMount(#"""
+        touch f
+        setfattr -n user.color -v blue f
+        [ "$(getfattr --only-values -n user.color f)" = blue ]
+        getfattr -d f | grep -q 'user.color="blue"'
+        setfattr -x user.color f
+        if getfattr -n user.color f 2>err; then exit 1; fi; grep -q 'No such attribute' err
+        if setfattr -n user.aether.state -v x f 2>/dev/null; then exit 1; fi
+        python3 - <<'PY'
+        import os, errno
+        os.setxattr("f", "user.big", b"x" * 65536)
+        assert len(os.getxattr("f", "user.big")) == 65536
+        try:
+            os.setxattr("f", "user.big", b"x" * 65536, os.XATTR_CREATE); raise SystemExit("XATTR_CREATE over existing")
+        except OSError as e: assert e.errno == errno.EEXIST
+        try:
+            os.setxattr("f", "user.none", b"1", os.XATTR_REPLACE); raise SystemExit("XATTR_REPLACE of missing")
+        except OSError as e: assert e.errno == errno.ENODATA
+        PY
+        mkdir many; cd many
+        seq 1 3000 | xargs touch
+        [ "$(ls | wc -l)" = 3000 ]; [ "$(ls -l | grep -c '^-')" = 3000 ]
+        [ "$(find . -type f | wc -l)" = 3000 ]
+        echo ok
+        """#)
+    }
+}
