@@ -46,7 +46,7 @@ let package = Package(
 
         .target(name: "TestSupport"),
         .testTarget(name: "AetherStoreTests", dependencies: ["AetherStore", "TestSupport"]),
-        .testTarget(name: "AetherCoreTests", dependencies: ["AetherCore", "TestSupport"]),
+        .testTarget(name: "AetherCoreTests", dependencies: ["AetherCore", "AetherMeta", "TestSupport"]),
         .testTarget(name: "AetherVFSTests", dependencies: ["AetherVFS", "TestSupport"]),
         .testTarget(name: "MountTests", dependencies: ["AetherCore", "TestSupport"]),
     ]

@@ -15,11 +15,14 @@ public struct Attributes: Sendable, Equatable {
     public var mtime: Int64
     public var ctime: Int64
     public var rdev: UInt64
+    /// 512-byte blocks in use (holes of sparse files excluded where known).
+    public var blocks: UInt64
 
     public init(ino: UInt64, kind: NodeKind, mode: UInt32, nlink: UInt32, uid: UInt32, gid: UInt32, size: UInt64,
                 atime: Int64, mtime: Int64, ctime: Int64, rdev: UInt64) {
         self.ino = ino; self.kind = kind; self.mode = mode; self.nlink = nlink; self.uid = uid; self.gid = gid
         self.size = size; self.atime = atime; self.mtime = mtime; self.ctime = ctime; self.rdev = rdev
+        self.blocks = (size + 511) / 512
     }
 
     /// Mode with the file type bits.

@@ -48,7 +48,15 @@ extension Workspace {
         if n.parents.isEmpty && ino != Workspace.rootIno { try? releaseIfUnreferenced(n) }
     }
 
-    public func attributes(_ ino: UInt64) throws(AetherError) -> Attributes { try node(ino).attributes }
+    public func attributes(_ ino: UInt64) throws(AetherError) -> Attributes {
+        let n = try node(ino)
+        var a = n.attributes
+        if n.rec.upper {
+            var st = stat()
+            if n.fd >= 0 ? fstat(n.fd, &st) == 0 : stat(upperPath(ino), &st) == 0 { a.blocks = UInt64(st.st_blocks) }
+        }
+        return a
+    }
 
     /// A directory's names, sorted by bytes, for one listing.
     public func list(_ ino: UInt64) throws(AetherError) -> [DirectoryEntry] {

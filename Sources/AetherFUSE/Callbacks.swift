@@ -36,7 +36,7 @@ enum Callbacks {
         st.st_gid = a.gid
         st.st_size = Int(a.size)
         st.st_blksize = 4096
-        st.st_blocks = Int((a.size + 511) / 512)
+        st.st_blocks = Int(a.blocks)
         st.st_rdev = UInt(a.rdev)
         st.st_atim = timespecOf(a.atime)
         st.st_mtim = timespecOf(a.mtime)

@@ -22,27 +22,33 @@ public struct Ran: Sendable, CustomStringConvertible {
 }
 
 /// Runs a command with a time limit (killed after `timeout` seconds), output captured in files.
+///
+/// Uses posix_spawn and a blocking waitpid: Foundation's Process can miss a child's exit when waited
+/// on from Swift Testing's threads, which hangs the test run.
 public func run(_ args: [String], cwd: String? = nil, env: [String: String] = [:], timeout: Int = 300) -> Ran {
     let dir = TempDir("aetherfs-run")
     defer { dir.remove() }
     let outPath = dir.path + "/out", errPath = dir.path + "/err"
-    FileManager.default.createFile(atPath: outPath, contents: nil)
-    FileManager.default.createFile(atPath: errPath, contents: nil)
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-    p.arguments = ["-k", "5", String(timeout)] + args
-    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     var environment = ProcessInfo.processInfo.environment
     for (k, v) in env { environment[k] = v }
-    p.environment = environment
-    p.standardInput = FileHandle.nullDevice
-    p.standardOutput = FileHandle(forWritingAtPath: outPath)
-    p.standardError = FileHandle(forWritingAtPath: errPath)
-    do { try p.run() } catch { return Ran(status: -1, out: "", err: "cannot run \(args): \(error)") }
-    p.waitUntilExit()
+    let argv = (["timeout", "-k", "5", String(timeout)] + (cwd.map { ["env", "-C", $0] } ?? []) + args).map { strdup($0) } + [nil]
+    let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, "/usr/bin/timeout", &actions, nil, argv, envp)
+    guard rc == 0 else { return Ran(status: -1, out: "", err: "cannot run \(args): \(String(cString: strerror(rc)))") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
     let err = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-    return Ran(status: p.terminationStatus, out: out, err: err)
+    let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return Ran(status: code, out: out, err: err)
 }
 
 /// Runs a bash script with `set -euo pipefail`.

@@ -1,0 +1,135 @@
+import Testing
+import Glibc
+@testable import AetherCore
+import AetherStore
+import AetherMeta
+import TestSupport
+
+let root = Workspace.rootIno
+let me = Caller(uid: 1000, gid: 1000)
+
+func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+extension Workspace {
+    func write(_ ino: UInt64, _ text: String, at offset: UInt64 = 0) throws {
+        _ = try Array(text.utf8).withUnsafeBytes { (b) throws(AetherError) in try write(ino, offset: offset, data: b) }
+    }
+    func text(_ ino: UInt64) throws -> String {
+        String(decoding: try read(ino, offset: 0, count: 1 << 20), as: UTF8.self)
+    }
+    func path(_ p: String) throws -> UInt64 {
+        var ino = root
+        for part in p.split(separator: "/") { ino = try lookup(parent: ino, name: Array(part.utf8)).ino }
+        return ino
+    }
+}
+
+/// A store and one session in a temp dir.
+final class Fixture {
+    let dir = TempDir()
+    let repo: Repository
+    var session: SessionRecord
+    init() throws {
+        repo = try Repository(path: dir.path + "/store")
+        session = try repo.createSession(name: "w", owner: 1000)
+    }
+    func open() throws -> Workspace { try Workspace(repo: repo, session: try repo.session(named: "w")) }
+    deinit { dir.remove() }
+}
+
+@Suite struct WorkspaceTests {
+    @Test func changesSurviveReopening() throws {
+        let f = try Fixture()
+        do {
+            let ws = try f.open()
+            let d = try ws.mkdir(parent: root, name: bytes("d"), mode: 0o755, caller: me)
+            let a = try ws.create(parent: d.ino, name: bytes("a"), mode: 0o644, caller: me)
+            try ws.write(a.ino, "hello")
+            try ws.fsync(a.ino, dataOnly: false)
+            _ = try ws.symlink(parent: root, name: bytes("l"), target: bytes("d/a"), caller: me)
+            try ws.rename(parent: d.ino, name: bytes("a"), newParent: root, newName: bytes("b"), flags: [])
+        }
+        let ws = try f.open()
+        #expect(try ws.text(try ws.path("b")) == "hello")
+        #expect(try ws.readlink(try ws.path("l")) == bytes("d/a"))
+        #expect(try ws.list(try ws.path("d")).isEmpty)
+    }
+
+    @Test func checkpointRestoreAndReopen() throws {
+        let f = try Fixture()
+        let ws = try f.open()
+        let a = try ws.create(parent: root, name: bytes("a"), mode: 0o644, caller: me)
+        try ws.write(a.ino, "one")
+        let cp1 = try ws.checkpoint(CheckpointRequest(message: "first"), author: 1000)
+        #expect(cp1.name == "cp-1" && cp1.filesChanged == 1)
+        try ws.write(a.ino, "two")
+        try ws.unlink(parent: root, name: bytes("a"))
+        _ = try ws.create(parent: root, name: bytes("new"), mode: 0o644, caller: me)
+        let inv = try ws.restore(to: cp1, caller: 1000)
+        #expect(inv.contains(.entry(parent: root, name: bytes("new"))))
+        #expect(try ws.text(try ws.path("a")) == "one")
+        #expect(throws: AetherError.self) { try ws.path("new") }
+        let again = try f.open()
+        #expect(try again.text(try again.path("a")) == "one")
+    }
+
+    @Test func checkpointOnlyCutsWhatChanged() throws {
+        let f = try Fixture()
+        let ws = try f.open()
+        for i in 0..<50 {
+            let n = try ws.create(parent: root, name: bytes("f\(i)"), mode: 0o644, caller: me)
+            try ws.write(n.ino, String(repeating: "line \(i)\n", count: 100))
+        }
+        let first = try ws.checkpoint(CheckpointRequest(message: "all"), author: 1)
+        #expect(first.filesChanged == 50)
+        try ws.write(try ws.path("f7"), "changed", at: 3)
+        let second = try ws.checkpoint(CheckpointRequest(message: "one"), author: 1)
+        #expect(second.filesChanged == 1)
+        let third = try ws.checkpoint(CheckpointRequest(message: "none"), author: 1)
+        #expect(third.root == second.root && third.filesChanged == 0)
+        #expect(try ws.text(try ws.path("f7")).hasPrefix("linchanged"))
+    }
+
+    @Test func badRequestsChangeNothing() throws {
+        let f = try Fixture()
+        let ws = try f.open()
+        #expect(throws: AetherError.invalid("a checkpoint needs a non-empty message")) {
+            try ws.checkpoint(CheckpointRequest(message: "  \n"), author: 1)
+        }
+        _ = try ws.checkpoint(CheckpointRequest(message: "x", name: "keep"), author: 1)
+        #expect(throws: AetherError.exists("checkpoint keep in session w")) {
+            try ws.checkpoint(CheckpointRequest(message: "y", name: "keep"), author: 1)
+        }
+        #expect(throws: AetherError.self) { try ws.checkpoint(CheckpointRequest(message: "y", name: "../bad"), author: 1) }
+        #expect(try f.repo.checkpoints(of: f.session).count == 1)
+        #expect(throws: AetherError.self) { try f.repo.resolveSnapshot("nope", session: f.session) }
+    }
+
+    @Test func hardLinksSurviveCheckpointAndRestore() throws {
+        let f = try Fixture()
+        let ws = try f.open()
+        let a = try ws.create(parent: root, name: bytes("a"), mode: 0o644, caller: me)
+        try ws.write(a.ino, "shared")
+        let d = try ws.mkdir(parent: root, name: bytes("d"), mode: 0o755, caller: me)
+        _ = try ws.link(a.ino, newParent: d.ino, newName: bytes("b"))
+        let cp = try ws.checkpoint(CheckpointRequest(message: "links"), author: 1)
+        // A fresh session from the checkpoint sees one inode under two names.
+        let other = try f.repo.createSession(name: "o", from: cp.sid, owner: 1)
+        let ws2 = try Workspace(repo: f.repo, session: other)
+        let x = try ws2.path("a"), y = try ws2.path("d/b")
+        #expect(x == y)
+        #expect(try ws2.attributes(x).nlink == 2)
+        _ = try ws.restore(to: cp, caller: 1)
+        #expect(try ws.text(try ws.path("d/b")) == "shared")
+    }
+
+    @Test func sessionLockRefusesASecondHolder() throws {
+        let f = try Fixture()
+        let lock = try SessionLock(repository: f.repo, session: f.session)
+        #expect(throws: AetherError.self) { try SessionLock(repository: f.repo, session: f.session) }
+        #expect(throws: AetherError.self) { try f.repo.deleteSession(name: "w", uid: 0) }
+        lock.release()
+        try f.repo.deleteSession(name: "w", uid: 0)
+        #expect(throws: AetherError.notFound("session w")) { try f.repo.session(named: "w") }
+    }
+}
