@@ -59,7 +59,11 @@ public final class VirtualFileSystem: @unchecked Sendable {
         do {
             return try lock.withLock { () throws(AetherError) -> T in try body() }
         } catch {
-            if case .notFound = error {} else { logger.debug("request failed", metadata: ["error": "\(error)"]) }
+            switch error {
+            case .notFound: break
+            case .damaged, .noSpace: logger.error("\(error.description)")
+            default: logger.debug("request failed", metadata: ["error": "\(error)"])
+            }
             throw FSFailure(error)
         }
     }
