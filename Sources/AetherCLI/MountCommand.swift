@@ -142,17 +142,18 @@ struct UnmountCommand: ParsableCommand {
             printError("\(directory) is not an aetherfs mount")
             throw ExitCode(1)
         }
-        let status = try fail { () throws(AetherError) in try Spawn.wait(["fusermount3", lazy ? "-uz" : "-u", path]) }
-        if status != 0 {
+        // The daemon names its store and session in .aether/status; after the unmount it still saves
+        // what is pending, holding the session's lock until it is done.
+        let status = (try? FileIO.readFile(path + "/.aether/status")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let rc = try fail { () throws(AetherError) in try Spawn.wait(["fusermount3", lazy ? "-uz" : "-u", path]) }
+        if rc != 0 {
             printError("fusermount3 could not unmount \(path) (busy? try --lazy)")
             throw ExitCode(1)
         }
-        // Wait for the daemon to finish saving (it holds the session lock until then).
-        if let repo = try? global.open(create: false), let sessions = try? repo.sessions() {
-            for s in sessions where repo.mountpoint(of: s) == path {
-                let deadline = nanosecondsNow() + 30_000_000_000
-                while nanosecondsNow() < deadline, repo.mountpoint(of: s) != nil { usleep(20_000) }
-            }
+        let storePath = field(status, "path"), sessionName = field(status, "session")
+        if let repo = try? Repository(path: storePath, create: false), let s = try? repo.session(named: sessionName) {
+            let deadline = nanosecondsNow() + 30_000_000_000
+            while nanosecondsNow() < deadline, repo.mountpoint(of: s) != nil { usleep(20_000) }
         }
         if !global.json { say("unmounted \(path)") }
     }

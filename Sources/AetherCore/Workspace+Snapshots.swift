@@ -25,9 +25,14 @@ extension Workspace {
         guard !message.isEmpty else { throw .invalid("a checkpoint needs a non-empty message") }
         guard message.utf8.count <= 65536 else { throw .invalid("the message is longer than 64 KiB") }
         let existing = try domain { try catalog.checkpoints(session: session.id) }
-        let name = request.name ?? "cp-\(existing.count + 1)"
+        let taken = Set(existing.map(\.name))
+        var name = request.name ?? "cp-\(existing.count + 1)"
+        if request.name == nil {
+            var n = existing.count + 1
+            while taken.contains(name) { n += 1; name = "cp-\(n)" }
+        }
         try Repository.validateName(name, what: "checkpoint")
-        if existing.contains(where: { $0.name == name }) { throw .exists("checkpoint \(name) in session \(session.name)") }
+        if taken.contains(name) { throw .exists("checkpoint \(name) in session \(session.name)") }
         for key in request.meta.keys where key.isEmpty || key.utf8.count > 200 {
             throw .invalid("metadata keys must be 1-200 bytes")
         }
@@ -114,24 +119,36 @@ extension Workspace {
     /// must forget. Cost follows the directories the kernel has loaded, not the tree's size.
     public func restore(to snapshot: SnapshotRecord, caller: UInt32) throws(AetherError) -> [Invalidation] {
         guard let rootID = ObjectID(bytes: snapshot.root) else { throw .damaged("snapshot \(snapshot.sid) has no root") }
-        // Read every tree we will need before changing anything, so damage leaves the session as it was.
-        _ = try domain { try repo.content.tree(rootID) }
-        var invalidations: [Invalidation] = []
-        var detached: [Node] = []
+        let tree = try domain { try repo.content.tree(rootID) }
         let root = try node(Workspace.rootIno)
-        try reconcile(root, with: rootID, invalidations: &invalidations, detached: &detached)
+        // The catalog changes first: if it fails, nothing changed; once it commits, the working layer
+        // is the snapshot's, whatever happens to this process.
+        var rootRecord = root.rec
+        rootRecord.mode = tree.mode; rootRecord.uid = tree.uid; rootRecord.gid = tree.gid
+        rootRecord.mtime = tree.mtime; rootRecord.ctime = tree.mtime; rootRecord.atime = tree.mtime
+        rootRecord.content = rootID.bytes; rootRecord.dirty = false; rootRecord.materialized = false
+        rootRecord.xattrs = encodeXattrs(tree.xattrs)
         try change(durable: true) { () throws(AetherError) in
             try domain {
                 try catalog.clearWorkingLayer(session: session.id)
+                try catalog.upsertNode(session: session.id, rootRecord)
                 try catalog.updateSessionBase(session.id, baseRoot: snapshot.root, baseSnapshot: snapshot.id, head: snapshot.id)
                 try catalog.audit(uid: caller, action: "restore", session: session.name, detail: "\(snapshot.name) \(snapshot.sid)")
             }
-            for n in nodes.values { n.persisted = false }
-            try save(root)
         }
         session.baseRoot = snapshot.root
         session.baseSnapshot = snapshot.id
         session.head = snapshot.id
+        for n in nodes.values { n.persisted = false; n.metaPending = false }
+        root.persisted = true
+        var invalidations: [Invalidation] = []
+        var detached: [Node] = []
+        do {
+            try reconcile(root, with: rootID, invalidations: &invalidations, detached: &detached)
+        } catch {
+            // The record is restored; a tree that cannot be read now is reloaded lazily (and fails there).
+            logger.error("restore could not reload every open directory: \(error)")
+        }
         for n in detached where n.parents.isEmpty { try? releaseIfUnreferenced(n) }
         return invalidations
     }

@@ -57,8 +57,13 @@ public final class Workspace: @unchecked Sendable {
                 node.persisted = true
                 if r.upper {
                     var st = stat()
-                    if stat(upperPath(r.ino), &st) == 0 { node.rec.size = UInt64(st.st_size) }
-                    else { throw .damaged("the upper file of node \(r.ino) in session \(session.name) is missing") }
+                    if stat(upperPath(r.ino), &st) == 0 {
+                        node.rec.size = UInt64(st.st_size)
+                    } else {
+                        logger.error("the upper file of inode \(r.ino) in session \(session.name) is missing; it reads as empty")
+                        close(Glibc.open(upperPath(r.ino), O_RDWR | O_CREAT | O_CLOEXEC, 0o600))
+                        node.rec.size = 0
+                    }
                 }
                 if kind == .directory && r.materialized { node.entries = [:] }
                 if r.linkGroup != 0 { linkGroups[r.linkGroup] = r.ino }

@@ -97,14 +97,16 @@ struct CheckpointsThroughTheMount {
         mkdir -p a/b c; echo one > a/b/f; echo two > c/g; echo keep > keep.txt; ln -s a/b/f sym
         head -c 200000 /dev/urandom > bin; chmod 751 bin; setfattr -n user.x -v 1 keep.txt
         cp -a . $T/snap
+        ino=$(stat -c %i keep.txt)
         echo '{"message":"the base","name":"base"}' > .aether/checkpoint
+        [ "$(stat -c %i keep.txt)" = "$ino" ]   # inode numbers survive a checkpoint
         exec 3<keep.txt
         echo changed > keep.txt; rm -r a; mv c/g c/h; mkdir new; echo n > new/x; chmod 600 bin
         head -c 1000 /dev/zero >> bin; setfattr -n user.x -v 2 keep.txt; rm sym
         echo base > .aether/restore
         diff -r --no-dereference $T/snap .
         [ "$(stat -c %a bin)" = 751 ]; [ "$(getfattr --only-values -n user.x keep.txt)" = 1 ]
-        [ "$(cat <&3)" = keep ]
+        [ "$(cat <&3)" = keep ]; [ "$(stat -c %i keep.txt)" = "$ino" ]
         [ "$(readlink sym)" = a/b/f ]
         (cd $T/snap && find . -type f -exec sha256sum {} + | sort) > $T/a.sum
         find . -type f -exec sha256sum {} + | sort > $T/b.sum

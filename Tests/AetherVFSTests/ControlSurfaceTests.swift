@@ -1,0 +1,88 @@
+import Testing
+import Glibc
+import AetherCore
+import AetherVFS
+import TestSupport
+
+/// The control surface without a kernel.
+final class VFSFixture {
+    let dir = TempDir()
+    let vfs: VirtualFileSystem
+    let me = Caller(uid: 0, gid: 0)
+    init() throws {
+        let repo = try Repository(path: dir.path + "/store")
+        let s = try repo.createSession(name: "v", owner: 0)
+        vfs = VirtualFileSystem(workspace: try Workspace(repo: repo, session: s), mountpoint: "/nowhere")
+    }
+    deinit { dir.remove() }
+
+    func request(_ file: ControlFile, _ text: String) -> Int32 {
+        do {
+            let h = try vfs.open(file.ino, writing: true, caller: me).handle
+            defer { try? vfs.release(file.ino, handle: h) }
+            _ = try Array(text.utf8).withUnsafeBytes { (b) throws(FSFailure) in try vfs.write(file.ino, handle: h, offset: 0, data: b, caller: me) }
+            return 0
+        } catch {
+            return (error as? FSFailure)?.code ?? -1
+        }
+    }
+
+    func read(_ file: ControlFile) throws -> String {
+        let h = try vfs.open(file.ino, writing: false, caller: me).handle
+        defer { try? vfs.release(file.ino, handle: h) }
+        return String(decoding: try vfs.read(file.ino, handle: h, offset: 0, count: 1 << 20), as: UTF8.self)
+    }
+
+    func names(_ ino: UInt64) throws -> [String] {
+        let h = try vfs.opendir(ino)
+        defer { vfs.releasedir(handle: h) }
+        var out: [String] = []
+        try vfs.readdir(ino, handle: h, offset: 0, plus: false) { name, _, _ in out.append(String(decoding: name, as: UTF8.self)); return true }
+        return out
+    }
+}
+
+@Suite struct ControlSurfaceTests {
+    @Test func controlDirectoryIsHiddenButReachable() throws {
+        let f = try VFSFixture()
+        #expect(try f.names(Workspace.rootIno) == [".", ".."])
+        let e = try f.vfs.lookup(parent: Workspace.rootIno, name: Array(".aether".utf8))
+        #expect(e.attributes.kind == .directory)
+        #expect(try f.names(e.attributes.ino).sorted() == [".", "..", "checkpoint", "last", "log", "restore", "status"])
+        #expect(throws: FSFailure.self) { try f.vfs.mkdir(parent: Workspace.rootIno, name: Array(".aether".utf8), mode: 0o755, caller: f.me) }
+    }
+
+    @Test func checkpointAndRestoreRequests() throws {
+        let f = try VFSFixture()
+        let a = try f.vfs.mknod(parent: Workspace.rootIno, name: Array("a".utf8), mode: 0o100644, rdev: 0, caller: f.me)
+        let h = try f.vfs.open(a.attributes.ino, writing: true, caller: f.me).handle
+        _ = try Array("v1".utf8).withUnsafeBytes { (b) throws(FSFailure) in try f.vfs.write(a.attributes.ino, handle: h, offset: 0, data: b, caller: f.me) }
+        #expect(f.request(.checkpoint, "{\"message\":\"one\",\"name\":\"one\",\"meta\":{\"k\":\"v\"}}\n") == 0)
+        #expect(try f.read(.last).contains("\"meta\":{\"k\":\"v\"}"))
+        #expect(try f.read(.checkpoint).contains("\"name\":\"one\""))
+        _ = try Array("v2".utf8).withUnsafeBytes { (b) throws(FSFailure) in try f.vfs.write(a.attributes.ino, handle: h, offset: 0, data: b, caller: f.me) }
+        #expect(f.request(.restore, "one\n") == 0)
+        #expect(try f.vfs.read(a.attributes.ino, handle: h, offset: 0, count: 10) == Array("v1".utf8))
+        #expect(try f.read(.log).contains("one"))
+        #expect(try f.read(.status).contains("\"head\":\"one\""))
+    }
+
+    @Test(arguments: [
+        ("", EINVAL, "message"), ("{\"message\":1}", EINVAL, "must be a string"), ("{oops", EINVAL, "JSON"),
+        ("{\"message\":\"m\",\"x\":1}", EINVAL, "unknown key"), ("{\"message\":\"m\",\"meta\":{\"a\":1}}", EINVAL, "meta value"),
+        ("{\"message\":\"m\",\"name\":\"a b\"}", EINVAL, "name"),
+    ])
+    func malformedCheckpointRequests(payload: String, code: Int32, words: String) throws {
+        let f = try VFSFixture()
+        #expect(f.request(.checkpoint, payload) == code)
+        #expect(try f.read(.last).contains(words))
+        #expect(try f.read(.checkpoint) == "null\n", "nothing was recorded")
+    }
+
+    @Test func unknownRestoreTargetIsENOENT() throws {
+        let f = try VFSFixture()
+        #expect(f.request(.restore, "ghost") == ENOENT)
+        #expect(try f.read(.last).hasPrefix("error: restore: not found"))
+        #expect(f.request(.restore, "a\nb") == EINVAL)
+    }
+}
