@@ -82,14 +82,17 @@ public final class MountedSession: @unchecked Sendable {
     public let store: String
     public let mountpoint: String
     public let session: String
+    public let options: [String]
     public private(set) var mounted = false
 
-    public init(session: String = "s", store: String? = nil) throws {
+    public init(session: String = "s", store: String? = nil, options: [String] = []) throws {
+        self.options = options
         dir = TempDir("aetherfs-mount")
         self.store = store ?? dir.path + "/store"
         mountpoint = dir.path + "/mnt"
         self.session = session
         try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        chmod(dir.path, 0o755)
         try mount()
     }
 
@@ -97,7 +100,7 @@ public final class MountedSession: @unchecked Sendable {
 
     /// Mounts (again) at the same place.
     public func mount() throws {
-        let r = cli(["mount", "--session", session, mountpoint])
+        let r = cli(["mount", "--session", session] + options + [mountpoint])
         guard r.status == 0 else { throw Failure(description: "mount failed: \(r)") }
         mounted = true
     }

@@ -170,4 +170,23 @@ struct PosixOperations {
         echo ok
         """#)
     }
+
+    @Test func permissionsAreCheckedForOtherUsers() throws {
+        let m = try MountedSession(options: ["--allow-other"])
+        defer { m.close() }
+        let r = m.sh(#"""
+        chmod 1777 .; echo secret > priv; chmod 600 priv; echo pub > pub; mkdir g; chgrp 100 g; chmod 2775 g
+        as() { setpriv --reuid 1000 --regid 1000 --clear-groups "$@"; }
+        if as cat priv 2>/dev/null; then exit 1; fi
+        if as sh -c 'echo x >> pub' 2>/dev/null; then exit 1; fi
+        if as rm -f priv 2>/dev/null; then exit 1; fi          # sticky directory
+        if as chmod 666 priv 2>/dev/null; then exit 1; fi
+        as sh -c 'echo mine > mine'; [ "$(stat -c %u:%g mine)" = 1000:1000 ]
+        as chmod 640 mine && [ "$(stat -c %a mine)" = 640 ]
+        if as chown 0 mine 2>/dev/null; then exit 1; fi
+        touch g/f; [ "$(stat -c %g g/f)" = 100 ]; mkdir g/sub; [ "$(stat -c %a g/sub | cut -c1)" = 2 ]
+        echo ok
+        """#)
+        #expect(r.status == 0, "\(r)")
+    }
 }
