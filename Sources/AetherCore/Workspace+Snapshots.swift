@@ -178,16 +178,10 @@ extension Workspace {
                     invalidations.append(.inode(ino))
                 }
             } else {
-                if e.linkGroup != 0, let ino = linkGroups[e.linkGroup], let existing = nodes[ino], !kept.contains(ino), existing.parents.isEmpty || fresh.values.contains(ino) {
-                    existing.parents.append(dir.rec.ino)
-                    fresh[e.name] = ino
-                    continue
+                let current = fresh
+                fresh[e.name] = try adopt(e, into: dir) { ino, existing in
+                    !kept.contains(ino) && (existing.parents.isEmpty || current.values.contains(ino))
                 }
-                let child = try makeNode(from: e)
-                child.parents = [dir.rec.ino]
-                nodes[child.rec.ino] = child
-                if e.linkGroup != 0 { linkGroups[e.linkGroup] = child.rec.ino }
-                fresh[e.name] = child.rec.ino
             }
             invalidations.append(.entry(parent: dir.rec.ino, name: e.name))
         }

@@ -139,20 +139,23 @@ public final class Workspace: @unchecked Sendable {
         if let id = dir.contentID {
             let tree = try domain { try repo.content.tree(id) }
             entries.reserveCapacity(tree.entries.count)
-            for e in tree.entries {
-                if e.linkGroup != 0, let ino = linkGroups[e.linkGroup], let existing = nodes[ino] {
-                    existing.parents.append(dir.rec.ino)
-                    entries[e.name] = ino
-                    continue
-                }
-                let child = try makeNode(from: e)
-                child.parents = [dir.rec.ino]
-                nodes[child.rec.ino] = child
-                if e.linkGroup != 0 { linkGroups[e.linkGroup] = child.rec.ino }
-                entries[e.name] = child.rec.ino
-            }
+            for e in tree.entries { entries[e.name] = try adopt(e, into: dir) }
         }
         dir.entries = entries
+    }
+
+    /// The node for a tree entry placed in `dir`: the node of a hard link already loaded when `canShare`
+    /// allows, else a new node.
+    func adopt(_ e: TreeEntry, into dir: Node, canShare: (UInt64, Node) -> Bool = { _, _ in true }) throws(AetherError) -> UInt64 {
+        if e.linkGroup != 0, let ino = linkGroups[e.linkGroup], let existing = nodes[ino], canShare(ino, existing) {
+            existing.parents.append(dir.rec.ino)
+            return ino
+        }
+        let child = try makeNode(from: e)
+        child.parents = [dir.rec.ino]
+        nodes[child.rec.ino] = child
+        if e.linkGroup != 0 { linkGroups[e.linkGroup] = child.rec.ino }
+        return child.rec.ino
     }
 
     func makeNode(from e: TreeEntry) throws(AetherError) -> Node {
