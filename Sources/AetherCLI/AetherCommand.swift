@@ -16,7 +16,8 @@ public struct AetherCommand: ParsableCommand {
         are the control surface.
         """,
         subcommands: [InitCommand.self, MountCommand.self, UnmountCommand.self, SessionCommand.self,
-                      CheckpointCommand.self, CheckpointsCommand.self, RestoreCommand.self])
+                      CheckpointCommand.self, CheckpointsCommand.self, RestoreCommand.self, ForkCommand.self,
+                      CommitCommand.self, BranchCommand.self, LogCommand.self, ShowCommand.self, DiffCommand.self])
 
     public init() {}
 
@@ -39,7 +40,14 @@ struct GlobalOptions: ParsableArguments {
     @Flag(name: .long, help: "Print JSON instead of text.")
     var json = false
 
-    var storePath: String { store ?? Repository.defaultPath }
+    /// The store's absolute path (a daemon runs from `/`).
+    var storePath: String {
+        let path = store ?? Repository.defaultPath
+        if path.hasPrefix("/") { return path }
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+        guard getcwd(&buffer, buffer.count) != nil else { return path }
+        return String(cString: buffer) + "/" + path
+    }
 
     func open(create: Bool = true) throws -> Repository {
         try fail { () throws(AetherError) in try Repository(path: storePath, create: create) }

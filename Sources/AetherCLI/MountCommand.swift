@@ -82,6 +82,8 @@ struct MountCommand: ParsableCommand {
 
     private func serve(repo: Repository, session: SessionRecord, mountpoint: String) throws {
         let logger = Logger(label: "aetherfs.mount")
+        // A daemon must not keep the directory it was started from busy (it may be another mount).
+        _ = chdir("/")
         try fail { () throws(AetherError) in
             let lock = try SessionLock(repository: repo, session: session)
             defer { lock.release() }

@@ -27,6 +27,35 @@ enum SessionAccess {
         return last.trimmingCharacters()
     }
 
+    /// Runs a request on a session: through its mount's control file `file` when it is mounted, else
+    /// `direct` on the store under the session's lock. Returns the JSON answer.
+    static func act(_ repo: Repository, session name: String, file: String, payload: String,
+                    direct: (Workspace) throws(AetherError) -> String) throws(AetherError) -> String {
+        let s = try repo.session(named: name)
+        if let mount = repo.mountpoint(of: s) { return try viaMount(mount, file: file, payload: payload) }
+        return try SessionAccess.direct(repo, s, direct)
+    }
+
+    /// Parses repeated `--meta key=value` options.
+    static func meta(_ items: [String]) throws -> [String: String] {
+        var out: [String: String] = [:]
+        for item in items {
+            guard let eq = item.firstIndex(of: "="), eq != item.startIndex else { throw ValidationError("--meta takes key=value, got \"\(item)\"") }
+            out[String(item[..<eq])] = String(item[item.index(after: eq)...])
+        }
+        return out
+    }
+
+    /// A JSON object of strings, keys sorted.
+    static func object(_ pairs: [(String, String?)], meta: [String: String] = [:], extra: String = "") -> String {
+        var parts = pairs.compactMap { k, v in v.map { "\(jsonString(k)):\(jsonString($0))" } }
+        if !meta.isEmpty {
+            parts.append("\"meta\":{" + meta.keys.sorted().map { "\(jsonString($0)):\(jsonString(meta[$0]!))" }.joined(separator: ",") + "}")
+        }
+        if !extra.isEmpty { parts.append(extra) }
+        return "{" + parts.joined(separator: ",") + "}"
+    }
+
     /// Runs `body` on the session's workspace, opened directly on the store under its lock.
     static func direct<T>(_ repo: Repository, _ session: SessionRecord, _ body: (Workspace) throws(AetherError) -> T) throws(AetherError) -> T {
         let lock = try SessionLock(repository: repo, session: session)

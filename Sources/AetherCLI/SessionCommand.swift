@@ -47,11 +47,24 @@ struct SessionCommand: ParsableCommand {
                 return
             }
             if all.isEmpty { say("no sessions"); return }
-            for s in all {
-                let mount = repo.mountpoint(of: s).map { "mounted at \($0)" } ?? "not mounted"
-                let cps = (try? repo.checkpoints(of: s).count) ?? 0
-                say("\(s.name)  \(s.state)  \(cps) checkpoint\(cps == 1 ? "" : "s")  \(mount)")
+            // The fork graph: each session under the session it was forked from.
+            let ids = Set(all.map(\.id))
+            var children: [Int64: [SessionRecord]] = [:]
+            for s in all { children[s.parentSession.flatMap { ids.contains($0) ? $0 : nil } ?? 0, default: []].append(s) }
+            var lines: [String] = []
+            func walk(_ parent: Int64, _ indent: String) {
+                let kids = children[parent] ?? []
+                for (i, s) in kids.enumerated() {
+                    let last = i == kids.count - 1
+                    let branch = parent == 0 ? "" : (last ? "└─ " : "├─ ")
+                    let mount = repo.mountpoint(of: s).map { "mounted at \($0)" } ?? "not mounted"
+                    let cps = (try? repo.checkpoints(of: s).count) ?? 0
+                    lines.append("\(indent)\(branch)\(s.name)  \(s.state)  \(cps) checkpoint\(cps == 1 ? "" : "s")  \(mount)")
+                    walk(s.id, parent == 0 ? indent : indent + (last ? "   " : "│  "))
+                }
             }
+            walk(0, "")
+            say(lines.joined(separator: "\n"))
         }
     }
 
@@ -109,22 +122,10 @@ struct CheckpointCommand: ParsableCommand {
 
     func run() throws {
         let repo = try global.open(create: false)
-        var metadata: [String: String] = [:]
-        for item in meta {
-            guard let eq = item.firstIndex(of: "="), eq != item.startIndex else { throw ValidationError("--meta takes key=value, got \"\(item)\"") }
-            metadata[String(item[..<eq])] = String(item[item.index(after: eq)...])
-        }
+        let metadata = try SessionAccess.meta(meta)
+        let payload = SessionAccess.object([("message", message), ("name", name)], meta: metadata)
         let json = try fail { () throws(AetherError) -> String in
-            let s = try repo.session(named: session)
-            if let mount = repo.mountpoint(of: s) {
-                var object = "{\"message\":\(jsonString(message))"
-                if let name { object += ",\"name\":\(jsonString(name))" }
-                if !metadata.isEmpty {
-                    object += ",\"meta\":{" + metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }.joined(separator: ",") + "}"
-                }
-                return try SessionAccess.viaMount(mount, file: "checkpoint", payload: object + "}")
-            }
-            return try SessionAccess.direct(repo, s) { (ws) throws(AetherError) in
+            try SessionAccess.act(repo, session: session, file: "checkpoint", payload: payload) { (ws) throws(AetherError) in
                 snapshotJSON(try ws.checkpoint(CheckpointRequest(message: message, name: name, meta: metadata), author: getuid()))
             }
         }
@@ -155,12 +156,8 @@ struct RestoreCommand: ParsableCommand {
     func run() throws {
         let repo = try global.open(create: false)
         let json = try fail { () throws(AetherError) -> String in
-            let s = try repo.session(named: session)
-            if let mount = repo.mountpoint(of: s) {
-                return try SessionAccess.viaMount(mount, file: "restore", payload: checkpoint)
-            }
-            return try SessionAccess.direct(repo, s) { (ws) throws(AetherError) in
-                let snap = try repo.resolveSnapshot(checkpoint, session: s)
+            try SessionAccess.act(repo, session: session, file: "restore", payload: checkpoint) { (ws) throws(AetherError) in
+                let snap = try repo.resolveSnapshot(checkpoint, session: ws.session)
                 _ = try ws.restore(to: snap, caller: getuid())
                 return snapshotJSON(snap)
             }

@@ -33,6 +33,8 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
     case tooBig
     /// The operation is not supported here. (ENOTSUP)
     case notSupported(String)
+    /// The branch moved since the session's base: not a fast-forward. (EAGAIN)
+    case branchMoved(String)
     /// The store's disk is full. (ENOSPC)
     case noSpace(String)
     /// The store is damaged or an object failed verification. (EIO)
@@ -57,6 +59,7 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
         case .range: "value larger than the buffer"
         case .tooBig: "value too large"
         case .notSupported(let what): "not supported: \(what)"
+        case .branchMoved(let why): why
         case .noSpace(let what): "store full: \(what)"
         case .damaged(let what): "store damaged: \(what)"
         case .system(_, let what): what

@@ -89,7 +89,7 @@ public final class Repository: @unchecked Sendable {
             try domain { try objects.sync() }
         }
         var record = SessionRecord(name: name, baseRoot: root.bytes, baseSnapshot: base?.id, parentSession: base?.session,
-                                   owner: owner)
+                                   owner: owner, baseCommit: base?.kind == "commit" ? base?.id : nil)
         try domain {
             try catalog.transaction(durable: true) {
                 record.id = try catalog.insertSession(record)
@@ -126,7 +126,8 @@ public final class Repository: @unchecked Sendable {
 
     // MARK: snapshots
 
-    /// Finds a snapshot by checkpoint name (within `session`, when given) or by a unique prefix of its id.
+    /// Finds a snapshot: a checkpoint name (within `session`, when given), `SESSION@CHECKPOINT`, a branch
+    /// name (its head commit), or a unique prefix (4+ hex digits) of a snapshot id.
     public func resolveSnapshot(_ ref: String, session: SessionRecord?) throws(AetherError) -> SnapshotRecord {
         let ref = ref.trimmingWhitespace()
         guard !ref.isEmpty else { throw .invalid("empty snapshot reference") }
@@ -137,6 +138,9 @@ public final class Repository: @unchecked Sendable {
             let s = try self.session(named: String(ref[..<at]))
             return try resolveSnapshot(String(ref[ref.index(after: at)...]), session: s)
         }
+        if let head = try domain({ try catalog.branch(ref) }), let commit = try domain({ try catalog.snapshot(id: head) }) {
+            return commit
+        }
         if ref.count >= 4, ref.allSatisfy({ $0.isHexDigit }) {
             let found = try domain { try catalog.snapshots(sidPrefix: ref.lowercased()) }
             if found.count == 1 { return found[0] }
@@ -144,6 +148,8 @@ public final class Repository: @unchecked Sendable {
         }
         throw .notFound("checkpoint or snapshot \"\(ref)\"\(session.map { " in session \($0.name)" } ?? "")")
     }
+
+    public func tree(_ id: ObjectID) throws(AetherError) -> Tree { try domain { try content.tree(id) } }
 
     public func checkpoints(of s: SessionRecord) throws(AetherError) -> [SnapshotRecord] {
         try domain { try catalog.checkpoints(session: s.id) }

@@ -37,26 +37,44 @@ extension Workspace {
             throw .invalid("metadata keys must be 1-200 bytes")
         }
 
-        var stats = (files: Int64(0), bytes: Int64(0))
-        var cleaned: [Node] = []
-        let root = try snapshotDirectory(try node(Workspace.rootIno), stats: &stats, cleaned: &cleaned)
-        try domain { try repo.objects.sync() }
-
         var record = SnapshotRecord(sid: Workspace.newSnapshotID(), kind: "checkpoint", session: session.id, name: name,
-                                    root: root.bytes, parent: session.head, time: now(), author: author,
-                                    message: message, meta: jsonObject(request.meta), filesChanged: stats.files,
-                                    bytesAdded: stats.bytes)
-        try change(durable: true) { () throws(AetherError) in
+                                    root: [], parent: session.head, time: now(), author: author,
+                                    message: message, meta: jsonObject(request.meta), filesChanged: 0, bytesAdded: 0)
+        _ = try freeze { (root, stats) throws(AetherError) in
+            record.root = root.bytes
+            record.filesChanged = stats.files
+            record.bytesAdded = stats.bytes
             try domain {
                 record.id = try catalog.insertSnapshot(record)
                 try catalog.updateSessionBase(session.id, baseRoot: root.bytes, baseSnapshot: record.id, head: record.id)
                 try catalog.audit(uid: author, action: "checkpoint", session: session.name, detail: "\(name) \(record.sid)")
             }
-            for n in cleaned { try save(n) }
+            session.head = record.id
+            session.baseSnapshot = record.id
+        }
+        return record
+    }
+
+    /// Writes the current tree into the store and returns its root. Only changed paths are re-hashed and
+    /// only written files are cut into chunks, so the cost follows the change. `record` runs inside the
+    /// durable transaction that marks the changed nodes clean, after every object is synced: what it
+    /// records is durable when `freeze` returns, and refers only to durable objects.
+    func freeze(_ record: (ObjectID, (files: Int64, bytes: Int64)) throws(AetherError) -> Void) throws(AetherError) -> ObjectID {
+        var stats = (files: Int64(0), bytes: Int64(0))
+        var cleaned: [Node] = []
+        let saved = session
+        let root = try snapshotDirectory(try node(Workspace.rootIno), stats: &stats, cleaned: &cleaned)
+        try domain { try repo.objects.sync() }
+        do {
+            try change(durable: true) { () throws(AetherError) in
+                try record(root, stats)
+                for n in cleaned { try save(n) }
+            }
+        } catch {
+            session = saved
+            throw error
         }
         session.baseRoot = root.bytes
-        session.baseSnapshot = record.id
-        session.head = record.id
         // Files nobody holds open leave the working layer: their bytes are in the chunk store now.
         for n in cleaned where n.kind == .file && n.rec.upper && n.opens == 0 && n.rec.content != nil {
             if n.fd >= 0 { close(n.fd); n.fd = -1 }
@@ -64,7 +82,7 @@ extension Workspace {
             try? save(n)
             Glibc.unlink(upperPath(n.rec.ino))
         }
-        return record
+        return root
     }
 
     static func newSnapshotID() -> String {

@@ -311,7 +311,7 @@ enum Callbacks {
         replyStatus(req) { () throws(FSFailure) in
             let bytes = size == 0 ? [] : Array(UnsafeRawBufferPointer(start: value, count: size))
             try vfs(req).setxattr(ino, name: String(cString: n!), value: bytes,
-                                  create: flags & cfuse_xattr_create != 0, replace: flags & cfuse_xattr_replace != 0)
+                                  create: flags & cfuse_xattr_create != 0, replace: flags & cfuse_xattr_replace != 0, caller: caller(req))
         }
     }
 

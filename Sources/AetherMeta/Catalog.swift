@@ -10,7 +10,7 @@ import Glibc
 /// the session's base snapshot (or lie on the path to one) have rows.
 public final class Catalog: @unchecked Sendable {
     /// The schema this code writes. Older databases are migrated; newer ones are refused.
-    public static let schemaVersion = 1
+    public static let schemaVersion = 2
     public let db: Database
 
     public init(path: String) throws {
@@ -56,6 +56,16 @@ public final class Catalog: @unchecked Sendable {
                 """)
             }
         }
+        if found < 2 {
+            try db.transaction {
+                try db.execute("""
+                ALTER TABLE sessions ADD COLUMN base_commit INTEGER;
+                CREATE TABLE branches(name TEXT PRIMARY KEY, head INTEGER NOT NULL, created REAL NOT NULL);
+                CREATE INDEX snapshots_kind ON snapshots(kind, id);
+                INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '2');
+                """)
+            }
+        }
     }
 
     /// Runs `body` in one transaction; `durable` waits for the disk before returning.
@@ -67,20 +77,22 @@ public final class Catalog: @unchecked Sendable {
 
     public func insertSession(_ s: SessionRecord) throws -> Int64 {
         try db.run("""
-            INSERT INTO sessions(name, base_root, base_snapshot, parent_session, owner, state, created, last_used, next_ino, head)
-            VALUES(?,?,?,?,?,?,?,?,?,?)
+            INSERT INTO sessions(name, base_root, base_snapshot, parent_session, owner, state, created, last_used, next_ino, head, base_commit)
+            VALUES(?,?,?,?,?,?,?,?,?,?,?)
             """, .text(s.name), .blob(s.baseRoot), s.baseSnapshot.map { .int($0) } ?? .null,
             s.parentSession.map { .int($0) } ?? .null, .int(Int64(s.owner)), .text(s.state),
-            .real(s.created), .real(s.lastUsed), .int(Int64(s.nextIno)), s.head.map { .int($0) } ?? .null)
+            .real(s.created), .real(s.lastUsed), .int(Int64(s.nextIno)), s.head.map { .int($0) } ?? .null,
+            s.baseCommit.map { .int($0) } ?? .null)
         return db.lastInsertRowID
     }
 
-    private static let sessionColumns = "id, name, base_root, base_snapshot, parent_session, owner, state, created, last_used, next_ino, head"
+    private static let sessionColumns = "id, name, base_root, base_snapshot, parent_session, owner, state, created, last_used, next_ino, head, base_commit"
 
     private static func session(_ r: [SQLValue]) -> SessionRecord {
         SessionRecord(id: r[0].int!, name: r[1].text ?? "", baseRoot: r[2].blob ?? [], baseSnapshot: r[3].int,
                       parentSession: r[4].int, owner: UInt32(r[5].int ?? 0), state: r[6].text ?? "active",
-                      created: r[7].real ?? 0, lastUsed: r[8].real ?? 0, nextIno: UInt64(r[9].int ?? 2), head: r[10].int)
+                      created: r[7].real ?? 0, lastUsed: r[8].real ?? 0, nextIno: UInt64(r[9].int ?? 2), head: r[10].int,
+                      baseCommit: r[11].int)
     }
 
     public func session(named name: String) throws -> SessionRecord? {
@@ -154,6 +166,38 @@ public final class Catalog: @unchecked Sendable {
 
     public func allSnapshotRoots() throws -> [[UInt8]] {
         try db.query("SELECT root FROM snapshots UNION SELECT base_root FROM sessions").compactMap { $0[0].blob }
+    }
+
+    public func setBaseCommit(session: Int64, _ commit: Int64?) throws {
+        try db.run("UPDATE sessions SET base_commit=? WHERE id=?", commit.map { .int($0) } ?? .null, .int(session))
+    }
+
+    /// Snapshots of one kind, newest first.
+    public func snapshots(kind: String) throws -> [SnapshotRecord] {
+        try db.query("SELECT \(Catalog.snapshotColumns) FROM snapshots WHERE kind=? ORDER BY id DESC", .text(kind)).map(Catalog.snapshot)
+    }
+
+    // MARK: branches
+
+    public func branches() throws -> [(name: String, head: Int64)] {
+        try db.query("SELECT name, head FROM branches ORDER BY name").map { ($0[0].text ?? "", $0[1].int ?? 0) }
+    }
+
+    public func branch(_ name: String) throws -> Int64? {
+        try db.query("SELECT head FROM branches WHERE name=?", .text(name)).first?.first?.int
+    }
+
+    public func createBranch(_ name: String, head: Int64) throws {
+        try db.run("INSERT INTO branches(name, head, created) VALUES(?,?,?)", .text(name), .int(head), .real(now()))
+    }
+
+    /// Moves a branch only if it still points at `expected`; returns whether it moved.
+    public func moveBranch(_ name: String, from expected: Int64, to head: Int64) throws -> Bool {
+        try db.run("UPDATE branches SET head=? WHERE name=? AND head=?", .int(head), .text(name), .int(expected)) == 1
+    }
+
+    public func deleteBranch(_ name: String) throws -> Bool {
+        try db.run("DELETE FROM branches WHERE name=?", .text(name)) == 1
     }
 
     // MARK: live nodes
@@ -243,10 +287,13 @@ public struct SessionRecord: Sendable, Equatable {
     public var lastUsed: Double
     public var nextIno: UInt64
     public var head: Int64?
+    /// The commit this session's work builds on; a commit to that commit's branch must fast-forward from it.
+    public var baseCommit: Int64?
 
     public init(id: Int64 = 0, name: String, baseRoot: [UInt8], baseSnapshot: Int64?, parentSession: Int64?,
                 owner: UInt32, state: String = "active", created: Double = now(), lastUsed: Double = now(),
-                nextIno: UInt64 = 2, head: Int64? = nil) {
+                nextIno: UInt64 = 2, head: Int64? = nil, baseCommit: Int64? = nil) {
+        self.baseCommit = baseCommit
         self.id = id; self.name = name; self.baseRoot = baseRoot; self.baseSnapshot = baseSnapshot
         self.parentSession = parentSession; self.owner = owner; self.state = state; self.created = created
         self.lastUsed = lastUsed; self.nextIno = nextIno; self.head = head

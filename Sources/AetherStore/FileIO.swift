@@ -87,6 +87,13 @@ public enum FileIO {
         }
     }
 
+    /// An extended attribute's value, or nil when it cannot be read.
+    public static func xattr(_ path: String, _ name: String) -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = buffer.withUnsafeMutableBytes { getxattr(path, name, $0.baseAddress, $0.count) }
+        return n < 0 ? nil : Array(buffer[0..<n])
+    }
+
     public static func exists(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0

@@ -11,7 +11,7 @@ import AetherMeta
 /// comes back as the write's errno and as text in `last`. Reads show a state taken when the file
 /// was opened. Virtual inode numbers live above 2^62, far from the workspace's.
 public enum ControlFile: UInt64, CaseIterable, Sendable {
-    case checkpoint = 1, restore, status, log, last
+    case checkpoint = 1, restore, status, log, last, fork, commit
 
     public static let directoryName = Array(".aether".utf8)
     public static let directoryIno: UInt64 = 1 << 62
@@ -32,7 +32,7 @@ public enum ControlFile: UInt64, CaseIterable, Sendable {
 
     public static func isVirtual(_ ino: UInt64) -> Bool { ino >= directoryIno }
 
-    var writable: Bool { self == .checkpoint || self == .restore }
+    var writable: Bool { [.checkpoint, .restore, .fork, .commit].contains(self) }
 }
 
 extension VirtualFileSystem {
@@ -62,7 +62,7 @@ extension VirtualFileSystem {
         case .checkpoint:
             let head = workspace.session.head.flatMap { try? workspace.repo.catalog.snapshot(id: $0) }
             return Array((head.map(snapshotJSON) ?? "null").utf8) + [10]
-        case .restore: return []
+        case .restore, .fork, .commit: return []
         case .status: return Array(statusJSON().utf8) + [10]
         case .log: return Array(logText().utf8)
         case .last: return Array((lastResults[caller.uid] ?? "").utf8)
@@ -71,29 +71,33 @@ extension VirtualFileSystem {
 
     func controlWrite(_ file: ControlFile, data: UnsafeRawBufferPointer, caller: Caller) throws(FSFailure) -> Int {
         guard file.writable else { throw FSFailure(code: EBADF, message: "\(file.name) is read-only") }
+        try perform(file, payload: data, caller: caller)
+        return data.count
+    }
+
+    /// Runs one control request (from a control file or an xattr on the root), records its result or
+    /// error in `last` for the caller, and invalidates what the kernel must forget.
+    func perform(_ action: ControlFile, payload: UnsafeRawBufferPointer, caller: Caller) throws(FSFailure) {
         var invalidations: [Invalidation] = []
         let result: Result<String, AetherError> = lock.withLock {
             do throws(AetherError) {
-                guard data.count <= ControlFile.maxPayload else {
-                    throw .invalid("the request is \(data.count) bytes; control requests are at most \(ControlFile.maxPayload)")
-                }
-                guard let text = String(validating: Array(data), as: UTF8.self),
-                      !text.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\n" && $0 != "\t" && $0 != "\r" }) else {
-                    throw .invalid("the request is not text")
-                }
-                switch file {
+                let text = try requestText(payload)
+                switch action {
                 case .checkpoint:
-                    let request = try parseCheckpointRequest(text)
-                    let record = try workspace.checkpoint(request, author: caller.uid)
-                    return .success(snapshotJSON(record))
+                    return .success(snapshotJSON(try workspace.checkpoint(try parseCheckpointRequest(text), author: caller.uid)))
                 case .restore:
-                    let ref = text.trimmingCharacters(in: .whitespacesAndNewlines)
-                    guard !ref.isEmpty, !ref.contains("\n") else { throw .invalid("write one checkpoint name or id to restore") }
-                    let snapshot = try workspace.repo.resolveSnapshot(ref, session: workspace.session)
+                    let snapshot = try workspace.repo.resolveSnapshot(try oneLine(text, "a checkpoint name or id to restore"), session: workspace.session)
                     invalidations = try workspace.restore(to: snapshot, caller: caller.uid)
                     return .success(snapshotJSON(snapshot))
+                case .fork:
+                    let line = try oneLine(text, "a new session's name (NAME or NAME@CHECKPOINT)")
+                    let parts = line.split(separator: "@", maxSplits: 1).map(String.init)
+                    let record = try workspace.fork(name: parts[0], at: parts.count > 1 ? parts[1] : nil, owner: caller.uid)
+                    return .success(sessionSummaryJSON(record))
+                case .commit:
+                    return .success(snapshotJSON(try workspace.commit(try parseCommitRequest(text), author: caller.uid)))
                 default:
-                    throw .invalid("\(file.name) is read-only")
+                    throw .invalid("\(action.name) takes no requests")
                 }
             } catch {
                 return .failure(error)
@@ -103,12 +107,71 @@ extension VirtualFileSystem {
         switch result {
         case .success(let json):
             lock.withLock { lastResults[caller.uid] = json + "\n" }
-            return data.count
         case .failure(let error):
             let failure = FSFailure(error)
-            lock.withLock { lastResults[caller.uid] = "error: \(file.name): \(error.description) (\(errnoName(failure.code)))\n" }
+            lock.withLock { lastResults[caller.uid] = "error: \(action.name): \(error.description) (\(errnoName(failure.code)))\n" }
             throw failure
         }
+    }
+
+    /// The payload as text: at most 64 KiB of UTF-8 without control characters but tab and newline.
+    func requestText(_ data: UnsafeRawBufferPointer) throws(AetherError) -> String {
+        guard data.count <= ControlFile.maxPayload else {
+            throw .invalid("the request is \(data.count) bytes; control requests are at most \(ControlFile.maxPayload)")
+        }
+        guard let text = String(validating: Array(data), as: UTF8.self),
+              !text.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\n" && $0 != "\t" && $0 != "\r" }) else {
+            throw .invalid("the request is not text")
+        }
+        return text
+    }
+
+    func oneLine(_ text: String, _ what: String) throws(AetherError) -> String {
+        let line = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !line.isEmpty, !line.contains("\n") else { throw .invalid("write \(what)") }
+        return line
+    }
+
+    /// A message, or a JSON object with `message` and optional `branch`, `meta`, `allow_empty`.
+    func parseCommitRequest(_ text: String) throws(AetherError) -> CommitRequest {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !trimmed.isEmpty else { throw .invalid("a commit needs a message (echo \"msg\" > .aether/commit)") }
+        guard trimmed.hasPrefix("{") else { return CommitRequest(message: trimmed) }
+        let object = try parseObject(trimmed, keys: ["message", "branch", "meta", "allow_empty"])
+        var request = CommitRequest(message: try string(object, "message"))
+        if object["branch"] != nil { request.branch = try string(object, "branch") }
+        request.meta = try stringMap(object, "meta")
+        if let flag = object["allow_empty"] {
+            guard let b = flag as? Bool else { throw .invalid("\"allow_empty\" must be true or false") }
+            request.allowEmpty = b
+        }
+        return request
+    }
+
+    func parseObject(_ text: String, keys: [String]) throws(AetherError) -> [String: Any] {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw .invalid("the request starts with '{' but is not a JSON object")
+        }
+        for key in object.keys where !keys.contains(key) {
+            throw .invalid("unknown key \"\(key)\" (expected \(keys.joined(separator: ", ")))")
+        }
+        return object
+    }
+
+    func string(_ object: [String: Any], _ key: String) throws(AetherError) -> String {
+        guard let v = object[key] as? String else { throw .invalid("\"\(key)\" must be a string") }
+        return v
+    }
+
+    func stringMap(_ object: [String: Any], _ key: String) throws(AetherError) -> [String: String] {
+        guard let raw = object[key] else { return [:] }
+        guard let map = raw as? [String: Any] else { throw .invalid("\"\(key)\" must be an object") }
+        var out: [String: String] = [:]
+        for (k, v) in map {
+            guard let s = v as? String else { throw .invalid("meta value of \"\(k)\" must be a string") }
+            out[k] = s
+        }
+        return out
     }
 
     /// A message, or a JSON object with `message` and optional `name` and `meta` (string values).
@@ -116,25 +179,10 @@ extension VirtualFileSystem {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !trimmed.isEmpty else { throw .invalid("a checkpoint needs a message (echo \"msg\" > .aether/checkpoint)") }
         guard trimmed.hasPrefix("{") else { return CheckpointRequest(message: trimmed) }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(trimmed.utf8)) as? [String: Any] else {
-            throw .invalid("the request starts with '{' but is not a JSON object")
-        }
-        for key in object.keys where !["message", "name", "meta"].contains(key) {
-            throw .invalid("unknown key \"\(key)\" (expected message, name, meta)")
-        }
-        guard let message = object["message"] as? String else { throw .invalid("\"message\" must be a string") }
-        var request = CheckpointRequest(message: message)
-        if let name = object["name"] {
-            guard let name = name as? String else { throw .invalid("\"name\" must be a string") }
-            request.name = name
-        }
-        if let meta = object["meta"] {
-            guard let meta = meta as? [String: Any] else { throw .invalid("\"meta\" must be an object") }
-            for (k, v) in meta {
-                guard let s = v as? String else { throw .invalid("meta value of \"\(k)\" must be a string") }
-                request.meta[k] = s
-            }
-        }
+        let object = try parseObject(trimmed, keys: ["message", "name", "meta"])
+        var request = CheckpointRequest(message: try string(object, "message"))
+        if object["name"] != nil { request.name = try string(object, "name") }
+        request.meta = try stringMap(object, "meta")
         return request
     }
 
@@ -163,6 +211,12 @@ public func snapshotJSON(_ r: SnapshotRecord) -> String {
         + "\"meta\":\(r.meta),\"files_changed\":\(r.filesChanged),\"bytes_added\":\(r.bytesAdded)}"
 }
 
+/// A session as JSON, in brief: what a fork answers.
+public func sessionSummaryJSON(_ s: SessionRecord) -> String {
+    "{\"session\":\(jsonString(s.name)),\"id\":\(s.id),\"parent\":\(s.parentSession.map(String.init) ?? "null"),"
+        + "\"root\":\(jsonString(s.baseRoot.map { String(format: "%02x", $0) }.joined()))}"
+}
+
 /// One line of a history: id, time, kind, name, first line of the message.
 public func formatLogLine(_ r: SnapshotRecord) -> String {
     let first = r.message.split(separator: "\n").first.map(String.init) ?? ""
@@ -189,6 +243,7 @@ public func errnoName(_ code: Int32) -> String {
     case EAGAIN: "EAGAIN"
     case EBUSY: "EBUSY"
     case EROFS: "EROFS"
+    case ENOTDIR: "ENOTDIR"
     default: "errno \(code)"
     }
 }

@@ -29,6 +29,7 @@ public func errnoCode(for error: AetherError) -> Int32 {
     case .range: ERANGE
     case .tooBig: E2BIG
     case .notSupported: EOPNOTSUPP
+    case .branchMoved: EAGAIN
     case .noSpace: ENOSPC
     case .damaged: EIO
     case .system(let code, _): code

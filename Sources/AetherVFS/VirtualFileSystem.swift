@@ -281,9 +281,30 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     // MARK: extended attributes
 
+    static let reservedPrefix = "user.aether."
+
+    /// The corresponding FUSE operation is `getxattr`. Besides the user's attributes: on the root
+    /// `user.aether.session`, `.head`, `.branch`, `.root` (the current tree's id); on every file
+    /// `user.aether.state` and `.digest`.
     public func getxattr(_ ino: UInt64, name: String) throws(FSFailure) -> [UInt8] {
         if ControlFile.isVirtual(ino) { throw FSFailure(code: ENODATA, message: "no such attribute") }
-        return try run { () throws(AetherError) in try workspace.getXattr(ino, name: name) }
+        return try run { () throws(AetherError) in
+            guard name.hasPrefix(VirtualFileSystem.reservedPrefix) else { return try workspace.getXattr(ino, name: name) }
+            let key = String(name.dropFirst(VirtualFileSystem.reservedPrefix.count))
+            switch (key, ino == Workspace.rootIno) {
+            case ("session", true): return Array(workspace.session.name.utf8)
+            case ("head", true):
+                guard let head = workspace.session.head, let s = try? workspace.repo.catalog.snapshot(id: head) else { throw .noAttribute }
+                return Array(s.sid.utf8)
+            case ("branch", true):
+                guard let b = try workspace.baseBranch() else { throw .noAttribute }
+                return Array(b.utf8)
+            case ("root", true): return Array(try workspace.currentRoot().hex.utf8)
+            case ("state", _): return Array(try workspace.state(ino).utf8)
+            case ("digest", _): return Array(try workspace.digest(ino).hex.utf8)
+            default: throw .noAttribute
+            }
+        }
     }
 
     public func listxattr(_ ino: UInt64) throws(FSFailure) -> [String] {
@@ -291,14 +312,27 @@ public final class VirtualFileSystem: @unchecked Sendable {
         return try run { () throws(AetherError) in try workspace.listXattrs(ino) }
     }
 
-    public func setxattr(_ ino: UInt64, name: String, value: [UInt8], create: Bool, replace: Bool) throws(FSFailure) {
+    /// The corresponding FUSE operation is `setxattr`. On the root, `user.aether.checkpoint`, `.fork`,
+    /// `.commit` and `.restore` run the control request in the value; any other `user.aether.` name is EPERM.
+    public func setxattr(_ ino: UInt64, name: String, value: [UInt8], create: Bool, replace: Bool, caller: Caller) throws(FSFailure) {
         if ControlFile.isVirtual(ino) { throw FSFailure(code: EPERM, message: "control files have no attributes") }
-        if name.hasPrefix("user.aether.") { throw FSFailure(code: EPERM, message: "the user.aether. prefix is reserved") }
+        if name.hasPrefix(VirtualFileSystem.reservedPrefix) {
+            let key = Array(name.dropFirst(VirtualFileSystem.reservedPrefix.count).utf8)
+            guard ino == Workspace.rootIno, let action = ControlFile(name: key), action.writable else {
+                throw FSFailure(code: EPERM, message: "the user.aether. prefix is reserved")
+            }
+            let failure: FSFailure? = value.withUnsafeBytes { b in
+                do throws(FSFailure) { try perform(action, payload: b, caller: caller); return nil } catch { return error }
+            }
+            if let failure { throw failure }
+            return
+        }
         try run { () throws(AetherError) in try workspace.setXattr(ino, name: name, value: value, create: create, replace: replace) }
     }
 
     public func removexattr(_ ino: UInt64, name: String) throws(FSFailure) {
         if ControlFile.isVirtual(ino) { throw FSFailure(code: ENODATA, message: "no such attribute") }
+        if name.hasPrefix(VirtualFileSystem.reservedPrefix) { throw FSFailure(code: EPERM, message: "the user.aether. prefix is reserved") }
         try run { () throws(AetherError) in try workspace.removeXattr(ino, name: name) }
     }
 

@@ -1,0 +1,160 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AetherMeta
+import AetherStore
+
+/// What a commit request carries.
+public struct CommitRequest: Sendable {
+    public var message: String
+    public var branch: String
+    public var meta: [String: String]
+    public var allowEmpty: Bool
+    public init(message: String, branch: String = "main", meta: [String: String] = [:], allowEmpty: Bool = false) {
+        self.message = message; self.branch = branch; self.meta = meta; self.allowEmpty = allowEmpty
+    }
+}
+
+extension Workspace {
+    /// Creates a new session from this one's current state, or from one of its checkpoints (`at`).
+    ///
+    /// The new session shares every object: its cost is that of writing what changed since the last
+    /// checkpoint, never the tree's size. This session keeps working undisturbed.
+    public func fork(name: String, at: String? = nil, owner: UInt32) throws(AetherError) -> SessionRecord {
+        try Repository.validateName(name, what: "session")
+        if try domain({ try catalog.session(named: name) }) != nil { throw .exists("session \(name)") }
+        var record = SessionRecord(name: name, baseRoot: [], baseSnapshot: nil, parentSession: session.id, owner: owner,
+                                   baseCommit: session.baseCommit)
+        let insert = { (root: [UInt8], snapshot: Int64?) throws(AetherError) in
+            record.baseRoot = root
+            record.baseSnapshot = snapshot
+            try domain {
+                record.id = try self.catalog.insertSession(record)
+                try self.catalog.audit(uid: owner, action: "fork", session: self.session.name, detail: "\(name)\(at.map { "@\($0)" } ?? "")")
+            }
+        }
+        if let at {
+            let snapshot = try repo.resolveSnapshot(at, session: session)
+            try change(durable: true) { () throws(AetherError) in try insert(snapshot.root, snapshot.id) }
+        } else {
+            _ = try freeze { (root, _) throws(AetherError) in try insert(root.bytes, session.head) }
+        }
+        return record
+    }
+
+    /// Records the current state as a commit on `branch`, which moves only as a fast-forward from the
+    /// commit this session builds on; otherwise `.branchMoved`, and nothing changes.
+    public func commit(_ request: CommitRequest, author: UInt32) throws(AetherError) -> SnapshotRecord {
+        let message = request.message.trimmingWhitespace()
+        guard !message.isEmpty else { throw .invalid("a commit needs a non-empty message") }
+        guard message.utf8.count <= 65536 else { throw .invalid("the message is longer than 64 KiB") }
+        try Repository.validateName(request.branch, what: "branch")
+        for key in request.meta.keys where key.isEmpty || key.utf8.count > 200 {
+            throw .invalid("metadata keys must be 1-200 bytes")
+        }
+        let branch = request.branch
+        let head = try domain { try catalog.branch(branch) }
+        if let head, head != session.baseCommit {
+            throw .branchMoved("branch \(branch) moved since this session's base; start a session from \(branch) and redo the change")
+        }
+        let headRecord = try head.flatMap { (id) throws(AetherError) in try domain { try catalog.snapshot(id: id) } }
+        let sid = Workspace.newSnapshotID()
+        var record = SnapshotRecord(sid: sid, kind: "commit", session: session.id, name: "\(branch)/\(sid)", root: [],
+                                    parent: head, time: now(), author: author, message: message,
+                                    meta: jsonObject(request.meta), filesChanged: 0, bytesAdded: 0)
+        _ = try freeze { (root, stats) throws(AetherError) in
+            if let headRecord, headRecord.root == root.bytes, !request.allowEmpty {
+                throw .invalid("nothing to commit: the state is identical to \(branch)'s head (use --allow-empty)")
+            }
+            record.root = root.bytes
+            record.filesChanged = stats.files
+            record.bytesAdded = stats.bytes
+            try domain {
+                record.id = try catalog.insertSnapshot(record)
+                if let head {
+                    guard try catalog.moveBranch(branch, from: head, to: record.id) else {
+                        throw AetherError.branchMoved("branch \(branch) moved while committing")
+                    }
+                } else {
+                    try catalog.createBranch(branch, head: record.id)
+                }
+                try catalog.setBaseCommit(session: session.id, record.id)
+                try catalog.audit(uid: author, action: "commit", session: session.name, detail: "\(branch) \(sid)")
+            }
+            session.baseCommit = record.id
+        }
+        return record
+    }
+}
+
+extension Repository {
+    /// Branches and the commits they point at.
+    public func branches() throws(AetherError) -> [(name: String, head: SnapshotRecord)] {
+        try domain {
+            try catalog.branches().compactMap { b in try catalog.snapshot(id: b.head).map { (b.name, $0) } }
+        }
+    }
+
+    /// Creates a branch at a commit (a branch name or a commit id).
+    public func createBranch(_ name: String, at ref: String, uid: UInt32) throws(AetherError) {
+        try Repository.validateName(name, what: "branch")
+        if try domain({ try catalog.branch(name) }) != nil { throw .exists("branch \(name)") }
+        let target = try resolveSnapshot(ref, session: nil)
+        guard target.kind == "commit" else { throw .invalid("a branch points at a commit; \(ref) is a \(target.kind)") }
+        try domain {
+            try catalog.transaction(durable: true) {
+                try catalog.createBranch(name, head: target.id)
+                try catalog.audit(uid: uid, action: "branch-create", session: "", detail: "\(name) \(target.sid)")
+            }
+        }
+    }
+
+    public func deleteBranch(_ name: String, uid: UInt32) throws(AetherError) {
+        try domain {
+            try catalog.transaction(durable: true) {
+                guard try catalog.deleteBranch(name) else { throw AetherError.notFound("branch \(name)") }
+                try catalog.audit(uid: uid, action: "branch-delete", session: "", detail: name)
+            }
+        }
+    }
+
+    /// The commits reachable from a branch or commit, newest first.
+    public func history(_ ref: String, limit: Int = 10_000) throws(AetherError) -> [SnapshotRecord] {
+        var out: [SnapshotRecord] = []
+        var next: SnapshotRecord? = try resolveSnapshot(ref, session: nil)
+        while let s = next, out.count < limit {
+            out.append(s)
+            next = try s.parent.flatMap { (p) throws(AetherError) in try domain { try catalog.snapshot(id: p) } }
+        }
+        return out
+    }
+}
+
+extension Workspace {
+    /// Whether a node changed since the last checkpoint, fork or commit: `new`, `modified` or `clean`.
+    public func state(_ ino: UInt64) throws(AetherError) -> String {
+        let n = try node(ino)
+        if !n.rec.dirty { return "clean" }
+        return n.rec.content == nil ? "new" : "modified"
+    }
+
+    /// A file's content hash: the id of the manifest a checkpoint would record. Written files are cut
+    /// into chunks to know it (their chunks are stored, as a checkpoint would).
+    public func digest(_ ino: UInt64) throws(AetherError) -> ObjectID {
+        let n = try node(ino)
+        guard n.kind == .file else { throw .noAttribute }
+        if n.rec.upper && (n.rec.dirty || n.rec.content == nil) {
+            let fd = try upperDescriptor(n)
+            defer { if n.opens == 0 { close(fd); n.fd = -1 } }
+            return try domain { try repo.content.ingest(fd: fd, size: n.rec.size) }.manifest
+        }
+        if let id = n.contentID { return id }
+        return try domain { try repo.content.emptyManifest() }
+    }
+
+    /// The branch this session's base commit is on, if it builds on one.
+    public func baseBranch() throws(AetherError) -> String? {
+        guard let id = session.baseCommit, let c = try domain({ try catalog.snapshot(id: id) }) else { return nil }
+        return c.name.split(separator: "/").first.map(String.init)
+    }
+}
