@@ -32,6 +32,9 @@ struct MountCommand: ParsableCommand {
     @Flag(name: .long, help: "List .aether in the mount's root directory.")
     var showControl = false
 
+    @Flag(name: .long, help: "Mount the store's commits read-only (branches/, by-id/, by-time/) instead of a session.")
+    var snapshots = false
+
     func run() throws {
         guard let real = realpath(directory, nil) else {
             printError("cannot mount at \(directory): \(String(cString: strerror(errno)))")
@@ -49,6 +52,14 @@ struct MountCommand: ParsableCommand {
             throw ExitCode(1)
         }
         let repo = try global.open()
+        if snapshots {
+            if session != nil { throw ValidationError("--snapshots mounts no session; drop --session") }
+            if foreground { return try serveSnapshots(repo: repo, mountpoint: mountpoint) }
+            try startDaemon(repo: repo, arguments: ["--snapshots"], log: repo.path + "/snapshots.log", mountpoint: mountpoint)
+            say(global.json ? "{\"snapshots\":\(jsonString(mountpoint)),\"store\":\(jsonString(repo.path))}"
+                            : "mounted the commits of \(repo.path) read-only at \(mountpoint)")
+            return
+        }
         let name = session ?? MountCommand.sessionName(for: mountpoint)
         let record = try fail { () throws(AetherError) -> SessionRecord in
             if let s = try? repo.session(named: name) { return s }
@@ -61,7 +72,7 @@ struct MountCommand: ParsableCommand {
         if foreground {
             try serve(repo: repo, session: record, mountpoint: mountpoint)
         } else {
-            try startDaemon(repo: repo, session: record, mountpoint: mountpoint)
+            try startDaemon(repo: repo, arguments: ["--session", record.name], log: repo.path + "/sessions/\(record.id).log", mountpoint: mountpoint)
             if global.json {
                 say("{\"session\":\(jsonString(name)),\"mountpoint\":\(jsonString(mountpoint)),\"store\":\(jsonString(repo.path))}")
             } else {
@@ -101,13 +112,22 @@ struct MountCommand: ParsableCommand {
         }
     }
 
+    private func serveSnapshots(repo: Repository, mountpoint: String) throws {
+        let logger = Logger(label: "aetherfs.snapshots")
+        _ = chdir("/")
+        try fail { () throws(AetherError) in
+            let vfs = VirtualFileSystem(snapshotsOf: repo, mountpoint: mountpoint, logger: logger)
+            let server = FuseServer(vfs: vfs, mountpoint: mountpoint, allowOther: allowOther, readOnly: true, logger: logger)
+            try server.run { logger.notice("serving snapshots", metadata: ["mountpoint": "\(mountpoint)"]) }
+        }
+    }
+
     /// Starts `aetherfs mount --foreground` in a new session and waits until the mount is up.
-    private func startDaemon(repo: Repository, session: SessionRecord, mountpoint: String) throws {
-        var args = ["aetherfs", "mount", "--foreground", "--store", repo.path, "--session", session.name]
+    private func startDaemon(repo: Repository, arguments: [String], log: String, mountpoint: String) throws {
+        var args = ["aetherfs", "mount", "--foreground", "--store", repo.path] + arguments
         if allowOther { args.append("--allow-other") }
         if showControl { args.append("--show-control") }
         args.append(mountpoint)
-        let log = repo.path + "/sessions/\(session.id).log"
         let pid = try fail { () throws(AetherError) in try Spawn.detached(args, log: log) }
         let deadline = nanosecondsNow() + 30_000_000_000
         while nanosecondsNow() < deadline {

@@ -88,6 +88,6 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
 
 /// Runs `body`, turning any error into an `AetherError`.
 @inline(__always)
-func domain<T>(_ body: () throws -> T) throws(AetherError) -> T {
+public func domain<T>(_ body: () throws -> T) throws(AetherError) -> T {
     do { return try body() } catch { throw AetherError.from(error) }
 }

@@ -13,12 +13,14 @@ public final class FuseServer {
     let vfs: VirtualFileSystem
     let mountpoint: String
     let allowOther: Bool
+    let readOnly: Bool
     let logger: Logger
 
-    public init(vfs: VirtualFileSystem, mountpoint: String, allowOther: Bool, logger: Logger) {
+    public init(vfs: VirtualFileSystem, mountpoint: String, allowOther: Bool, readOnly: Bool = false, logger: Logger) {
         self.vfs = vfs
         self.mountpoint = mountpoint
         self.allowOther = allowOther
+        self.readOnly = readOnly
         self.logger = logger
     }
 
@@ -27,6 +29,7 @@ public final class FuseServer {
     public func run(ready: () -> Void) throws(AetherError) {
         var options = "default_permissions,fsname=aetherfs:\(vfs.sessionName),subtype=aetherfs"
         if allowOther { options += ",allow_other" }
+        if readOnly { options += ",ro" }
         let argv = ["aetherfs", "-o", options]
         var cargs = argv.map { strdup($0) }
         defer { cargs.forEach { free($0) } }

@@ -30,7 +30,7 @@ public enum ControlFile: UInt64, CaseIterable, Sendable {
         self = c
     }
 
-    public static func isVirtual(_ ino: UInt64) -> Bool { ino >= directoryIno }
+    public static func isVirtual(_ ino: UInt64) -> Bool { ino >= directoryIno && ino < SnapshotViews.topBit }
 
     var writable: Bool { [.checkpoint, .restore, .fork, .commit].contains(self) }
 }
@@ -41,8 +41,20 @@ extension VirtualFileSystem {
             return EntryReply(attributes: controlAttributes(ControlFile.directoryIno)!, entryTimeout: options.cacheTimeout, attrTimeout: 0)
         }
         guard parent == ControlFile.directoryIno else { return nil }
+        if let view = lock.withLock({ viewListing(name) }) {
+            return EntryReply(attributes: view.attributes, entryTimeout: 0, attrTimeout: 0)
+        }
         guard let file = ControlFile(name: name) else { throw FSFailure(code: ENOENT, message: "no such control file") }
         return EntryReply(attributes: controlAttributes(file.ino)!, entryTimeout: options.cacheTimeout, attrTimeout: 0)
+    }
+
+    /// `.aether/checkpoints` and `.aether/commits`: the session's snapshot views.
+    func viewListing(_ name: [UInt8]) -> SnapshotViews.View? {
+        switch String(decoding: name, as: UTF8.self) {
+        case "checkpoints": views.listingView(.checkpoints, ino: SnapshotViews.ino(name))
+        case "commits": views.listingView(.commitBranches, ino: SnapshotViews.ino(name))
+        default: nil
+        }
     }
 
     func controlAttributes(_ ino: UInt64) -> Attributes? {

@@ -28,7 +28,10 @@ public struct MountOptions: Sendable {
 /// Lock order: `lock` guards the workspace and the handle table; it is never held while the
 /// invalidator runs.
 public final class VirtualFileSystem: @unchecked Sendable {
-    let workspace: Workspace
+    /// The session served; nil in a snapshots-only mount, where every inode is a view.
+    let workspace: Workspace!
+    let views: SnapshotViews
+    let snapshotsOnly: Bool
     let options: MountOptions
     let logger: Logger
     let lock = Lock()
@@ -41,17 +44,36 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     public init(workspace: Workspace, mountpoint: String, options: MountOptions = MountOptions(), logger: Logger = Logger(label: "aetherfs.vfs")) {
         self.workspace = workspace
+        self.views = SnapshotViews(repo: workspace.repo) { workspace.session }
+        self.snapshotsOnly = false
         self.options = options
         self.logger = logger
         self.mountpoint = mountpoint
     }
 
-    public var sessionName: String { lock.withLock { workspace.session.name } }
+    /// A read-only file system of a store's commits: `branches/BRANCH/{ID,latest}`, `by-id/ID`, `by-time/TIME-ID`.
+    public init(snapshotsOf repo: Repository, mountpoint: String, options: MountOptions = MountOptions(), logger: Logger = Logger(label: "aetherfs.vfs")) {
+        self.workspace = nil
+        self.views = SnapshotViews(repo: repo) { nil }
+        self.snapshotsOnly = true
+        self.options = options
+        self.logger = logger
+        self.mountpoint = mountpoint
+        views.views[Workspace.rootIno] = views.listingView(.storeRoot, ino: Workspace.rootIno)
+    }
+
+    public var sessionName: String { snapshotsOnly ? "snapshots" : lock.withLock { workspace.session.name } }
+
+    /// Whether an inode is a read-only snapshot view.
+    func isView(_ ino: UInt64) -> Bool { snapshotsOnly || SnapshotViews.owns(ino) }
+
+    static let readOnly = FSFailure(code: EROFS, message: "snapshot views are read-only")
 
     enum Handle {
         case file(UInt64)
         case directory([DirectoryEntry])
         case control(ControlFile, content: [UInt8], writing: Bool, wrote: Bool)
+        case view(UInt64)
     }
 
     /// Runs a request under the lock, mapping domain errors to errno.
@@ -76,35 +98,39 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     /// The corresponding FUSE operation is `lookup`. Errors: ENOENT, ENOTDIR, ENAMETOOLONG, EIO.
     public func lookup(parent: UInt64, name: [UInt8]) throws(FSFailure) -> EntryReply {
+        if isView(parent) { return try run { () throws(AetherError) in reply(try views.lookup(parent, name)) } }
         if let control = try controlLookup(parent: parent, name: name) { return control }
         return try run { () throws(AetherError) in reply(try workspace.lookup(parent: parent, name: name)) }
     }
 
     /// The corresponding FUSE operation is `forget` (and `forget_multi`).
     public func forget(_ ino: UInt64, count: UInt64) {
-        if ControlFile.isVirtual(ino) { return }
+        if ControlFile.isVirtual(ino) || isView(ino) { return }
         lock.withLock { workspace.forget(ino, count: count) }
     }
 
     /// The corresponding FUSE operation is `getattr`.
     public func getattr(_ ino: UInt64) throws(FSFailure) -> EntryReply {
         if let a = controlAttributes(ino) { return EntryReply(attributes: a, entryTimeout: 0, attrTimeout: 0) }
+        if isView(ino) { return try run { () throws(AetherError) in reply(try views.view(ino).attributes) } }
         return try run { () throws(AetherError) in reply(try workspace.attributes(ino)) }
     }
 
     /// The corresponding FUSE operation is `setattr`. Errors: EISDIR, EINVAL, ENOSPC, EIO.
     public func setattr(_ ino: UInt64, _ change: AttributeChange) throws(FSFailure) -> EntryReply {
         if let a = controlAttributes(ino) { return EntryReply(attributes: a, entryTimeout: 0, attrTimeout: 0) }
+        if isView(ino) { throw VirtualFileSystem.readOnly }
         return try run { () throws(AetherError) in reply(try workspace.setAttributes(ino, change)) }
     }
 
     public func readlink(_ ino: UInt64) throws(FSFailure) -> [UInt8] {
-        try run { () throws(AetherError) in try workspace.readlink(ino) }
+        try run { () throws(AetherError) in isView(ino) ? try views.readlink(ino) : try workspace.readlink(ino) }
     }
 
     // MARK: creating and removing
 
     private func checkNotControl(_ parent: UInt64, _ name: [UInt8]) throws(FSFailure) {
+        if isView(parent) { throw VirtualFileSystem.readOnly }
         if ControlFile.isVirtual(parent) { throw FSFailure(code: EPERM, message: "the control directory is not writable") }
         if parent == Workspace.rootIno && name == ControlFile.directoryName {
             throw FSFailure(code: EEXIST, message: ".aether is reserved for the control surface")
@@ -132,6 +158,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(FSFailure) -> EntryReply {
         if ControlFile.isVirtual(ino) { throw FSFailure(code: EPERM, message: "control files cannot be linked") }
+        if isView(ino) { throw VirtualFileSystem.readOnly }
         try checkNotControl(newParent, newName)
         return try run { () throws(AetherError) in reply(try workspace.link(ino, newParent: newParent, newName: newName)) }
     }
@@ -166,6 +193,13 @@ public final class VirtualFileSystem: @unchecked Sendable {
                 return (addHandle(.control(control, content: content, writing: writing, wrote: false)), true)
             }
         }
+        if isView(ino) {
+            if writing { throw VirtualFileSystem.readOnly }
+            return try run { () throws(AetherError) in
+                _ = try views.view(ino)
+                return (addHandle(.view(ino)), false)
+            }
+        }
         return try run { () throws(AetherError) in
             try workspace.open(ino)
             return (addHandle(.file(ino)), false)
@@ -185,6 +219,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
                 guard offset < UInt64(content.count) else { return [] }
                 return Array(content[Int(offset)..<min(content.count, Int(offset) + count)])
             }
+            if case .view(let v)? = handles[handle] { return try views.read(v, offset: offset, count: count) }
             return try workspace.read(ino, offset: offset, count: count)
         }
     }
@@ -198,6 +233,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
             }
             return try controlWrite(control, data: data, caller: caller)
         }
+        if isView(ino) { throw VirtualFileSystem.readOnly }
         return try run { () throws(AetherError) in try workspace.write(ino, offset: offset, data: data) }
     }
 
@@ -213,6 +249,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
             if empty { throw FSFailure(code: EINVAL, message: "empty control request") }
             return
         }
+        if isView(ino) { return }
         try run { () throws(AetherError) in try workspace.flush(ino) }
     }
 
@@ -224,7 +261,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     }
 
     public func fsync(_ ino: UInt64, dataOnly: Bool) throws(FSFailure) {
-        if ControlFile.isVirtual(ino) { return }
+        if ControlFile.isVirtual(ino) || isView(ino) { return }
         try run { () throws(AetherError) in try workspace.fsync(ino, dataOnly: dataOnly) }
     }
 
@@ -233,8 +270,18 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// The corresponding FUSE operation is `opendir`: the listing is taken once, so `readdir` streams it by index.
     public func opendir(_ ino: UInt64) throws(FSFailure) -> UInt64 {
         if ino == ControlFile.directoryIno {
-            let entries = ControlFile.allCases.map { DirectoryEntry(name: Array($0.name.utf8), ino: $0.ino, kind: .file) }
-            return lock.withLock { addHandle(.directory(entries)) }
+            return lock.withLock {
+                var entries = ControlFile.allCases.map { DirectoryEntry(name: Array($0.name.utf8), ino: $0.ino, kind: .file) }
+                for name in ["checkpoints", "commits"] {
+                    if let v = viewListing(Array(name.utf8)) { entries.append(DirectoryEntry(name: Array(name.utf8), ino: v.attributes.ino, kind: .directory)) }
+                }
+                return addHandle(.directory(entries))
+            }
+        }
+        if isView(ino) {
+            return try run { () throws(AetherError) in
+                addHandle(.directory(try views.children(ino).map { DirectoryEntry(name: $0.name, ino: $0.view.attributes.ino, kind: $0.view.attributes.kind) }))
+            }
         }
         return try run { () throws(AetherError) in
             var entries = try workspace.list(ino)
@@ -256,16 +303,17 @@ public final class VirtualFileSystem: @unchecked Sendable {
                 let name: [UInt8]
                 let target: UInt64
                 if i == 0 { name = [46]; target = ino }
-                else if i == 1 { name = [46, 46]; target = ControlFile.isVirtual(ino) ? Workspace.rootIno : workspace.parentOf(ino) }
+                else if i == 1 { name = [46, 46]; target = ControlFile.isVirtual(ino) || isView(ino) ? Workspace.rootIno : workspace.parentOf(ino) }
                 else { name = entries[i - 2].name; target = entries[i - 2].ino }
                 var attributes: Attributes
                 if let a = controlAttributes(target) { attributes = a }
+                else if isView(target) { attributes = (try? views.view(target).attributes) ?? controlAttributes(ControlFile.directoryIno)! }
                 else if plus && i >= 2 { attributes = try workspace.attributes(target) }
                 else { attributes = (try? workspace.attributes(target)) ?? Attributes(ino: target, kind: .directory, mode: 0o755, nlink: 2, uid: 0, gid: 0, size: 0, atime: 0, mtime: 0, ctime: 0, rdev: 0) }
                 let accepted = accept(name, EntryReply(attributes: attributes, entryTimeout: plus && i >= 2 ? options.cacheTimeout : 0,
                                                        attrTimeout: plus && i >= 2 ? options.cacheTimeout : 0), i + 1)
                 if !accepted { break }
-                if plus && i >= 2 && !ControlFile.isVirtual(target) { _ = try workspace.retain(target) }
+                if plus && i >= 2 && !ControlFile.isVirtual(target) && !isView(target) { _ = try workspace.retain(target) }
                 i += 1
             }
         }
@@ -276,6 +324,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     }
 
     public func fsyncdir(_ ino: UInt64) throws(FSFailure) {
+        if snapshotsOnly { return }
         try run { () throws(AetherError) in try workspace.syncAll() }
     }
 
@@ -288,6 +337,12 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// `user.aether.state` and `.digest`.
     public func getxattr(_ ino: UInt64, name: String) throws(FSFailure) -> [UInt8] {
         if ControlFile.isVirtual(ino) { throw FSFailure(code: ENODATA, message: "no such attribute") }
+        if isView(ino) {
+            return try run { () throws(AetherError) in
+                guard let v = try views.view(ino).xattrs[name] else { throw .noAttribute }
+                return v
+            }
+        }
         return try run { () throws(AetherError) in
             guard name.hasPrefix(VirtualFileSystem.reservedPrefix) else { return try workspace.getXattr(ino, name: name) }
             let key = String(name.dropFirst(VirtualFileSystem.reservedPrefix.count))
@@ -309,6 +364,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     public func listxattr(_ ino: UInt64) throws(FSFailure) -> [String] {
         if ControlFile.isVirtual(ino) { return [] }
+        if isView(ino) { return try run { () throws(AetherError) in try views.view(ino).xattrs.keys.sorted() } }
         return try run { () throws(AetherError) in try workspace.listXattrs(ino) }
     }
 
@@ -316,6 +372,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// `.commit` and `.restore` run the control request in the value; any other `user.aether.` name is EPERM.
     public func setxattr(_ ino: UInt64, name: String, value: [UInt8], create: Bool, replace: Bool, caller: Caller) throws(FSFailure) {
         if ControlFile.isVirtual(ino) { throw FSFailure(code: EPERM, message: "control files have no attributes") }
+        if isView(ino) { throw VirtualFileSystem.readOnly }
         if name.hasPrefix(VirtualFileSystem.reservedPrefix) {
             let key = Array(name.dropFirst(VirtualFileSystem.reservedPrefix.count).utf8)
             guard ino == Workspace.rootIno, let action = ControlFile(name: key), action.writable else {
@@ -332,6 +389,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     public func removexattr(_ ino: UInt64, name: String) throws(FSFailure) {
         if ControlFile.isVirtual(ino) { throw FSFailure(code: ENODATA, message: "no such attribute") }
+        if isView(ino) { throw VirtualFileSystem.readOnly }
         if name.hasPrefix(VirtualFileSystem.reservedPrefix) { throw FSFailure(code: EPERM, message: "the user.aether. prefix is reserved") }
         try run { () throws(AetherError) in try workspace.removeXattr(ino, name: name) }
     }
@@ -340,13 +398,14 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     public func statfs() -> statvfs {
         var st = statvfs()
-        _ = statvfs(workspace.repo.path, &st)
+        _ = statvfs(views.repo.path, &st)
         st.f_namemax = UInt(Workspace.maxNameLength)
         return st
     }
 
     /// Saves what is pending; called when the mount goes away.
     public func shutdown() {
+        if snapshotsOnly { return }
         lock.withLock { try? workspace.syncAll() }
     }
 }
