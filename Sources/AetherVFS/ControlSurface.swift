@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Dispatch
 import AetherCore
 import AetherMeta
 
@@ -89,7 +90,10 @@ extension VirtualFileSystem {
 
     /// Runs one control request (from a control file or an xattr on the root), records its result or
     /// error in `last` for the caller, and invalidates what the kernel must forget.
-    func perform(_ action: ControlFile, payload: UnsafeRawBufferPointer, caller: Caller) throws(FSFailure) {
+    ///
+    /// From an xattr on the root, the kernel holds the root's inode lock until we reply, and invalidating
+    /// a name in the root takes that lock: those invalidations (`deferRoot`) go out right after the reply.
+    func perform(_ action: ControlFile, payload: UnsafeRawBufferPointer, caller: Caller, deferRoot: Bool = false) throws(FSFailure) {
         var invalidations: [Invalidation] = []
         let result: Result<String, AetherError> = lock.withLock {
             do throws(AetherError) {
@@ -113,6 +117,14 @@ extension VirtualFileSystem {
                 }
             } catch {
                 return .failure(error)
+            }
+        }
+        if deferRoot {
+            let later = invalidations.filter { if case .entry(Workspace.rootIno, _) = $0 { true } else { false } }
+            invalidations.removeAll { if case .entry(Workspace.rootIno, _) = $0 { true } else { false } }
+            if !later.isEmpty {
+                let send = invalidator
+                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(1)) { send(later) }
             }
         }
         if !invalidations.isEmpty { invalidator(invalidations) }

@@ -379,7 +379,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
                 throw FSFailure(code: EPERM, message: "the user.aether. prefix is reserved")
             }
             let failure: FSFailure? = value.withUnsafeBytes { b in
-                do throws(FSFailure) { try perform(action, payload: b, caller: caller); return nil } catch { return error }
+                do throws(FSFailure) { try perform(action, payload: b, caller: caller, deferRoot: true); return nil } catch { return error }
             }
             if let failure { throw failure }
             return

@@ -48,7 +48,7 @@ final class VFSFixture {
         #expect(try f.names(Workspace.rootIno) == [".", ".."])
         let e = try f.vfs.lookup(parent: Workspace.rootIno, name: Array(".aether".utf8))
         #expect(e.attributes.kind == .directory)
-        #expect(try f.names(e.attributes.ino).sorted() == [".", "..", "checkpoint", "last", "log", "restore", "status"])
+        #expect(try f.names(e.attributes.ino).sorted() == [".", "..", "checkpoint", "checkpoints", "commit", "commits", "fork", "last", "log", "restore", "status"])
         #expect(throws: FSFailure.self) { try f.vfs.mkdir(parent: Workspace.rootIno, name: Array(".aether".utf8), mode: 0o755, caller: f.me) }
     }
 
