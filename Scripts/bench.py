@@ -1,0 +1,340 @@
+#!/usr/bin/env python3
+"""AetherFS benchmarks, side by side with native and libfuse's C passthrough_ll, in one run.
+
+Each workload runs on (a) a native directory on the same disk, (b) passthrough_ll built from the source
+that Debian's libfuse3-dev ships, mounted with -o writeback -o cache=always, (c) an AetherFS session
+(release build). Rounds interleave a b c a b c ...; the table shows medians and the ratios
+AetherFS/native and AetherFS/passthrough. Usage: Scripts/bench [--quick] [--json FILE] [--only NAME,...]
+"""
+import argparse, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = "/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c"
+
+
+def sh(cmd, check=True, capture=False, timeout=1800, cwd=None):
+    r = subprocess.run(cmd, shell=True, check=False, cwd=cwd, timeout=timeout,
+                       stdout=subprocess.PIPE if capture else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{cmd!r} failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+    return r.stdout if capture else r.returncode
+
+
+def drop_caches():
+    sh("sync")
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def timed(cmd, cwd=None):
+    t = time.perf_counter()
+    sh(cmd, cwd=cwd)
+    return time.perf_counter() - t
+
+
+def fio(directory, rw, size, bs, runtime=None, warm=True, fsync_end=False):
+    name = f"fio-{rw}"
+    args = [f"fio --name={name} --directory={directory} --rw={rw} --bs={bs} --size={size}",
+            "--ioengine=psync --numjobs=1 --output-format=json --group_reporting",
+            f"--invalidate={0 if warm else 1}"]
+    if runtime:
+        args.append(f"--time_based --runtime={runtime}")
+    if fsync_end:
+        args.append("--end_fsync=1")
+    out = json.loads(sh(" ".join(args), capture=True))
+    job = out["jobs"][0]
+    side = job["read"] if "read" in rw else job["write"]
+    return side["bw_bytes"] / 1e6  # MB/s
+
+
+class Setup:
+    def __init__(self, name, work):
+        self.name, self.work = name, work
+        self.dir = os.path.join(work, name)
+        os.makedirs(self.dir, exist_ok=True)
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def fresh(self, label):
+        d = os.path.join(self.dir, label)
+        if os.path.exists(d):
+            sh(f"rm -rf {d}")
+        os.makedirs(d)
+        return d
+
+
+class Native(Setup):
+    pass
+
+
+class Passthrough(Setup):
+    def __init__(self, work, binary):
+        super().__init__("passthrough", work)
+        self.binary = binary
+        self.backing = os.path.join(work, "passthrough-backing")
+        os.makedirs(self.backing, exist_ok=True)
+
+    def start(self):
+        sh(f"{self.binary} -o source={self.backing} -o writeback -o cache=always {self.dir}")
+        wait_mount(self.dir)
+
+    def stop(self):
+        sh(f"fusermount3 -u {self.dir}", check=False) == 0 or sh(f"fusermount3 -uz {self.dir}", check=False)
+
+
+class Aether(Setup):
+    def __init__(self, work, binary):
+        super().__init__("aetherfs", work)
+        self.binary = binary
+        self.store = os.path.join(work, "store")
+
+    def start(self):
+        sh(f"{self.binary} mount --store {self.store} --session bench {self.dir}")
+
+    def stop(self):
+        sh(f"{self.binary} unmount {self.dir}", check=False) == 0 or sh(f"fusermount3 -uz {self.dir}", check=False)
+
+    def pid(self):
+        for f in os.listdir(os.path.join(self.store, "sessions")):
+            if f.endswith(".mount"):
+                lines = open(os.path.join(self.store, "sessions", f)).read().split("\n")
+                if lines[0] == self.dir:
+                    return int(lines[1])
+        return None
+
+    def rss_mib(self):
+        pid = self.pid()
+        if not pid:
+            return None
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return None
+
+
+def wait_mount(path, seconds=20):
+    end = time.time() + seconds
+    while time.time() < end:
+        if any(l.split()[1] == path for l in open("/proc/mounts")):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{path} did not mount")
+
+
+def make_tree(path, files, seed=1):
+    """A source-like tree of small files (a stand-in for /usr/include), as a tarball."""
+    import random
+    random.seed(seed)
+    src = tempfile.mkdtemp(prefix="aetherfs-bench-src-", dir=os.path.dirname(path))
+    for i in range(files):
+        d = os.path.join(src, "tree", f"d{i % 97:02d}", f"s{i % 7}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"f{i}.h"), "w") as f:
+            f.write(f"/* file {i} */\n" + "".join(f"#define NAME_{i}_{k} {random.randrange(1 << 30)}\n" for k in range(random.randrange(5, 60))))
+    sh(f"tar -C {src} -cf {path} tree")
+    shutil.rmtree(src)
+
+
+def make_c_project(path, units):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "Makefile"), "w") as f:
+        f.write("SRCS=$(wildcard *.c)\nOBJS=$(SRCS:.c=.o)\nall: prog\nprog: $(OBJS)\n\t$(CC) -o $@ $^\n%.o: %.c\n\t$(CC) -O1 -c $< -o $@\n")
+    for i in range(units):
+        with open(os.path.join(path, f"u{i}.c"), "w") as f:
+            f.write(f"int u{i}(int x) {{ int s = 0; for (int k = 0; k < x; k++) s += k * {i}; return s; }}\n")
+    with open(os.path.join(path, "main.c"), "w") as f:
+        f.write("".join(f"int u{i}(int);\n" for i in range(units)) + "int main(void) { return " + " + ".join(f"u{i}(1)" for i in range(units)) + "; }\n")
+
+
+# Each workload: (name, unit, better, function(setup, ctx) -> value). better: "higher" or "lower".
+def workloads(ctx, quick):
+    seq = "256M" if quick else "1G"
+    rnd_time = 5 if quick else 15
+    out = []
+
+    def seq_write(s, ctx):
+        d = s.fresh("seq")
+        return fio(d, "write", seq, "1M", fsync_end=True)
+
+    def seq_read_warm(s, ctx):
+        d = os.path.join(s.dir, "seq")
+        fio(d, "read", seq, "1M")  # warm the cache
+        return fio(d, "read", seq, "1M")
+
+    def seq_read_cold(s, ctx):
+        d = os.path.join(s.dir, "seq")
+        drop_caches()
+        return fio(d, "read", seq, "1M", warm=False)
+
+    def rand_read(s, ctx):
+        d = os.path.join(s.dir, "seq")
+        return fio(d, "randread", seq, "4k", runtime=rnd_time)
+
+    def rand_write(s, ctx):
+        d = os.path.join(s.dir, "seq")
+        return fio(d, "randwrite", seq, "4k", runtime=rnd_time)
+
+    def extract(s, ctx):
+        d = s.fresh("tree")
+        return timed(f"tar -xf {ctx['tarball']}", cwd=d)
+
+    def find_stat(s, ctx):
+        drop_caches()
+        return timed(f"find {s.dir}/tree -printf '%s %T@\\n' > /dev/null")
+
+    def find_stat_warm(s, ctx):
+        sh(f"find {s.dir}/tree -printf '%s %T@\\n' > /dev/null")
+        return timed(f"find {s.dir}/tree -printf '%s %T@\\n' > /dev/null")
+
+    def rm_tree(s, ctx):
+        return timed(f"rm -rf {s.dir}/tree")
+
+    def git_add(s, ctx):
+        d = s.fresh("repo")
+        sh(f"tar -xf {ctx['repo_tarball']}", cwd=d)
+        sh("git init -q . && git config user.email b@x && git config user.name b", cwd=d)
+        return timed("git add -A", cwd=d)
+
+    def git_status(s, ctx):
+        d = os.path.join(s.dir, "repo")
+        sh("git commit -qm base", cwd=d)
+        sh("git status --porcelain > /dev/null", cwd=d)
+        return timed("git status --porcelain > /dev/null", cwd=d)
+
+    def make_build(s, ctx):
+        d = s.fresh("build")
+        sh(f"cp -r {ctx['cproject']}/. {d}/")
+        return timed("make -s -j2", cwd=d)
+
+    out += [("seq write " + seq, "MB/s", "higher", seq_write),
+            ("seq read warm", "MB/s", "higher", seq_read_warm),
+            ("seq read cold", "MB/s", "higher", seq_read_cold),
+            ("rand 4k read warm", "MB/s", "higher", rand_read),
+            ("rand 4k write", "MB/s", "higher", rand_write),
+            (f"extract {ctx['tree_files']} files", "s", "lower", extract),
+            ("find+stat cold", "s", "lower", find_stat),
+            ("find+stat warm", "s", "lower", find_stat_warm),
+            ("rm -rf tree", "s", "lower", rm_tree),
+            (f"git add -A ({ctx['repo_files']} files)", "s", "lower", git_add),
+            ("git status warm", "s", "lower", git_status),
+            ("make -j2", "s", "lower", make_build)]
+    return out
+
+
+def aether_only(aether, quick, results):
+    """Checkpoint, fork and restore latency as the session grows, through the control files."""
+    d = aether.dir
+    def control(name, payload):
+        t = time.perf_counter()
+        with open(os.path.join(d, ".aether", name), "w") as f:
+            f.write(payload)
+        return time.perf_counter() - t
+    sizes = [10, 1000] + ([] if quick else [100_000])
+    for n in sizes:
+        base = os.path.join(d, f"s{n}")
+        os.makedirs(base, exist_ok=True)
+        for i in range(n):
+            with open(os.path.join(base, f"f{i}"), "w") as f:
+                f.write(f"{i}\n")
+        control("checkpoint", f'{{"message":"size {n}","name":"size-{n}"}}')
+        cps, forks = [], []
+        for r in range(5 if quick else 20):
+            for i in range(min(10, n)):
+                with open(os.path.join(base, f"f{i}"), "a") as f:
+                    f.write("x")
+            cps.append(control("checkpoint", f"10 changed files, round {r}"))
+            forks.append(control("fork", f"fork-{n}-{r}"))
+        restore = [control("restore", f"size-{n}") for _ in range(3)]
+        results.append({"workload": f"checkpoint of 10 changes, {n}+ files", "unit": "ms",
+                        "aetherfs": statistics.median(cps) * 1e3, "worst": max(cps) * 1e3})
+        results.append({"workload": f"fork, {n}+ files", "unit": "ms", "aetherfs": statistics.median(forks) * 1e3})
+        results.append({"workload": f"restore, {n}+ files", "unit": "ms", "aetherfs": statistics.median(restore) * 1e3})
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer rounds (under 5 minutes)")
+    ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 2)")
+    ap.add_argument("--only", help="comma-separated substrings of workload names to run")
+    ap.add_argument("--work", default="/var/tmp/aetherfs-bench", help="scratch directory on the disk to measure")
+    args = ap.parse_args()
+    quick = args.quick
+    rounds = args.rounds or (2 if quick else 3)
+
+    aether_bin = os.path.join(ROOT, ".build/release/aetherfs")
+    work = args.work
+    if os.path.exists(work):
+        for l in open("/proc/mounts"):
+            if l.split()[1].startswith(work):
+                sh(f"fusermount3 -uz {l.split()[1]}", check=False)
+        shutil.rmtree(work)
+    os.makedirs(work)
+    pt_bin = os.path.join(work, "passthrough_ll")
+    sh(f"gcc -O2 -Wall -o {pt_bin} {EXAMPLE} $(pkg-config --cflags --libs fuse3)")
+
+    ctx = {"tree_files": 3000 if quick else 10000, "repo_files": 5000 if quick else 50000}
+    ctx["tarball"] = os.path.join(work, "tree.tar")
+    make_tree(ctx["tarball"], ctx["tree_files"])
+    ctx["repo_tarball"] = os.path.join(work, "repo.tar")
+    make_tree(ctx["repo_tarball"], ctx["repo_files"], seed=2)
+    ctx["cproject"] = os.path.join(work, "cproject")
+    make_c_project(ctx["cproject"], 60 if quick else 200)
+
+    setups = [Native("native", work), Passthrough(work, pt_bin), Aether(work, aether_bin)]
+    values = {}
+    results = []
+    try:
+        for s in setups:
+            s.start()
+        chosen = [w for w in workloads(ctx, quick) if not args.only or any(o in w[0] for o in args.only.split(","))]
+        for r in range(rounds):
+            for name, unit, better, fn in chosen:
+                for s in setups:
+                    try:
+                        v = fn(s, ctx)
+                    except Exception as e:  # a failed measurement is reported, never invented
+                        print(f"  {name} on {s.name}: failed: {e}", file=sys.stderr)
+                        v = None
+                    values.setdefault((name, s.name), []).append(v)
+                print(f"round {r + 1}/{rounds}: {name} done", file=sys.stderr)
+        for name, unit, better, fn in chosen:
+            row = {"workload": name, "unit": unit, "better": better,
+                   "cache": "cold" if "cold" in name else "warm"}
+            for s in setups:
+                vs = [v for v in values[(name, s.name)] if v is not None]
+                row[s.name] = statistics.median(vs) if vs else None
+            a, n, p = row["aetherfs"], row["native"], row["passthrough"]
+            if a and n and p:
+                # AetherFS over the other, in the workload's unit (see `better` for the direction).
+                row["aether/native"] = a / n
+                row["aether/passthrough"] = a / p
+            results.append(row)
+        if not args.only:
+            aether_only(setups[2], quick, results)
+        rss = setups[2].rss_mib()
+        if rss:
+            results.append({"workload": "aetherfs peak resident memory", "unit": "MiB", "aetherfs": rss})
+    finally:
+        for s in setups:
+            s.stop()
+
+    def fmt(v):
+        return "-" if v is None else (f"{v:.3f}" if v < 10 else f"{v:.1f}")
+    print(f"\n{'workload':36} {'unit':5} {'cache':5} {'native':>9} {'passthru':>9} {'aetherfs':>9} {'af/native':>9} {'af/pt':>7}")
+    for r in results:
+        print(f"{r['workload']:36} {r['unit']:5} {r.get('cache', ''):5} {fmt(r.get('native')):>9} {fmt(r.get('passthrough')):>9} "
+              f"{fmt(r.get('aetherfs')):>9} {fmt(r.get('aether/native')):>9} {fmt(r.get('aether/passthrough')):>7}"
+              + (f"  worst {r['worst']:.1f}" if 'worst' in r else ""))
+    print("\nRatios are AetherFS/other of the unit: for MB/s higher is better, for seconds lower is better.")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"quick": quick, "rounds": rounds, "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
