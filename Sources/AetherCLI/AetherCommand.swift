@@ -17,7 +17,8 @@ public struct AetherCommand: ParsableCommand {
         """,
         subcommands: [InitCommand.self, MountCommand.self, UnmountCommand.self, SessionCommand.self,
                       CheckpointCommand.self, CheckpointsCommand.self, RestoreCommand.self, ForkCommand.self,
-                      CommitCommand.self, BranchCommand.self, LogCommand.self, ShowCommand.self, DiffCommand.self])
+                      CommitCommand.self, BranchCommand.self, LogCommand.self, ShowCommand.self, DiffCommand.self,
+                      VerifyCommand.self])
 
     public init() {}
 
@@ -62,6 +63,19 @@ func fail<T>(_ body: () throws(AetherError) -> T) throws -> T {
         printError(error.description)
         throw ExitCode(1)
     }
+}
+
+/// Progress on standard error, overwriting one line, only when it is a terminal.
+func printProgress(_ line: String) {
+    guard isatty(2) != 0 else { return }
+    var text = "\r\u{1B}[K" + String(line.prefix(100))
+    text.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
+}
+
+func clearProgress() {
+    guard isatty(2) != 0 else { return }
+    var text = "\r\u{1B}[K"
+    text.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
 }
 
 func printError(_ line: String) {

@@ -1,0 +1,30 @@
+import ArgumentParser
+import AetherCore
+import AetherVFS
+
+struct VerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify", abstract: "Check the whole store; report each problem with what it affects (exit 1 when any).")
+    @OptionGroup var global: GlobalOptions
+    @Flag(name: .long, help: "Also read every chunk and check its hash (slower).") var readData = false
+
+    func run() throws {
+        let repo = try global.open(create: false)
+        let report = try fail { () throws(AetherError) in
+            try repo.verify(readData: readData) { line in if !global.json { printProgress(line) } }
+        }
+        if !global.json { clearProgress() }
+        if global.json {
+            say("{\"clean\":\(report.problems.isEmpty),\"trees\":\(report.trees),\"manifests\":\(report.manifests),\"chunks\":\(report.chunks),"
+                + "\"problems\":[" + report.problems.map { p in
+                    "{\"problem\":\(jsonString(p.what)),\"affects\":[" + p.affects.map(jsonString).joined(separator: ",") + "]}"
+                }.joined(separator: ",") + "]}")
+        } else {
+            for p in report.problems { say("problem: \(p)") }
+            say(report.problems.isEmpty
+                ? "store \(repo.path) is clean: \(report.trees) trees, \(report.manifests) manifests, \(report.chunks) chunks\(readData ? " read and" : "") checked"
+                : "\(report.problems.count) problem\(report.problems.count == 1 ? "" : "s") in store \(repo.path)")
+        }
+        if !report.problems.isEmpty { throw ExitCode(1) }
+    }
+}
