@@ -91,6 +91,7 @@ class Runner:
                         "utime", "setxattr", "fsync", "openunlink", "symlink", "checkpoint", "restore", "fork"],
                        weights=[10, 20, 6, 6, 3, 5, 5, 3, 3, 2, 2, 2, 2, 2, 1, 1, 0.2])[0]
         data = bytes(r.getrandbits(8) for _ in range(r.choice([0, 1, 100, 4096, 70000])))
+        self.current = f"step {i}: {op} {target!r} {newpath!r}"
         offset = r.choice([0, 1, 4095, 65536, 200000])
         size = r.choice([0, 1, 5000, 300000])
         mode = r.choice([0o600, 0o644, 0o755, 0o700])
@@ -128,8 +129,9 @@ class Runner:
             ns = r.randrange(0, 2_000_000_000) * 1_000_000_000 + r.randrange(1_000_000_000)
             self.both(lambda root: os.utime(p(root, target), ns=(ns, ns), follow_symlinks=False))
         elif op == "setxattr":
+            key = "user.k" + str(r.randrange(3))
             if target and not os.path.islink(p(self.model, target)):
-                self.both(lambda root: os.setxattr(p(root, target), "user.k" + str(r.randrange(3)), data[:200]))
+                self.both(lambda root: os.setxattr(p(root, target), key, data[:200]))
         elif op == "fsync":
             def fs(root):
                 fd = os.open(p(root, target), os.O_RDONLY)
@@ -153,7 +155,8 @@ class Runner:
                     os.close(fd)
             self.both(ou)
         elif op == "symlink":
-            self.both(lambda root: os.symlink(r.choice(NAMES), p(root, newpath)))
+            link_target = r.choice(NAMES)
+            self.both(lambda root: os.symlink(link_target, p(root, newpath)))
         elif op == "checkpoint":
             name = f"cp{i}"
             with open(os.path.join(self.mount, ".aether/checkpoint"), "w") as f:
@@ -193,7 +196,7 @@ class Runner:
                     compare(self.mount, self.model, f"after step {i}")
                     last_ok = i
         except Mismatch as e:
-            print(f"MISMATCH seed {self.a.seed}, failing step between {last_ok + 1} and {i}: {e}", file=sys.stderr)
+            print(f"MISMATCH seed {self.a.seed}, failing step between {last_ok + 1} and {i} ({self.current}): {e}", file=sys.stderr)
             print(f"reproduce: fuzz.py --seed {self.a.seed} --ops {i} --check-every 1", file=sys.stderr)
             return 1
         finally:

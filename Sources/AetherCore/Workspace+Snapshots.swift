@@ -161,6 +161,7 @@ extension Workspace {
         root.persisted = true
         var invalidations: [Invalidation] = []
         var detached: [Node] = []
+        linkGroups = [:]
         do {
             try reconcile(root, with: rootID, invalidations: &invalidations, detached: &detached)
         } catch {
@@ -196,10 +197,8 @@ extension Workspace {
                     invalidations.append(.inode(ino))
                 }
             } else {
-                let current = fresh
-                fresh[e.name] = try adopt(e, into: dir) { ino, existing in
-                    !kept.contains(ino) && (existing.parents.isEmpty || current.values.contains(ino))
-                }
+                // Hard links of the snapshot share one new node (the link-group map was cleared for this restore).
+                fresh[e.name] = try adopt(e, into: dir)
             }
             invalidations.append(.entry(parent: dir.rec.ino, name: e.name))
         }
