@@ -34,7 +34,7 @@ extension Repository {
         let sessions = try self.sessions()
         let sessionNames = Dictionary(sessions.map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
         var snapshotIDs = Set<Int64>()
-        let all = try domain { try catalog.db.query("SELECT id FROM snapshots").compactMap { $0.first?.int } }
+        let all = try domain { try catalog.db.query("SELECT id FROM snapshots ORDER BY id").compactMap { $0.first?.int } }
         snapshotIDs.formUnion(all)
         for id in all {
             guard let s = try domain({ try catalog.snapshot(id: id) }) else { continue }

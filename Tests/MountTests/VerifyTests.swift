@@ -29,7 +29,8 @@ struct VerifyTests {
         }
         corrupt 1 >/dev/null
         if $A verify --read-data > $T/out; then exit 1; fi
-        grep -q 'problem: object [0-9a-f]\{64\} is damaged.*affects checkpoint a (session s), commit' $T/out
+        grep -q 'problem: object [0-9a-f]\{64\} is damaged: content does not match its hash — affects .*checkpoint a (session s)' $T/out
+        grep -q 'problem: object .* — affects .*commit [0-9a-f]\{16\} (session s)' $T/out
         $A verify > /dev/null   # without --read-data chunk contents are not read
         corrupt 3 >/dev/null
         if $A verify > $T/out; then exit 1; fi
