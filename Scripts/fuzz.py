@@ -87,9 +87,9 @@ class Runner:
         dirs = sorted(self.paths(self.model, want_dir=True))
         target = r.choice(existing)
         newpath = os.path.join(r.choice(dirs), r.choice(NAMES))
-        op = r.choices(["create", "write", "truncate", "rename", "link", "unlink", "mkdir", "rmdir", "chmod",
+        op = r.choices(["create", "write", "overwrite", "truncate", "rename", "link", "unlink", "mkdir", "rmdir", "chmod",
                         "utime", "setxattr", "fsync", "openunlink", "symlink", "checkpoint", "restore", "fork"],
-                       weights=[10, 20, 6, 6, 3, 5, 5, 3, 3, 2, 2, 2, 2, 2, 1, 1, 0.2])[0]
+                       weights=[10, 20, 6, 6, 6, 3, 5, 5, 3, 3, 2, 2, 2, 2, 2, 1, 1, 0.2])[0]
         data = bytes(r.getrandbits(8) for _ in range(r.choice([0, 1, 100, 4096, 70000])))
         self.current = f"step {i}: {op} {target!r} {newpath!r}"
         offset = r.choice([0, 1, 4095, 65536, 200000])
@@ -108,6 +108,14 @@ class Runner:
                 finally:
                     os.close(fd)
             self.both(w)
+        elif op == "overwrite":   # O_TRUNC, as shells and editors write files
+            def ow(root):
+                fd = os.open(p(root, target), os.O_WRONLY | os.O_TRUNC)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+            self.both(ow)
         elif op == "truncate":
             self.both(lambda root: os.truncate(p(root, target), size))
         elif op == "rename":

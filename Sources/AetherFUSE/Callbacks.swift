@@ -191,7 +191,9 @@ enum Callbacks {
 
     static let open: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
         do {
-            let (handle, direct) = try vfs(req).open(ino, writing: fi!.pointee.flags & O_ACCMODE != O_RDONLY, caller: caller(req))
+            let flags = fi!.pointee.flags
+            let (handle, direct) = try vfs(req).open(ino, writing: flags & O_ACCMODE != O_RDONLY, truncate: flags & O_TRUNC != 0,
+                                                     caller: caller(req))
             fi!.pointee.fh = handle
             fi!.pointee.direct_io = direct ? 1 : 0
             fi!.pointee.keep_cache = direct ? 0 : 1

@@ -185,7 +185,9 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     /// The corresponding FUSE operations are `open` and `create` (after the node exists).
     /// Returns the handle and whether the kernel must bypass its page cache (control files).
-    public func open(_ ino: UInt64, writing: Bool, caller: Caller) throws(FSFailure) -> (handle: UInt64, direct: Bool) {
+    /// With `truncate` (O_TRUNC: libfuse asks the kernel for atomic O_TRUNC, so no setattr comes) the
+    /// file is emptied here.
+    public func open(_ ino: UInt64, writing: Bool, truncate: Bool = false, caller: Caller) throws(FSFailure) -> (handle: UInt64, direct: Bool) {
         if let control = ControlFile(ino: ino) {
             if writing && !control.writable { throw FSFailure(code: EACCES, message: "\(control.name) is read-only") }
             return lock.withLock {
@@ -201,6 +203,11 @@ public final class VirtualFileSystem: @unchecked Sendable {
             }
         }
         return try run { () throws(AetherError) in
+            if truncate && writing {
+                var change = AttributeChange()
+                change.size = 0
+                _ = try workspace.setAttributes(ino, change)
+            }
             try workspace.open(ino)
             return (addHandle(.file(ino)), false)
         }
