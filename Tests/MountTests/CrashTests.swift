@@ -14,6 +14,6 @@ struct CrashSafety {
         let r = run(["python3", repositoryRoot + "/Scripts/crash.py", "--aetherfs", aetherfsExecutable,
                      "--work", dir.path, "--rounds", "20", "--seed", "7"], timeout: 800)
         #expect(r.status == 0, "\(r)")
-        print(r.out.split(separator: "\n").last ?? "")
+        print(r.out)
     }
 }

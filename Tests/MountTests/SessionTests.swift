@@ -52,6 +52,7 @@ struct CheckpointsThroughTheMount {
         cmp data/f010 $T/m2/data/f010
         """#, timeout: 600)
         #expect(r.status == 0, "\(r)")
+        print(r.out)
     }
 
     @Test func killNineLosesNothingFsyncedOrCheckpointed() throws {
