@@ -99,25 +99,53 @@ public final class ContentStore: @unchecked Sendable {
         public var newBytes: Int64
     }
 
-    /// Cuts the first `size` bytes of `fd` into chunks, stores the new ones and the manifest.
+    /// Cuts the first `size` bytes of `fd` into chunks, stores the new ones and the manifest. Holes of a
+    /// sparse file (found with SEEK_DATA/SEEK_HOLE) become hole entries without being read.
     public func ingest(fd: Int32, size: UInt64) throws -> Ingested {
-        let window = 4 << 20
-        var buffer = [UInt8](repeating: 0, count: window)
         var chunksOut: [(id: ObjectID, length: UInt32)] = []
         var newBytes: Int64 = 0
-        var fileOffset: UInt64 = 0   // file offset of buffer[0]
+        func hole(_ length: UInt64) {
+            var left = length
+            while left > 0 {
+                let piece = min(left, 1 << 30)
+                chunksOut.append((Manifest.hole, UInt32(piece)))
+                left -= piece
+            }
+        }
+        let seekData: Int32 = 3, seekHole: Int32 = 4
+        var at: UInt64 = 0
+        while at < size {
+            let data = lseek(fd, off_t(at), seekData)
+            if data < 0 || UInt64(data) >= size { hole(size - at); break }
+            if UInt64(data) > at { hole(UInt64(data) - at) }
+            let holeAt = lseek(fd, off_t(data), seekHole)
+            let end = holeAt < 0 ? size : min(size, UInt64(holeAt))
+            try cut(fd: fd, from: UInt64(data), to: end, into: &chunksOut, newBytes: &newBytes)
+            at = end
+        }
+        let m = Manifest(size: size, chunks: chunksOut)
+        let id = try objects.put(.manifest, m.encode())
+        return Ingested(manifest: id, size: size, newBytes: newBytes)
+    }
+
+    /// Cuts bytes `start..<end` of `fd` into content-defined chunks.
+    private func cut(fd: Int32, from start: UInt64, to end: UInt64, into chunksOut: inout [(id: ObjectID, length: UInt32)],
+                     newBytes: inout Int64) throws {
+        let window = 4 << 20
+        var buffer = [UInt8](repeating: 0, count: window)
+        var fileOffset = start   // file offset of buffer[0]
         var filled = 0
         var consumed = 0
         while true {
-            // Refill so that at least one maximal chunk is available, unless at end of file.
-            if filled - consumed < FastCDC.maxSize && fileOffset + UInt64(filled) < size {
+            // Refill so that at least one maximal chunk is available, unless at the end of the range.
+            if filled - consumed < FastCDC.maxSize && fileOffset + UInt64(filled) < end {
                 if consumed > 0 {
                     buffer.withUnsafeMutableBytes { b in
                         b.baseAddress!.copyMemory(from: b.baseAddress! + consumed, byteCount: filled - consumed)
                     }
                     fileOffset += UInt64(consumed); filled -= consumed; consumed = 0
                 }
-                let want = min(window - filled, Int(size - fileOffset) - filled)
+                let want = min(window - filled, Int(end - fileOffset) - filled)
                 let got = try buffer.withUnsafeMutableBytes { b in
                     try FileIO.pread(fd, into: UnsafeMutableRawBufferPointer(rebasing: b[filled..<filled + want]),
                                      at: Int64(fileOffset) + Int64(filled), "read for checkpoint")
@@ -149,9 +177,6 @@ public final class ContentStore: @unchecked Sendable {
                 consumed += n
             }
         }
-        let m = Manifest(size: size, chunks: chunksOut)
-        let id = try objects.put(.manifest, m.encode())
-        return Ingested(manifest: id, size: size, newBytes: newBytes)
     }
 
     /// The manifest of an empty file.

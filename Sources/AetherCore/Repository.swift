@@ -54,6 +54,11 @@ public final class Repository: @unchecked Sendable {
 
     func sessionDirectory(_ id: Int64) -> String { "\(path)/sessions/\(id)" }
 
+    /// Fails with `.noSpace` when writing `bytes` of file data would eat into the store's headroom.
+    public func ensureRoom(for bytes: Int) throws(AetherError) {
+        try domain { try objects.ensureRoom(for: bytes) }
+    }
+
     // MARK: names
 
     /// Session, checkpoint and branch names: 1–100 of letters, digits, `.`, `_`, `-`, not starting with `.` or `-`.

@@ -311,6 +311,7 @@ extension Workspace {
 
     /// Moves a file's bytes from the chunk store into its upper file, so it can be written.
     private func copyUp(_ n: Node) throws(AetherError) {
+        try repo.ensureRoom(for: Int(min(n.rec.size, UInt64(Int32.max))))
         let path = upperPath(n.rec.ino)
         let fd = Glibc.open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         if fd < 0 { throw AetherError.from(StoreError.fromErrno("create upper file")) }
@@ -401,6 +402,7 @@ extension Workspace {
         let n = try node(ino)
         guard n.kind == .file else { throw n.kind == .directory ? .isDirectory : .invalid("write to a special file") }
         guard offset <= UInt64(Int64.max) - UInt64(data.count) else { throw .tooBig }
+        try repo.ensureRoom(for: data.count)
         let first = !n.rec.upper || !n.rec.dirty
         if !n.rec.upper { try copyUp(n) }
         let fd = try upperDescriptor(n)

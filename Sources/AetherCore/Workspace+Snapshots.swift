@@ -60,6 +60,7 @@ extension Workspace {
     /// durable transaction that marks the changed nodes clean, after every object is synced: what it
     /// records is durable when `freeze` returns, and refers only to durable objects.
     func freeze(_ record: (ObjectID, (files: Int64, bytes: Int64)) throws(AetherError) -> Void) throws(AetherError) -> ObjectID {
+        try repo.ensureRoom(for: 0)
         var stats = (files: Int64(0), bytes: Int64(0))
         var cleaned: [Node] = []
         let saved = session

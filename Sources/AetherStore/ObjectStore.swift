@@ -47,6 +47,7 @@ public final class ObjectStore: @unchecked Sendable {
     public func put(_ id: ObjectID, _ kind: ObjectKind, _ content: UnsafeRawBufferPointer) throws {
         let target = path(of: id)
         if FileIO.exists(target) { return }
+        try ensureRoom(for: content.count)
         var file = ObjectStore.magic + [ObjectStore.formatVersion, kind.rawValue, 0]
         withUnsafeBytes(of: UInt64(content.count).littleEndian) { file += $0 }
         if content.count > 64, let packed = Zstd.compress(content), packed.count < content.count - content.count / 32 {
@@ -94,6 +95,20 @@ public final class ObjectStore: @unchecked Sendable {
             throw StoreError.damaged(id, "content does not match its hash")
         }
         return content
+    }
+
+    /// Space kept free for metadata: data writes fail with ENOSPC before the disk is full, so that
+    /// deleting files (which writes to the database) still works on a full store.
+    public static let headroom: Int64 = 16 << 20
+
+    /// Throws `noSpace` when writing `bytes` would eat into the headroom.
+    public func ensureRoom(for bytes: Int) throws {
+        var st = statvfs()
+        guard statvfs(directory, &st) == 0 else { return }
+        let free = Int64(st.f_bavail) * Int64(st.f_frsize)
+        if free - Int64(bytes) < ObjectStore.headroom {
+            throw StoreError.noSpace("\(free >> 20) MiB free, \(ObjectStore.headroom >> 20) MiB are kept for metadata")
+        }
     }
 
     /// Makes every object put so far durable.

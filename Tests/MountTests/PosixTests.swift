@@ -60,7 +60,7 @@ struct PosixOperations {
         n255=$(printf 'x%.0s' $(seq 255)); touch "$n255"; [ -e "$n255" ]
         if touch "${n255}y" 2>err; then exit 1; fi; grep -q 'File name too long' err
         # the control surface is hidden from the root listing but reachable
-        ! ls -a | grep -q aether; [ -d .aether ]; [ -f .aether/status ]
+        ! ls -a | has aether; [ -d .aether ]; [ -f .aether/status ]
         # ENOENT, EEXIST, ENOTDIR, EISDIR
         if cat nope 2>/dev/null; then exit 1; fi
         if mkdir d1 2>/dev/null; then exit 1; fi
@@ -151,7 +151,7 @@ struct PosixOperations {
         touch f
         setfattr -n user.color -v blue f
         [ "$(getfattr --only-values -n user.color f)" = blue ]
-        getfattr -d f | grep -q 'user.color="blue"'
+        getfattr -d f | has 'user.color="blue"'
         setfattr -x user.color f
         if getfattr -n user.color f 2>err; then exit 1; fi; grep -q 'No such attribute' err
         if setfattr -n user.aether.state -v x f 2>/dev/null; then exit 1; fi
