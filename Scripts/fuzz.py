@@ -58,6 +58,7 @@ class Runner:
         self.mount, self.model = args.mount, args.native
         self.saved = tempfile.mkdtemp(prefix="aetherfs-fuzz-saved-")
         self.checkpoints = []
+        self.cache = None
 
     def paths(self, root, want_dir=None):
         out = [""]
@@ -83,8 +84,10 @@ class Runner:
 
     def step(self, i):
         r = self.rng
-        existing = sorted(self.paths(self.model))
-        dirs = sorted(self.paths(self.model, want_dir=True))
+        # The path lists are refreshed every few steps (a stale path just fails the same way on both sides).
+        if i % 20 == 1 or self.cache is None:
+            self.cache = (sorted(self.paths(self.model)), sorted(self.paths(self.model, want_dir=True)))
+        existing, dirs = self.cache
         target = r.choice(existing)
         newpath = os.path.join(r.choice(dirs), r.choice(NAMES))
         op = r.choices(["create", "write", "overwrite", "truncate", "rename", "link", "unlink", "mkdir", "rmdir", "chmod",
@@ -178,6 +181,7 @@ class Runner:
                 f.write(name)
             shutil.rmtree(self.model)
             subprocess.run(["cp", "-a", os.path.join(self.saved, name), self.model], check=True)
+            self.cache = None
             compare(self.mount, self.model, f"after restoring {name}")
         elif op == "fork" and self.checkpoints:
             name = r.choice(self.checkpoints)
