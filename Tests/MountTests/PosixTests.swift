@@ -188,6 +188,11 @@ struct PosixOperations {
         as chmod 640 mine && [ "$(stat -c %a mine)" = 640 ]
         if as chown 0 mine 2>/dev/null; then exit 1; fi
         touch g/f; [ "$(stat -c %g g/f)" = 100 ]; mkdir g/sub; [ "$(stat -c %a g/sub | cut -c1)" = 2 ]
+        # nor through the snapshot views
+        echo '{"message":"perm","name":"perm"}' > .aether/checkpoint
+        [ "$(cat .aether/checkpoints/perm/priv)" = secret ]
+        if as cat .aether/checkpoints/perm/priv 2>/dev/null; then exit 1; fi
+        as cat .aether/checkpoints/perm/pub > /dev/null
         echo ok
         """#)
         #expect(r.status == 0, "\(r)")

@@ -1,0 +1,70 @@
+import Testing
+import Foundation
+import TestSupport
+
+/// Eight writers, renamers and listers in one mount while another process loops checkpoints and forks.
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(10)))
+struct Concurrency {
+    @Test func checkpointsAreConsistentUnderLoad() throws {
+        try inMount(#"""
+        python3 - <<'PY'
+        import hashlib, os, random, subprocess, sys, time, multiprocessing as mp
+
+        DURATION = 12
+
+        def writer(w, log):
+            r = random.Random(w); end = time.time() + DURATION; n = 0
+            with open(log, "w") as out:
+                while time.time() < end:
+                    n += 1
+                    name = "w%d-%d" % (w, r.randrange(6))
+                    body = (b"writer %d write %d " % (w, n)) * r.choice([1, 100, 5000])
+                    out.write(hashlib.sha256(body).hexdigest() + "\n"); out.flush()
+                    tmp = ".tmp-%d-%d" % (w, n)
+                    with open(tmp, "wb") as f:
+                        f.write(body)
+                    os.rename(tmp, name)                       # whole-file replace, as editors do
+                    if n % 7 == 0:
+                        os.makedirs("dir%d" % w, exist_ok=True)
+                        os.rename(name, "dir%d/%s" % (w, name)) # move into a directory and back
+                        os.rename("dir%d/%s" % (w, name), name)
+                    if n % 5 == 0:
+                        os.listdir(".")
+
+        def snapshots(names):
+            end = time.time() + DURATION; i = 0
+            while time.time() < end:
+                i += 1
+                with open(".aether/checkpoint", "w") as f:
+                    f.write('{"message":"load","name":"load%d"}' % i)
+                names.append("load%d" % i)
+                if i % 3 == 0:
+                    with open(".aether/fork", "w") as f:
+                        f.write("loadfork%d" % i)
+
+        logs = ["/tmp/aetherfs-conc-%d-%d.log" % (os.getpid(), w) for w in range(8)]
+        procs = [mp.Process(target=writer, args=(w, logs[w])) for w in range(8)]
+        manager = mp.Manager(); names = manager.list()
+        procs.append(mp.Process(target=snapshots, args=(names,)))
+        for p in procs: p.start()
+        for p in procs:
+            p.join(120)
+            assert p.exitcode == 0, "a worker failed or hung"
+        written = set()
+        for l in logs:
+            written.update(open(l).read().split()); os.unlink(l)
+        assert len(names) >= 5, names
+        checked = 0
+        for cp in names:
+            base = os.path.join(".aether/checkpoints", cp)
+            for entry in os.listdir(base):
+                path = os.path.join(base, entry)
+                if entry.startswith("w") and os.path.isfile(path):
+                    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+                    assert digest in written, f"{cp}/{entry} holds no whole write"
+                    checked += 1
+        print(f"{len(names)} checkpoints under load, {checked} files each equal to a whole write")
+        PY
+        """#, timeout: 400)
+    }
+}
