@@ -24,22 +24,25 @@ struct HistoryThroughTheMount {
         before=$(du -sb $S/objects | cut -f1)
         python3 - "$T/small" <<'PY'
         import os, sys, time
-        def fork_times(mount, prefix):
-            times = []
-            for i in range(7):
-                t = time.perf_counter()
-                with open(os.path.join(mount, ".aether/fork"), "w") as f: f.write("%s%d" % (prefix, i))
-                times.append(time.perf_counter() - t)
-            return sorted(times)
-        big = fork_times(".", "bigfork"); small = fork_times(sys.argv[1], "smallfork")
+        def fork(mount, name):
+            t = time.perf_counter()
+            with open(os.path.join(mount, ".aether/fork"), "w") as f: f.write(name)
+            return time.perf_counter() - t
+        # One unmeasured fork each absorbs one-time database housekeeping (the WAL written by the checkpoints);
+        # then big and small forks alternate, so machine noise hits both alike.
+        fork(".", "bigwarm"); fork(sys.argv[1], "smallwarm")
+        big, small = [], []
+        for i in range(9):
+            big.append(fork(".", "bigfork%d" % i)); small.append(fork(sys.argv[1], "smallfork%d" % i))
+        big.sort(); small.sort()
         print("fork of 50,000 files: min %.1f ms, median %.1f ms; of 10 files: min %.1f ms, median %.1f ms"
-              % (big[0] * 1e3, big[3] * 1e3, small[0] * 1e3, small[3] * 1e3))
-        assert big[3] <= 2 * small[3] + 0.002, "fork time grows with the tree"
+              % (big[0] * 1e3, big[4] * 1e3, small[0] * 1e3, small[4] * 1e3))
+        assert big[4] <= 2 * small[4] + 0.003, "fork time grows with the tree"
         PY
         after=$(du -sb $S/objects | cut -f1)
-        echo "store grew by $((after - before)) bytes for 14 forks"
+        echo "store grew by $((after - before)) bytes for 20 forks"
         [ $((after - before)) -lt 100000 ]
-        $A session list | has 'bigfork6'
+        $A session list | has 'bigfork8'
         """#, timeout: 900)
         #expect(r.status == 0, "\(r)")
         print(r.out)
