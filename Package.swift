@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "aetherfs", targets: ["aetherfs"]),
+        .executable(name: "aetherfs-chunkbench", targets: ["aetherfs-chunkbench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -25,6 +26,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherMeta", dependencies: ["CSQLite"]),
+        .executableTarget(name: "aetherfs-chunkbench", dependencies: ["AetherStore"]),
         .target(name: "AetherCore", dependencies: [
             "AetherStore", "AetherMeta",
             .product(name: "Logging", package: "swift-log"),
@@ -34,7 +36,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherFUSE", dependencies: [
-            "AetherVFS", "CFuse",
+            "AetherVFS", "AetherStore", "CFuse",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherCLI", dependencies: [

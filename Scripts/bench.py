@@ -4,7 +4,9 @@
 Each workload runs on (a) a native directory on the same disk, (b) passthrough_ll built from the source
 that Debian's libfuse3-dev ships, mounted with -o writeback -o cache=always, (c) an AetherFS session
 (release build). Rounds interleave a b c a b c ...; the table shows medians and the ratios
-AetherFS/native and AetherFS/passthrough. Usage: Scripts/bench [--quick] [--json FILE] [--only NAME,...]
+AetherFS/native and AetherFS/passthrough; then AetherFS-only figures (checkpoint, fork, restore, first
+write after a fork, cold reads from the chunk store, chunker speed) and ingest beside `restic backup`.
+Usage: Scripts/bench [--quick | --smoke] [--json FILE] [--only NAME,...] [--binary PATH]
 """
 import argparse, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time
 
@@ -151,9 +153,8 @@ def make_c_project(path, units):
 
 
 # Each workload: (name, unit, better, function(setup, ctx) -> value). better: "higher" or "lower".
-def workloads(ctx, quick):
-    seq = "256M" if quick else "1G"
-    rnd_time = 5 if quick else 15
+def workloads(ctx):
+    seq, rnd_time = ctx["seq"], ctx["rnd_time"]
     out = []
 
     def seq_write(s, ctx):
@@ -172,6 +173,7 @@ def workloads(ctx, quick):
 
     def rand_read(s, ctx):
         d = os.path.join(s.dir, "seq")
+        sh(f"cat {d}/* > /dev/null")  # warm: the cold read before dropped the page cache
         return fio(d, "randread", seq, "4k", runtime=rnd_time)
 
     def rand_write(s, ctx):
@@ -225,48 +227,188 @@ def workloads(ctx, quick):
     return out
 
 
-def aether_only(aether, quick, results):
-    """Checkpoint, fork and restore latency as the session grows, through the control files."""
+def control(d, name, payload):
+    """Writes one request to a control file of the session mounted at d; returns the seconds it took."""
+    t = time.perf_counter()
+    with open(os.path.join(d, ".aether", name), "w") as f:
+        f.write(payload)
+    return time.perf_counter() - t
+
+
+def aether_only(aether, sizes, rounds, results):
+    """Checkpoint, fork and restore latency as the session grows, through the control files. Each size
+    adds its files to the session, so the session holds at least that many files when it is measured."""
     d = aether.dir
-    def control(name, payload):
-        t = time.perf_counter()
-        with open(os.path.join(d, ".aether", name), "w") as f:
-            f.write(payload)
-        return time.perf_counter() - t
-    sizes = [10, 1000] + ([] if quick else [100_000])
     for n in sizes:
         base = os.path.join(d, f"s{n}")
         os.makedirs(base, exist_ok=True)
         for i in range(n):
             with open(os.path.join(base, f"f{i}"), "w") as f:
                 f.write(f"{i}\n")
-        control("checkpoint", f'{{"message":"size {n}","name":"size-{n}"}}')
+        control(d, "checkpoint", f'{{"message":"size {n}","name":"size-{n}"}}')
         cps, forks = [], []
-        for r in range(5 if quick else 20):
+        for r in range(rounds):
             for i in range(min(10, n)):
                 with open(os.path.join(base, f"f{i}"), "a") as f:
                     f.write("x")
-            cps.append(control("checkpoint", f"10 changed files, round {r}"))
-            forks.append(control("fork", f"fork-{n}-{r}"))
-        restore = [control("restore", f"size-{n}") for _ in range(3)]
+            cps.append(control(d, "checkpoint", f"10 changed files, round {r}"))
+            forks.append(control(d, "fork", f"fork-{n}-{r}"))
+        restore = []
+        for r in range(max(3, rounds // 4)):
+            with open(os.path.join(base, "f0"), "a") as f:
+                f.write("y")
+            restore.append(control(d, "restore", f"size-{n}"))
         results.append({"workload": f"checkpoint of 10 changes, {n}+ files", "unit": "ms",
                         "aetherfs": statistics.median(cps) * 1e3, "worst": max(cps) * 1e3})
-        results.append({"workload": f"fork, {n}+ files", "unit": "ms", "aetherfs": statistics.median(forks) * 1e3})
-        results.append({"workload": f"restore, {n}+ files", "unit": "ms", "aetherfs": statistics.median(restore) * 1e3})
+        results.append({"workload": f"fork, {n}+ files", "unit": "ms", "aetherfs": statistics.median(forks) * 1e3,
+                        "worst": max(forks) * 1e3})
+        results.append({"workload": f"restore, {n}+ files", "unit": "ms", "aetherfs": statistics.median(restore) * 1e3,
+                        "worst": max(restore) * 1e3})
+
+
+def first_write_after_fork(native, aether, files, results):
+    """Writes 4 KiB over each of `files` 4 KiB files right after a fork (their bytes are in the chunk
+    store), against the same writes over native files. Reports the write call alone and open+write+close."""
+    block = os.urandom(4096)
+    def prepare(root):
+        d = os.path.join(root, "fw")
+        if os.path.exists(d):
+            shutil.rmtree(d)
+        os.makedirs(d)
+        for i in range(files):
+            with open(os.path.join(d, f"f{i}"), "wb") as f:
+                f.write(os.urandom(4096))
+        return d
+    def measure(d):
+        writes, whole = [], []
+        for i in range(files):
+            t0 = time.perf_counter()
+            fd = os.open(os.path.join(d, f"f{i}"), os.O_WRONLY)
+            t1 = time.perf_counter()
+            os.pwrite(fd, block, 0)
+            t2 = time.perf_counter()
+            os.close(fd)
+            t3 = time.perf_counter()
+            writes.append(t2 - t1)
+            whole.append(t3 - t0)
+        return statistics.median(writes) * 1e6, statistics.median(whole) * 1e6
+    nd = prepare(native.dir)
+    sh("sync")
+    ad = prepare(aether.dir)
+    control(aether.dir, "fork", "fork-first-write")
+    aw, ao = measure(ad)
+    nw, no = measure(nd)
+    results.append({"workload": "first 4 KiB write after fork", "unit": "us", "native": nw, "aetherfs": aw,
+                    "aether/native": aw / nw, "cache": "warm"})
+    results.append({"workload": "  open+write+close after fork", "unit": "us", "native": no, "aetherfs": ao,
+                    "aether/native": ao / no, "cache": "warm"})
+
+
+def du(path):
+    return int(sh(f"du -sb {path}", capture=True).split()[0])
+
+
+def make_ingest_data(dirs, total_mib, seed=7):
+    """`total_mib` MiB in 4 MiB files, written identically into each of `dirs`: half of every file is
+    random bytes, half is text with numbers (compressible about 3-4x)."""
+    import random
+    rnd = random.Random(seed)
+    files = max(1, total_mib // 4)
+    for d in dirs:
+        os.makedirs(d, exist_ok=True)
+    for i in range(files):
+        parts = []
+        for k in range(64):  # 64 blocks of 64 KiB
+            if k % 2:
+                parts.append(rnd.randbytes(65536))
+            else:
+                line = "".join(f"row {rnd.randrange(10**6)} value={rnd.randrange(10**4)} state=ok\n" for _ in range(1600))
+                parts.append(line.encode()[:65536].ljust(65536, b"\n"))
+        blob = b"".join(parts)
+        for d in dirs:
+            with open(os.path.join(d, f"data{i:04d}.bin"), "wb") as f:
+                f.write(blob)
+    return files
+
+
+def change_one_percent(dirs, files, seed=8):
+    """Small insertions (3 x 100 bytes) into 1% of the files, identically in each of `dirs`."""
+    import random
+    rnd = random.Random(seed)
+    chosen = rnd.sample(range(files), max(1, files // 100))
+    for i in chosen:
+        name = f"data{i:04d}.bin"
+        blob = open(os.path.join(dirs[0], name), "rb").read()
+        for _ in range(3):
+            at = rnd.randrange(len(blob))
+            blob = blob[:at] + rnd.randbytes(100) + blob[at:]
+        for d in dirs:
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(blob)
+
+
+def ingest_vs_restic(native, aether, total_mib, results, extra):
+    """Checkpointing new data into the chunk store beside `restic backup` of the same data, then the
+    same after a 1% change; and a cold read of the checkpointed data from the chunk store."""
+    src = os.path.join(native.dir, "ingest")
+    dst = os.path.join(aether.dir, "ingest")
+    files = make_ingest_data([src, dst], total_mib)
+    total = files * 4 * 2**20
+    sh("sync")
+    repo = os.path.join(native.work, "restic-repo")
+    env = f"RESTIC_PASSWORD=bench RESTIC_REPOSITORY={repo} RESTIC_CACHE_DIR={native.work}/restic-cache"
+    sh(f"{env} restic init --repository-version 2 -q")
+    store0 = du(aether.store)
+    ta = control(aether.dir, "checkpoint", '{"message":"ingest","name":"ingest"}')
+    store1 = du(aether.store)
+    repo0 = du(repo)
+    tr = timed(f"{env} restic backup -q --compression auto {src}")
+    repo1 = du(repo)
+    change_one_percent([src, dst], files)
+    sh("sync")
+    ta2 = control(aether.dir, "checkpoint", "one percent changed")
+    store2 = du(aether.store)
+    tr2 = timed(f"{env} restic backup -q --compression auto {src}")
+    repo2 = du(repo)
+    extra.append({"workload": f"ingest {total >> 20} MiB new data", "unit": "MB/s",
+                  "aetherfs": total / ta / 1e6, "restic": total / tr / 1e6, "better": "higher"})
+    extra.append({"workload": "  bytes stored", "unit": "MB", "aetherfs": (store1 - store0) / 1e6,
+                  "restic": (repo1 - repo0) / 1e6, "better": "lower"})
+    extra.append({"workload": "after a 1% change: bytes added", "unit": "MB", "aetherfs": (store2 - store1) / 1e6,
+                  "restic": (repo2 - repo1) / 1e6, "better": "lower"})
+    extra.append({"workload": "  time to save it", "unit": "s", "aetherfs": ta2, "restic": tr2, "better": "lower"})
+    # Cold read of the checkpointed bytes: the checkpoint's view reads the chunk store.
+    view = os.path.join(aether.dir, ".aether", "checkpoints", "ingest", "ingest")
+    drop_caches()
+    t = timed(f"cat {view}/* > /dev/null")
+    results.append({"workload": "read cold, from the chunk store", "unit": "MB/s", "aetherfs": total / t / 1e6, "cache": "cold"})
+
+
+def chunker_speed(results):
+    out = json.loads(sh(os.path.join(ROOT, ".build/release/aetherfs-chunkbench") + " 256", capture=True))
+    results.append({"workload": "chunker alone, one core", "unit": "MB/s", "aetherfs": out["chunker_mb_s"]})
+    results.append({"workload": "chunker + SHA-256, one core", "unit": "MB/s", "aetherfs": out["chunker_sha256_mb_s"]})
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer rounds (under 5 minutes)")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, one round: checks that the benchmark runs (Scripts/test)")
     ap.add_argument("--json", help="also write the results to this file")
-    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 2)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 2, smoke 1)")
     ap.add_argument("--only", help="comma-separated substrings of workload names to run")
+    ap.add_argument("--binary", default=os.path.join(ROOT, ".build/release/aetherfs"), help="the aetherfs executable")
     ap.add_argument("--work", default="/var/tmp/aetherfs-bench", help="scratch directory on the disk to measure")
     args = ap.parse_args()
-    quick = args.quick
-    rounds = args.rounds or (2 if quick else 3)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    rounds = args.rounds or {"smoke": 1, "quick": 2, "full": 3}[mode]
+    size = {"smoke": dict(seq="8M", rnd_time=1, tree=200, repo=300, units=4, sessions=[10, 100], cp_rounds=3,
+                          ingest_mib=8, fork_files=20),
+            "quick": dict(seq="256M", rnd_time=5, tree=3000, repo=5000, units=60, sessions=[10, 1000, 10_000],
+                          cp_rounds=7, ingest_mib=256, fork_files=200),
+            "full": dict(seq="1G", rnd_time=15, tree=10_000, repo=50_000, units=200, sessions=[10, 1000, 10_000, 100_000],
+                         cp_rounds=20, ingest_mib=1024, fork_files=500)}[mode]
 
-    aether_bin = os.path.join(ROOT, ".build/release/aetherfs")
     work = args.work
     if os.path.exists(work):
         for l in open("/proc/mounts"):
@@ -277,21 +419,23 @@ def main():
     pt_bin = os.path.join(work, "passthrough_ll")
     sh(f"gcc -O2 -Wall -o {pt_bin} {EXAMPLE} $(pkg-config --cflags --libs fuse3)")
 
-    ctx = {"tree_files": 3000 if quick else 10000, "repo_files": 5000 if quick else 50000}
+    ctx = {"tree_files": size["tree"], "repo_files": size["repo"], "seq": size["seq"], "rnd_time": size["rnd_time"]}
     ctx["tarball"] = os.path.join(work, "tree.tar")
     make_tree(ctx["tarball"], ctx["tree_files"])
     ctx["repo_tarball"] = os.path.join(work, "repo.tar")
     make_tree(ctx["repo_tarball"], ctx["repo_files"], seed=2)
     ctx["cproject"] = os.path.join(work, "cproject")
-    make_c_project(ctx["cproject"], 60 if quick else 200)
+    make_c_project(ctx["cproject"], size["units"])
 
-    setups = [Native("native", work), Passthrough(work, pt_bin), Aether(work, aether_bin)]
+    native, aether = Native("native", work), Aether(work, args.binary)
+    setups = [native, Passthrough(work, pt_bin), aether]
     values = {}
-    results = []
+    results, extra = [], []
+    wanted = lambda name: not args.only or any(o in name for o in args.only.split(","))
     try:
         for s in setups:
             s.start()
-        chosen = [w for w in workloads(ctx, quick) if not args.only or any(o in w[0] for o in args.only.split(","))]
+        chosen = [w for w in workloads(ctx) if wanted(w[0])]
         for r in range(rounds):
             for name, unit, better, fn in chosen:
                 for s in setups:
@@ -314,14 +458,23 @@ def main():
                 row["aether/native"] = a / n
                 row["aether/passthrough"] = a / p
             results.append(row)
-        if not args.only:
-            aether_only(setups[2], quick, results)
-        rss = setups[2].rss_mib()
+        if wanted("first write"):
+            first_write_after_fork(native, aether, size["fork_files"], results)
+            print("first write after fork done", file=sys.stderr)
+        if wanted("ingest"):
+            ingest_vs_restic(native, aether, size["ingest_mib"], results, extra)
+            print("ingest and restic done", file=sys.stderr)
+        if wanted("checkpoint"):
+            aether_only(aether, size["sessions"], size["cp_rounds"], results)
+            print("checkpoint, fork and restore done", file=sys.stderr)
+        rss = aether.rss_mib()
         if rss:
             results.append({"workload": "aetherfs peak resident memory", "unit": "MiB", "aetherfs": rss})
     finally:
         for s in setups:
             s.stop()
+    if wanted("chunker"):
+        chunker_speed(results)
 
     def fmt(v):
         return "-" if v is None else (f"{v:.3f}" if v < 10 else f"{v:.1f}")
@@ -330,10 +483,16 @@ def main():
         print(f"{r['workload']:36} {r['unit']:5} {r.get('cache', ''):5} {fmt(r.get('native')):>9} {fmt(r.get('passthrough')):>9} "
               f"{fmt(r.get('aetherfs')):>9} {fmt(r.get('aether/native')):>9} {fmt(r.get('aether/passthrough')):>7}"
               + (f"  worst {r['worst']:.1f}" if 'worst' in r else ""))
-    print("\nRatios are AetherFS/other of the unit: for MB/s higher is better, for seconds lower is better.")
+    if extra:
+        print(f"\n{'against restic (same data, same run)':36} {'unit':5} {'restic':>9} {'aetherfs':>9} {'af/restic':>9}")
+        for r in extra:
+            ratio = r["aetherfs"] / r["restic"] if r.get("restic") else None
+            print(f"{r['workload']:36} {r['unit']:5} {fmt(r.get('restic')):>9} {fmt(r.get('aetherfs')):>9} {fmt(ratio):>9}")
+    print(f"\n{mode} run, {rounds} interleaved round(s). Ratios are AetherFS/other of the unit: for MB/s higher is "
+          "better, for seconds, ms and us lower is better.")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"quick": quick, "rounds": rounds, "results": results}, f, indent=2)
+            json.dump({"mode": mode, "rounds": rounds, "results": results, "restic": extra}, f, indent=2)
 
 
 if __name__ == "__main__":

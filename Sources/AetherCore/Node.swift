@@ -17,6 +17,9 @@ public struct Attributes: Sendable, Equatable {
     public var rdev: UInt64
     /// 512-byte blocks in use (holes of sparse files excluded where known).
     public var blocks: UInt64
+    /// Changes when a restore replaces the node's content behind the kernel: the kernel then drops the
+    /// inode it cached for this number (its size and times, which it trusts under writeback caching).
+    public var generation: UInt64 = 1
 
     public init(ino: UInt64, kind: NodeKind, mode: UInt32, nlink: UInt32, uid: UInt32, gid: UInt32, size: UInt64,
                 atime: Int64, mtime: Int64, ctime: Int64, rdev: UInt64) {
@@ -48,6 +51,11 @@ final class Node {
     var fd: Int32 = -1
     /// Size or times changed by writes and not yet saved.
     var metaPending = false
+    /// The inode generation the kernel sees (in memory: a new mount starts a new kernel cache).
+    var generation: UInt64 = 1
+    /// A restore changed the node while it was open: when the last handle closes, it gets a new
+    /// generation and its names are invalidated, so the kernel drops the size and times it kept.
+    var staleInKernel = false
 
     init(rec: NodeRecord, kind: NodeKind) {
         self.rec = rec
@@ -56,8 +64,10 @@ final class Node {
     }
 
     var attributes: Attributes {
-        Attributes(ino: rec.ino, kind: kind, mode: rec.mode, nlink: rec.nlink, uid: rec.uid, gid: rec.gid,
-                   size: rec.size, atime: rec.atime, mtime: rec.mtime, ctime: rec.ctime, rdev: rec.rdev)
+        var a = Attributes(ino: rec.ino, kind: kind, mode: rec.mode, nlink: rec.nlink, uid: rec.uid, gid: rec.gid,
+                           size: rec.size, atime: rec.atime, mtime: rec.mtime, ctime: rec.ctime, rdev: rec.rdev)
+        a.generation = generation
+        return a
     }
 
     var contentID: ObjectID? { rec.content.flatMap { ObjectID(bytes: $0) } }

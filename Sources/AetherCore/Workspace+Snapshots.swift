@@ -212,7 +212,11 @@ extension Workspace {
         dir.entries = fresh
     }
 
+    /// Gives a kept node the snapshot entry's content and attributes. A node no handle holds open gets a
+    /// new generation, so the kernel drops what it cached of it; an open one keeps its number for its
+    /// readers, and the kernel refreshes its pages (its cached size and times stay until it is closed).
     private func resetLeaf(_ n: Node, to e: TreeEntry) {
+        if n.opens == 0 { n.generation += 1 } else { n.staleInKernel = true }
         if n.fd >= 0 { close(n.fd); n.fd = -1 }
         if n.rec.upper { Glibc.unlink(upperPath(n.rec.ino)) }
         n.rec.mode = e.mode; n.rec.uid = e.uid; n.rec.gid = e.gid; n.rec.size = e.size

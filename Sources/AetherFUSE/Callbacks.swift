@@ -47,7 +47,7 @@ enum Callbacks {
     static func entry(_ e: EntryReply) -> fuse_entry_param {
         var p = fuse_entry_param()
         p.ino = e.attributes.ino
-        p.generation = 1
+        p.generation = e.attributes.generation
         p.attr = stat(e.attributes)
         p.attr_timeout = e.attrTimeout
         p.entry_timeout = e.entryTimeout
@@ -72,15 +72,21 @@ enum Callbacks {
         }
     }
 
-    static let initialize: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutablePointer<fuse_conn_info>?) -> Void = { _, conn in
-        guard let conn else { return }
+    static let initialize: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutablePointer<fuse_conn_info>?) -> Void = { userdata, conn in
+        guard let conn, let userdata else { return }
+        let fs = Unmanaged<VirtualFileSystem>.fromOpaque(userdata).takeUnretainedValue()
         // Ask only for what the kernel offers: wanting a missing capability aborts the mount.
-        for cap in [UInt32(FUSE_CAP_READDIRPLUS), UInt32(FUSE_CAP_EXPORT_SUPPORT)] where conn.pointee.capable & cap != 0 {
+        var wanted = [UInt32(FUSE_CAP_READDIRPLUS), UInt32(FUSE_CAP_EXPORT_SUPPORT)]
+        // Writes stay in the kernel's page cache until it flushes them (close, fsync, memory pressure);
+        // the VFS flushes them itself before anything reads the tree behind the kernel (`flushKernel`).
+        if fs.writebackCache { wanted.append(UInt32(FUSE_CAP_WRITEBACK_CACHE)) }
+        for cap in wanted where conn.pointee.capable & cap != 0 {
             conn.pointee.want |= cap
         }
         conn.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS_AUTO)
-        conn.pointee.want &= ~UInt32(FUSE_CAP_WRITEBACK_CACHE)
+        if !fs.writebackCache { conn.pointee.want &= ~UInt32(FUSE_CAP_WRITEBACK_CACHE) }
         conn.pointee.max_write = 1 << 20
+        conn.pointee.max_readahead = 1 << 20
     }
 
     static let destroy: @convention(c) (UnsafeMutableRawPointer?) -> Void = { userdata in
@@ -251,8 +257,10 @@ enum Callbacks {
 
     static let opendir: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
         do {
-            fi!.pointee.fh = try vfs(req).opendir(ino)
-            fi!.pointee.cache_readdir = 0
+            let (handle, cacheable) = try vfs(req).opendir(ino)
+            fi!.pointee.fh = handle
+            fi!.pointee.cache_readdir = cacheable ? 1 : 0
+            fi!.pointee.keep_cache = cacheable ? 1 : 0
             fuse_reply_open(req, fi)
         } catch {
             fuse_reply_err(req, errnoOf(error))

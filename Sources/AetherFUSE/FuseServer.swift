@@ -4,7 +4,9 @@ import Glibc
 import CFuse
 import AetherCore
 import AetherVFS
+import AetherStore
 import Logging
+import Foundation
 
 /// Serves one `VirtualFileSystem` at a mount point through libfuse's low-level API and its
 /// multi-threaded loop. Every callback decodes the request, makes one VFS call and replies; the VFS
@@ -43,17 +45,48 @@ public final class FuseServer {
         defer { fuse_session_destroy(se) }
         let sessionBox = SessionBox(se)
         vfs.invalidator = { items in sessionBox.invalidate(items) }
-        guard fuse_set_signal_handlers(se) == 0 else { throw .system(EIO, "cannot install signal handlers") }
-        defer { fuse_remove_signal_handlers(se) }
+        let root = mountpoint
+        vfs.kernelFlush = { try? FileIO.syncFileSystem(of: root) }
         guard fuse_session_mount(se, mountpoint) == 0 else {
             throw .system(EIO, "cannot mount at \(mountpoint) (is /dev/fuse there, is the directory empty and not mounted?)")
         }
+        FuseServer.unmountOnSignals(mountpoint: mountpoint, session: sessionBox)
         ready()
         let rc = cfuse_session_loop_mt(se, 0, 10)
         vfs.invalidator = { _ in }
+        vfs.kernelFlush = {}
         fuse_session_unmount(se)
         vfs.shutdown()
         if rc != 0 { logger.info("fuse loop ended", metadata: ["rc": "\(rc)"]) }
+    }
+
+    /// SIGINT, SIGTERM and SIGHUP detach the mount instead of ending the loop: the kernel then sends the
+    /// pages it still caches (writeback) while we still serve, open files keep working until they are
+    /// closed, and the loop ends when the kernel lets go. The signals are blocked in every thread and
+    /// taken by one watcher thread, so libfuse's workers (started later) inherit the mask.
+    static func unmountOnSignals(mountpoint: String, session: SessionBox) {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, sig) }
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        signal(SIGPIPE, SIG_IGN)
+        let blocked = set
+        let watcher = Thread {
+            var sig: Int32 = 0
+            var waitSet = blocked
+            while sigwait(&waitSet, &sig) != 0 {}
+            if umount2(mountpoint, Int32(MNT_DETACH)) == 0 { return }
+            // Not root: fusermount3 does the same for the mount's owner.
+            var pid: pid_t = 0
+            let words: [String] = ["fusermount3", "-u", "-z", mountpoint]
+            var argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) }
+            argv.append(nil)
+            defer { argv.forEach { free($0) } }
+            var status: Int32 = 0
+            if posix_spawnp(&pid, "fusermount3", nil, nil, argv, environ) == 0, waitpid(pid, &status, 0) == pid, status == 0 { return }
+            fuse_session_exit(session.se)
+        }
+        watcher.start()
     }
 
     static func operations() -> fuse_lowlevel_ops {

@@ -95,6 +95,7 @@ extension VirtualFileSystem {
     /// a name in the root takes that lock: those invalidations (`deferRoot`) go out right after the reply.
     func perform(_ action: ControlFile, payload: UnsafeRawBufferPointer, caller: Caller, deferRoot: Bool = false) throws(FSFailure) {
         var invalidations: [Invalidation] = []
+        flushKernel()
         let result: Result<String, AetherError> = lock.withLock {
             do throws(AetherError) {
                 let text = try requestText(payload)

@@ -55,6 +55,12 @@ final class SnapshotViews {
         return h | topBit
     }
 
+    /// Whether a view lists snapshots (which come and go), rather than a snapshot's fixed tree.
+    func isListing(_ ino: UInt64) -> Bool {
+        if case .listing? = views[ino]?.content { return true }
+        return false
+    }
+
     func view(_ ino: UInt64) throws(AetherError) -> View {
         guard let v = views[ino] else { throw .notFound("inode \(ino)") }
         return v

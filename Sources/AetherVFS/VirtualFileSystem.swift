@@ -18,6 +18,8 @@ public struct MountOptions: Sendable {
     public var showControl = false
     /// Seconds the kernel may trust names and attributes of the tree (changes come only through us).
     public var cacheTimeout: Double = 86400
+    /// Let the kernel keep written pages and send them in large writes (FUSE writeback cache).
+    public var writebackCache = true
     public init() {}
 }
 
@@ -40,6 +42,16 @@ public final class VirtualFileSystem: @unchecked Sendable {
     var lastResults: [UInt32: String] = [:]
     /// Sends invalidations to the kernel; set by the FUSE adapter, a no-op in tests.
     public var invalidator: @Sendable ([Invalidation]) -> Void = { _ in }
+    /// Makes the kernel send every page written into its cache and not yet to us; set by the FUSE
+    /// adapter. Called without `lock`, since the writes it causes arrive as requests of their own.
+    public var kernelFlush: @Sendable () -> Void = {}
+    public var writebackCache: Bool { !snapshotsOnly && options.writebackCache }
+
+    /// Before anything reads the tree behind the kernel (checkpoints, forks, commits, restores, states
+    /// and digests), the writes the kernel still holds must be ours.
+    func flushKernel() {
+        if writebackCache { kernelFlush() }
+    }
     public let mountpoint: String
 
     public init(workspace: Workspace, mountpoint: String, options: MountOptions = MountOptions(), logger: Logger = Logger(label: "aetherfs.vfs")) {
@@ -190,6 +202,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     public func open(_ ino: UInt64, writing: Bool, truncate: Bool = false, caller: Caller) throws(FSFailure) -> (handle: UInt64, direct: Bool) {
         if let control = ControlFile(ino: ino) {
             if writing && !control.writable { throw FSFailure(code: EACCES, message: "\(control.name) is read-only") }
+            if !writing { flushKernel() }
             return lock.withLock {
                 let content = writing ? [] : controlContent(control, caller: caller)
                 return (addHandle(.control(control, content: content, writing: writing, wrote: false)), true)
@@ -261,10 +274,12 @@ public final class VirtualFileSystem: @unchecked Sendable {
     }
 
     public func release(_ ino: UInt64, handle: UInt64) throws(FSFailure) {
-        try run { () throws(AetherError) in
-            guard let h = handles.removeValue(forKey: handle) else { return }
-            if case .file(let ino) = h { try workspace.release(ino) }
+        let stale = try run { () throws(AetherError) -> [Invalidation] in
+            guard let h = handles.removeValue(forKey: handle) else { return [] }
+            if case .file(let ino) = h { return try workspace.release(ino) }
+            return []
         }
+        if !stale.isEmpty { invalidator(stale) }
     }
 
     public func fsync(_ ino: UInt64, dataOnly: Bool) throws(FSFailure) {
@@ -275,19 +290,22 @@ public final class VirtualFileSystem: @unchecked Sendable {
     // MARK: directories
 
     /// The corresponding FUSE operation is `opendir`: the listing is taken once, so `readdir` streams it by index.
-    public func opendir(_ ino: UInt64) throws(FSFailure) -> UInt64 {
+    /// `cacheable`: the kernel may keep the listing (it drops it itself when it changes a directory, and a
+    /// restore invalidates the directories it changes); not so the control directory, whose views come and go.
+    public func opendir(_ ino: UInt64) throws(FSFailure) -> (handle: UInt64, cacheable: Bool) {
         if ino == ControlFile.directoryIno {
             return lock.withLock {
                 var entries = ControlFile.allCases.map { DirectoryEntry(name: Array($0.name.utf8), ino: $0.ino, kind: .file) }
                 for name in ["checkpoints", "commits"] {
                     if let v = viewListing(Array(name.utf8)) { entries.append(DirectoryEntry(name: Array(name.utf8), ino: v.attributes.ino, kind: .directory)) }
                 }
-                return addHandle(.directory(entries))
+                return (addHandle(.directory(entries)), false)
             }
         }
         if isView(ino) {
             return try run { () throws(AetherError) in
-                addHandle(.directory(try views.children(ino).map { DirectoryEntry(name: $0.name, ino: $0.view.attributes.ino, kind: $0.view.attributes.kind) }))
+                (addHandle(.directory(try views.children(ino).map { DirectoryEntry(name: $0.name, ino: $0.view.attributes.ino, kind: $0.view.attributes.kind) })),
+                 !views.isListing(ino))
             }
         }
         return try run { () throws(AetherError) in
@@ -295,7 +313,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
             if ino == Workspace.rootIno && options.showControl {
                 entries.insert(DirectoryEntry(name: ControlFile.directoryName, ino: ControlFile.directoryIno, kind: .directory), at: 0)
             }
-            return addHandle(.directory(entries))
+            return (addHandle(.directory(entries)), true)
         }
     }
 
@@ -350,6 +368,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
                 return v
             }
         }
+        if name.hasPrefix(VirtualFileSystem.reservedPrefix) { flushKernel() }
         return try run { () throws(AetherError) in
             guard name.hasPrefix(VirtualFileSystem.reservedPrefix) else { return try workspace.getXattr(ino, name: name) }
             let key = String(name.dropFirst(VirtualFileSystem.reservedPrefix.count))

@@ -34,7 +34,7 @@ final class VFSFixture {
     }
 
     func names(_ ino: UInt64) throws -> [String] {
-        let h = try vfs.opendir(ino)
+        let h = try vfs.opendir(ino).handle
         defer { vfs.releasedir(handle: h) }
         var out: [String] = []
         try vfs.readdir(ino, handle: h, offset: 0, plus: false) { name, _, _ in out.append(String(decoding: name, as: UTF8.self)); return true }
