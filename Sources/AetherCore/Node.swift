@@ -53,9 +53,6 @@ final class Node {
     var metaPending = false
     /// The inode generation the kernel sees (in memory: a new mount starts a new kernel cache).
     var generation: UInt64 = 1
-    /// A restore changed the node while it was open: when the last handle closes, it gets a new
-    /// generation and its names are invalidated, so the kernel drops the size and times it kept.
-    var staleInKernel = false
 
     init(rec: NodeRecord, kind: NodeKind) {
         self.rec = rec
@@ -86,6 +83,10 @@ public enum Invalidation: Sendable, Equatable {
     case entry(parent: UInt64, name: [UInt8])
     /// The node's attributes and cached pages are stale.
     case inode(UInt64)
+    /// An open file's content changed: under writeback caching the kernel keeps its own size and
+    /// modification time for it, so they are set again through the mount at `path` (relative to the
+    /// root); the VFS answers those requests without changing anything.
+    case resize(ino: UInt64, path: [UInt8], size: UInt64, mtime: Int64)
 }
 
 /// One entry of a directory listing.

@@ -341,27 +341,15 @@ extension Workspace {
         n.opens += 1
     }
 
-    /// The last handle closed: saves what writes changed and lets go of the descriptor. Returns what the
-    /// kernel must forget of a node a restore changed while it was open.
-    @discardableResult
-    public func release(_ ino: UInt64) throws(AetherError) -> [Invalidation] {
-        guard let n = nodes[ino] else { return [] }
+    /// The last handle closed: saves what writes changed and lets go of the descriptor.
+    public func release(_ ino: UInt64) throws(AetherError) {
+        guard let n = nodes[ino] else { return }
         n.opens = max(0, n.opens - 1)
-        var stale: [Invalidation] = []
-        if n.opens == 0 && n.staleInKernel {
-            n.staleInKernel = false
-            n.generation += 1
-            for p in Set(n.parents) {
-                guard let names = nodes[p]?.entries else { continue }
-                for (name, child) in names where child == ino { stale.append(.entry(parent: p, name: name)) }
-            }
-        }
         defer {
             if n.opens == 0 && n.fd >= 0 { close(n.fd); n.fd = -1 }
             if n.parents.isEmpty { try? releaseIfUnreferenced(n) }
         }
         try flush(ino)
-        return stale
     }
 
     /// Saves the size and times that writes changed.

@@ -173,6 +173,20 @@ extension Workspace {
         return invalidations
     }
 
+    /// A directory's path from the root ("" for the root), through the names the workspace has loaded.
+    func path(of ino: UInt64) -> [UInt8]? {
+        var parts: [[UInt8]] = []
+        var at = ino
+        while at != Workspace.rootIno {
+            guard let n = nodes[at], let p = n.parents.first, let names = nodes[p]?.entries,
+                  let name = names.first(where: { $0.value == at })?.key else { return nil }
+            parts.append(name)
+            at = p
+            if parts.count > 4096 { return nil }
+        }
+        return parts.reversed().reduce([]) { $0 + [47] + $1 }.dropFirst().map { $0 }
+    }
+
     /// Brings a loaded directory (and the loaded directories below it) to the tree `id`.
     private func reconcile(_ dir: Node, with id: ObjectID, invalidations: inout [Invalidation], detached: inout [Node]) throws(AetherError) {
         let tree = try domain { try repo.content.tree(id) }
@@ -194,8 +208,13 @@ extension Workspace {
                 if e.kind == .directory {
                     try reconcile(n, with: e.content!, invalidations: &invalidations, detached: &detached)
                 } else {
+                    let open = n.opens > 0
                     resetLeaf(n, to: e)
                     invalidations.append(.inode(ino))
+                    if open && n.kind == .file, let dirPath = path(of: dir.rec.ino) {
+                        let path = dirPath.isEmpty ? e.name : dirPath + [47] + e.name
+                        invalidations.append(.resize(ino: ino, path: path, size: n.rec.size, mtime: n.rec.mtime))
+                    }
                 }
             } else {
                 // Hard links of the snapshot share one new node (the link-group map was cleared for this restore).
@@ -213,10 +232,10 @@ extension Workspace {
     }
 
     /// Gives a kept node the snapshot entry's content and attributes. A node no handle holds open gets a
-    /// new generation, so the kernel drops what it cached of it; an open one keeps its number for its
-    /// readers, and the kernel refreshes its pages (its cached size and times stay until it is closed).
+    /// new generation, so the kernel drops what it cached of it; an open one keeps its inode for its
+    /// readers (the caller has the kernel refresh its pages, size and time).
     private func resetLeaf(_ n: Node, to e: TreeEntry) {
-        if n.opens == 0 { n.generation += 1 } else { n.staleInKernel = true }
+        if n.opens == 0 { n.generation += 1 }
         if n.fd >= 0 { close(n.fd); n.fd = -1 }
         if n.rec.upper { Glibc.unlink(upperPath(n.rec.ino)) }
         n.rec.mode = e.mode; n.rec.uid = e.uid; n.rec.gid = e.gid; n.rec.size = e.size

@@ -43,10 +43,12 @@ public final class FuseServer {
             throw .invalid("libfuse refused the mount options \(options)")
         }
         defer { fuse_session_destroy(se) }
-        let sessionBox = SessionBox(se)
+        let sessionBox = SessionBox(se, mountpoint: mountpoint)
         vfs.invalidator = { items in sessionBox.invalidate(items) }
+        // A helper process does the syncfs: a daemon thread blocked on its own mount could never be
+        // killed (the kernel waits for the answer only the daemon can give).
         let root = mountpoint
-        vfs.kernelFlush = { try? FileIO.syncFileSystem(of: root) }
+        vfs.kernelFlush = { _ = FuseServer.runHelper(["sync", "-f", root].map { Array($0.utf8) }) }
         guard fuse_session_mount(se, mountpoint) == 0 else {
             throw .system(EIO, "cannot mount at \(mountpoint) (is /dev/fuse there, is the directory empty and not mounted?)")
         }
@@ -77,16 +79,28 @@ public final class FuseServer {
             while sigwait(&waitSet, &sig) != 0 {}
             if umount2(mountpoint, Int32(MNT_DETACH)) == 0 { return }
             // Not root: fusermount3 does the same for the mount's owner.
-            var pid: pid_t = 0
-            let words: [String] = ["fusermount3", "-u", "-z", mountpoint]
-            var argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) }
-            argv.append(nil)
-            defer { argv.forEach { free($0) } }
-            var status: Int32 = 0
-            if posix_spawnp(&pid, "fusermount3", nil, nil, argv, environ) == 0, waitpid(pid, &status, 0) == pid, status == 0 { return }
+            if runHelper(["fusermount3", "-u", "-z", mountpoint].map { Array($0.utf8) }) { return }
             fuse_session_exit(session.se)
         }
         watcher.start()
+    }
+
+    /// Runs a program found on PATH and waits for it; true when it exits 0. Arguments are bytes (paths
+    /// need not be UTF-8).
+    static func runHelper(_ words: [[UInt8]]) -> Bool {
+        var argv: [UnsafeMutablePointer<CChar>?] = words.map { w in
+            let p = UnsafeMutablePointer<CChar>.allocate(capacity: w.count + 1)
+            for (i, b) in w.enumerated() { p[i] = CChar(bitPattern: b) }
+            p[w.count] = 0
+            return p
+        }
+        argv.append(nil)
+        defer { argv.forEach { $0?.deallocate() } }
+        var pid: pid_t = 0
+        guard posix_spawnp(&pid, argv[0]!, nil, nil, argv, environ) == 0 else { return false }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return status == 0
     }
 
     static func operations() -> fuse_lowlevel_ops {
@@ -131,10 +145,13 @@ public final class FuseServer {
 /// The libfuse session, for kernel notifications from outside a callback's lock.
 final class SessionBox: @unchecked Sendable {
     let se: OpaquePointer
-    init(_ se: OpaquePointer) { self.se = se }
+    let mountpoint: String
+    init(_ se: OpaquePointer, mountpoint: String) { self.se = se; self.mountpoint = mountpoint }
 
     func invalidate(_ items: [Invalidation]) {
-        for item in items {
+        // Sizes and times last: by then the kernel dropped the pages and names it held.
+        let ordered = items.filter { if case .resize = $0 { false } else { true } } + items.filter { if case .resize = $0 { true } else { false } }
+        for item in ordered {
             switch item {
             case .entry(let parent, let name):
                 name.withUnsafeBufferPointer { b in
@@ -144,6 +161,13 @@ final class SessionBox: @unchecked Sendable {
                 }
             case .inode(let ino):
                 _ = fuse_lowlevel_notify_inval_inode(se, ino, 0, 0)
+            case .resize(_, let path, let size, let mtime):
+                // Helper processes, for the same reason as the flush: requests on our own mount.
+                let full = Array(mountpoint.utf8) + [47] + path
+                let fraction = String(mtime % 1_000_000_000)
+                let stamp = "@\(mtime / 1_000_000_000)." + String(repeating: "0", count: max(0, 9 - fraction.count)) + fraction
+                _ = FuseServer.runHelper([Array("truncate".utf8), Array("-s".utf8), Array(String(size).utf8), Array("--".utf8), full])
+                _ = FuseServer.runHelper([Array("touch".utf8), Array("-m".utf8), Array("-c".utf8), Array("-d".utf8), Array(stamp.utf8), Array("--".utf8), full])
             }
         }
     }

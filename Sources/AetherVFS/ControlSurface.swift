@@ -121,14 +121,20 @@ extension VirtualFileSystem {
             }
         }
         if deferRoot {
-            let later = invalidations.filter { if case .entry(Workspace.rootIno, _) = $0 { true } else { false } }
-            invalidations.removeAll { if case .entry(Workspace.rootIno, _) = $0 { true } else { false } }
+            // Names in the root, and paths walked from it, need the root's lock.
+            let needsRoot: (Invalidation) -> Bool = {
+                switch $0 {
+                case .entry(Workspace.rootIno, _), .resize: true
+                default: false
+                }
+            }
+            let later = invalidations.filter(needsRoot)
+            invalidations.removeAll(where: needsRoot)
             if !later.isEmpty {
-                let send = invalidator
-                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(1)) { send(later) }
+                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(1)) { self.send(later) }
             }
         }
-        if !invalidations.isEmpty { invalidator(invalidations) }
+        if !invalidations.isEmpty { send(invalidations) }
         switch result {
         case .success(let json):
             lock.withLock { lastResults[caller.uid] = json + "\n" }

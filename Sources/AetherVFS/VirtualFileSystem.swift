@@ -47,6 +47,18 @@ public final class VirtualFileSystem: @unchecked Sendable {
     public var kernelFlush: @Sendable () -> Void = {}
     public var writebackCache: Bool { !snapshotsOnly && options.writebackCache }
 
+    /// Open files whose size and time are being set again through the mount after a restore.
+    var resizing = Set<UInt64>()
+
+    /// Sends invalidations to the kernel (never under `lock`). The `setattr`s that `.resize` causes
+    /// change nothing here: the node already holds the restored size and time.
+    func send(_ items: [Invalidation]) {
+        let inos = items.compactMap { item -> UInt64? in if case .resize(let ino, _, _, _) = item { ino } else { nil } }
+        if !inos.isEmpty { lock.withLock { resizing.formUnion(inos) } }
+        invalidator(items)
+        if !inos.isEmpty { lock.withLock { resizing.subtract(inos) } }
+    }
+
     /// Before anything reads the tree behind the kernel (checkpoints, forks, commits, restores, states
     /// and digests), the writes the kernel still holds must be ours.
     func flushKernel() {
@@ -132,7 +144,10 @@ public final class VirtualFileSystem: @unchecked Sendable {
     public func setattr(_ ino: UInt64, _ change: AttributeChange) throws(FSFailure) -> EntryReply {
         if let a = controlAttributes(ino) { return EntryReply(attributes: a, entryTimeout: 0, attrTimeout: 0) }
         if isView(ino) { throw VirtualFileSystem.readOnly }
-        return try run { () throws(AetherError) in reply(try workspace.setAttributes(ino, change)) }
+        return try run { () throws(AetherError) in
+            if resizing.contains(ino) { return reply(try workspace.attributes(ino)) }
+            return reply(try workspace.setAttributes(ino, change))
+        }
     }
 
     public func readlink(_ ino: UInt64) throws(FSFailure) -> [UInt8] {
@@ -274,12 +289,10 @@ public final class VirtualFileSystem: @unchecked Sendable {
     }
 
     public func release(_ ino: UInt64, handle: UInt64) throws(FSFailure) {
-        let stale = try run { () throws(AetherError) -> [Invalidation] in
-            guard let h = handles.removeValue(forKey: handle) else { return [] }
-            if case .file(let ino) = h { return try workspace.release(ino) }
-            return []
+        try run { () throws(AetherError) in
+            guard let h = handles.removeValue(forKey: handle) else { return }
+            if case .file(let ino) = h { try workspace.release(ino) }
         }
-        if !stale.isEmpty { invalidator(stale) }
     }
 
     public func fsync(_ ino: UInt64, dataOnly: Bool) throws(FSFailure) {

@@ -49,6 +49,29 @@ func chunkLengths(_ data: [UInt8]) -> [Int] {
         #expect(a.intersection(b).count >= a.count - 2, "only the first chunk or two may differ")
     }
 
+    @Test func twoBytesPerStepCutsWhereTheDefinitionDoes() {
+        // The definition, one byte at a time.
+        func reference(_ d: [UInt8]) -> Int {
+            let n = d.count
+            if n <= FastCDC.minSize { return n }
+            let end = min(n, FastCDC.maxSize), normal = min(end, FastCDC.averageSize)
+            var fp: UInt64 = 0
+            for i in FastCDC.minSize..<end {
+                fp = (fp << 1) &+ FastCDC.gear[Int(d[i])]
+                if fp & (i < normal ? FastCDC.maskSmall : FastCDC.maskLarge) == 0 { return i + 1 }
+            }
+            return end
+        }
+        var lengths = [0, 1, 16384, 16385, 65535, 65536, 65537, 262143, 262145, 300001]
+        for seed in UInt64(10)..<40 { lengths.append(Int(16384 + (seed * 7919) % 250_000)) }
+        for (k, n) in lengths.enumerated() {
+            // Low-entropy input too, so that cuts fall in both halves and at odd offsets.
+            let d = k % 3 == 0 ? noise(n, seed: UInt64(k)).map { $0 & 3 } : noise(n, seed: UInt64(k))
+            let got = d.withUnsafeBytes { FastCDC.cut($0) }
+            #expect(got == reference(d), "length \(n)")
+        }
+    }
+
     @Test func boundariesArePinned() {
         // The gear table and masks are part of the store format: chunk boundaries must not move
         // between versions, or stores stop deduplicating against their own past.
