@@ -384,8 +384,8 @@ def ingest_vs_restic(native, aether, total_mib, results, extra):
     results.append({"workload": "read cold, from the chunk store", "unit": "MB/s", "aetherfs": total / t / 1e6, "cache": "cold"})
 
 
-def chunker_speed(results):
-    out = json.loads(sh(os.path.join(ROOT, ".build/release/aetherfs-chunkbench") + " 256", capture=True))
+def chunker_speed(binary, mib, results):
+    out = json.loads(sh(f"{binary} {mib}", capture=True))
     results.append({"workload": "chunker alone, one core", "unit": "MB/s", "aetherfs": out["chunker_mb_s"]})
     results.append({"workload": "chunker + SHA-256, one core", "unit": "MB/s", "aetherfs": out["chunker_sha256_mb_s"]})
 
@@ -398,6 +398,7 @@ def main():
     ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 2, smoke 1)")
     ap.add_argument("--only", help="comma-separated substrings of workload names to run")
     ap.add_argument("--binary", default=os.path.join(ROOT, ".build/release/aetherfs"), help="the aetherfs executable")
+    ap.add_argument("--chunkbench", default=os.path.join(ROOT, ".build/release/aetherfs-chunkbench"), help="the aetherfs-chunkbench executable")
     ap.add_argument("--work", default="/var/tmp/aetherfs-bench", help="scratch directory on the disk to measure")
     args = ap.parse_args()
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -474,7 +475,7 @@ def main():
         for s in setups:
             s.stop()
     if wanted("chunker"):
-        chunker_speed(results)
+        chunker_speed(args.chunkbench, 16 if args.smoke else 256, results)
 
     def fmt(v):
         return "-" if v is None else (f"{v:.3f}" if v < 10 else f"{v:.1f}")
