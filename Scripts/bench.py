@@ -358,16 +358,17 @@ def ingest_vs_restic(native, aether, total_mib, results, extra):
     repo = os.path.join(native.work, "restic-repo")
     env = f"RESTIC_PASSWORD=bench RESTIC_REPOSITORY={repo} RESTIC_CACHE_DIR={native.work}/restic-cache"
     sh(f"{env} restic init --repository-version 2 -q")
-    store0 = du(aether.store)
+    objects = os.path.join(aether.store, "objects")
+    store0 = du(objects)
     ta = control(aether.dir, "checkpoint", '{"message":"ingest","name":"ingest"}')
-    store1 = du(aether.store)
+    store1 = du(objects)
     repo0 = du(repo)
     tr = timed(f"{env} restic backup -q --compression auto {src}")
     repo1 = du(repo)
     change_one_percent([src, dst], files)
     sh("sync")
     ta2 = control(aether.dir, "checkpoint", "one percent changed")
-    store2 = du(aether.store)
+    store2 = du(objects)
     tr2 = timed(f"{env} restic backup -q --compression auto {src}")
     repo2 = du(repo)
     extra.append({"workload": f"ingest {total >> 20} MiB new data", "unit": "MB/s",
@@ -403,12 +404,12 @@ def main():
     args = ap.parse_args()
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     rounds = args.rounds or {"smoke": 1, "quick": 2, "full": 3}[mode]
-    size = {"smoke": dict(seq="8M", rnd_time=1, tree=200, repo=300, units=4, sessions=[10, 100], cp_rounds=3,
-                          ingest_mib=8, fork_files=20),
+    size = {"smoke": dict(seq="4M", rnd_time="300ms", tree=60, repo=60, units=2, sessions=[10], cp_rounds=2,
+                          ingest_mib=4, fork_files=5, chunk_mib=1),
             "quick": dict(seq="256M", rnd_time=5, tree=3000, repo=5000, units=60, sessions=[10, 1000, 10_000],
-                          cp_rounds=7, ingest_mib=256, fork_files=200),
+                          cp_rounds=7, ingest_mib=256, fork_files=200, chunk_mib=256),
             "full": dict(seq="1G", rnd_time=15, tree=10_000, repo=50_000, units=200, sessions=[10, 1000, 10_000, 100_000],
-                         cp_rounds=20, ingest_mib=1024, fork_files=500)}[mode]
+                         cp_rounds=20, ingest_mib=1024, fork_files=500, chunk_mib=256)}[mode]
 
     work = args.work
     if os.path.exists(work):
@@ -475,7 +476,7 @@ def main():
         for s in setups:
             s.stop()
     if wanted("chunker"):
-        chunker_speed(args.chunkbench, 16 if args.smoke else 256, results)
+        chunker_speed(args.chunkbench, size["chunk_mib"], results)
 
     def fmt(v):
         return "-" if v is None else (f"{v:.3f}" if v < 10 else f"{v:.1f}")
