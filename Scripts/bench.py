@@ -35,8 +35,9 @@ def timed(cmd, cwd=None):
 
 
 def fio(directory, rw, size, bs, runtime=None, warm=True, fsync_end=False):
+    """Every job works on the one file `data` of `directory` (laid out by the sequential write)."""
     name = f"fio-{rw}"
-    args = [f"fio --name={name} --directory={directory} --rw={rw} --bs={bs} --size={size}",
+    args = [f"fio --name={name} --filename={directory}/data --rw={rw} --bs={bs} --size={size}",
             "--ioengine=psync --numjobs=1 --output-format=json --group_reporting",
             f"--invalidate={0 if warm else 1}"]
     if runtime:
@@ -173,7 +174,7 @@ def workloads(ctx):
 
     def rand_read(s, ctx):
         d = os.path.join(s.dir, "seq")
-        sh(f"cat {d}/* > /dev/null")  # warm: the cold read before dropped the page cache
+        sh(f"cat {d}/data > /dev/null")  # warm: the cold read before dropped the page cache
         return fio(d, "randread", seq, "4k", runtime=rnd_time)
 
     def rand_write(s, ctx):

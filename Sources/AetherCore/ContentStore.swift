@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import AetherStore
+import Dispatch
 
 /// Files and trees over the object store: reading a file's bytes through its manifest, cutting a file
 /// into chunks, and reading and writing trees. Caches decoded objects; safe from several threads.
@@ -12,7 +13,12 @@ public final class ContentStore: @unchecked Sendable {
     private var manifests = LRUCache<ObjectID, IndexedManifest>(budget: 32 << 20)
     private var trees = LRUCache<ObjectID, Tree>(budget: 32 << 20)
 
-    public init(objects: ObjectStore) { self.objects = objects }
+    private let writer: ChunkWriter
+
+    public init(objects: ObjectStore) {
+        self.objects = objects
+        writer = ChunkWriter(objects: objects)
+    }
 
     /// A manifest with each chunk's starting offset, for binary search.
     public struct IndexedManifest: Sendable {
@@ -120,9 +126,16 @@ public final class ContentStore: @unchecked Sendable {
             if UInt64(data) > at { hole(UInt64(data) - at) }
             let holeAt = lseek(fd, off_t(data), seekHole)
             let end = holeAt < 0 ? size : min(size, UInt64(holeAt))
-            try cut(fd: fd, from: UInt64(data), to: end, into: &chunksOut, newBytes: &newBytes)
+            do {
+                try cut(fd: fd, from: UInt64(data), to: end, into: &chunksOut, newBytes: &newBytes)
+            } catch {
+                try? writer.drain()  // let the queued chunks land; this ingest fails with its own error
+                throw error
+            }
             at = end
         }
+        // Every chunk is written before the manifest that names it.
+        try writer.drain()
         let m = Manifest(size: size, chunks: chunksOut)
         let id = try objects.put(.manifest, m.encode())
         return Ingested(manifest: id, size: size, newBytes: newBytes)
@@ -168,8 +181,7 @@ public final class ContentStore: @unchecked Sendable {
                     chunksOut.append((Manifest.hole, UInt32(n)))
                 } else {
                     let id = ObjectID.of(.chunk, piece)
-                    if !objects.contains(id) {
-                        try objects.put(id, .chunk, piece)
+                    if !objects.contains(id), writer.submit(id, piece) {
                         newBytes += Int64(n)
                     }
                     chunksOut.append((id, UInt32(n)))
@@ -182,6 +194,47 @@ public final class ContentStore: @unchecked Sendable {
     /// The manifest of an empty file.
     public func emptyManifest() throws -> ObjectID {
         try objects.put(.manifest, Manifest(size: 0, chunks: []).encode())
+    }
+}
+
+/// Compresses and writes new chunks on the other cores while the caller cuts and hashes the next ones
+/// (compression, not hashing, bounds ingest). At most `slots` chunks wait; `drain` waits for all and
+/// reports the first failure.
+final class ChunkWriter: @unchecked Sendable {
+    let objects: ObjectStore
+    private let queue = DispatchQueue(label: "aetherfs.chunk-writer", attributes: .concurrent)
+    private let group = DispatchGroup()
+    private let slots = DispatchSemaphore(value: 8)
+    private let lock = Lock()
+    private var inFlight = Set<ObjectID>()
+    private var firstError: (any Error)?
+
+    init(objects: ObjectStore) { self.objects = objects }
+
+    /// Queues a chunk (copied) for writing; false when the same chunk is already on its way.
+    func submit(_ id: ObjectID, _ piece: UnsafeRawBufferPointer) -> Bool {
+        guard lock.withLock({ inFlight.insert(id).inserted }) else { return false }
+        let bytes = [UInt8](piece)
+        slots.wait()
+        queue.async(group: group) { [self] in
+            defer { slots.signal() }
+            do {
+                try bytes.withUnsafeBytes { try objects.put(id, .chunk, $0) }
+            } catch {
+                lock.withLock { if firstError == nil { firstError = error } }
+            }
+        }
+        return true
+    }
+
+    func drain() throws {
+        group.wait()
+        let error = lock.withLock { () -> (any Error)? in
+            inFlight.removeAll(keepingCapacity: true)
+            defer { firstError = nil }
+            return firstError
+        }
+        if let error { throw error }
     }
 }
 

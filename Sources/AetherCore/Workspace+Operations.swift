@@ -22,6 +22,26 @@ public struct AttributeChange: Sendable {
     public init() {}
 }
 
+/// How to answer a read: the bytes, or a range of a stored file to read from the content store.
+public enum ReadPlan: Sendable {
+    case bytes([UInt8])
+    case stored(ObjectID, offset: UInt64, count: Int)
+}
+
+extension ContentStore {
+    /// Carries out a read plan (outside any session lock: the content store is thread-safe).
+    public func read(_ plan: ReadPlan) throws(AetherError) -> [UInt8] {
+        switch plan {
+        case .bytes(let b): return b
+        case .stored(let id, let offset, let count):
+            var out: [UInt8] = []
+            out.reserveCapacity(count)
+            try domain { try read(manifest: id, offset: offset, count: count, into: &out) }
+            return out
+        }
+    }
+}
+
 extension Workspace {
     // MARK: names
 
@@ -378,10 +398,13 @@ extension Workspace {
         }
     }
 
-    public func read(_ ino: UInt64, offset: UInt64, count: Int) throws(AetherError) -> [UInt8] {
+    /// What a read needs: bytes of the working layer (read under the caller's lock, since the upper
+    /// file's descriptor is the session's), or a range of a stored file, which the content store can
+    /// read, decompress and verify outside the lock, beside other reads.
+    public func read(_ ino: UInt64, offset: UInt64, count: Int) throws(AetherError) -> ReadPlan {
         let n = try node(ino)
         guard n.kind == .file else { throw n.kind == .directory ? .isDirectory : .invalid("read of a special file") }
-        guard offset < n.rec.size, count > 0 else { return [] }
+        guard offset < n.rec.size, count > 0 else { return .bytes([]) }
         let want = Int(min(UInt64(count), n.rec.size - offset))
         if n.rec.upper {
             let fd = try upperDescriptor(n)
@@ -389,13 +412,10 @@ extension Workspace {
             var out = [UInt8](repeating: 0, count: want)
             let got = try domain { try out.withUnsafeMutableBytes { try FileIO.pread(fd, into: $0, at: Int64(offset), "read") } }
             if got < want { out.replaceSubrange(got..., with: repeatElement(0, count: want - got)) }
-            return out
+            return .bytes(out)
         }
-        guard let id = n.contentID else { return [UInt8](repeating: 0, count: want) }
-        var out: [UInt8] = []
-        out.reserveCapacity(want)
-        try domain { try repo.content.read(manifest: id, offset: offset, count: want, into: &out) }
-        return out
+        guard let id = n.contentID else { return .bytes([UInt8](repeating: 0, count: want)) }
+        return .stored(id, offset: offset, count: want)
     }
 
     public func write(_ ino: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(AetherError) -> Int {

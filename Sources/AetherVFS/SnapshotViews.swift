@@ -176,13 +176,11 @@ final class SnapshotViews {
         return found.view.attributes
     }
 
-    func read(_ ino: UInt64, offset: UInt64, count: Int) throws(AetherError) -> [UInt8] {
+    func read(_ ino: UInt64, offset: UInt64, count: Int) throws(AetherError) -> ReadPlan {
         let v = try view(ino)
         guard case .file(let id) = v.content else { throw v.attributes.kind == .directory ? .isDirectory : .invalid("not a file") }
-        guard let id, offset < v.attributes.size else { return [] }
-        var out: [UInt8] = []
-        try domain { try repo.content.read(manifest: id, offset: offset, count: count, into: &out) }
-        return out
+        guard let id, offset < v.attributes.size, count > 0 else { return .bytes([]) }
+        return .stored(id, offset: offset, count: Int(min(UInt64(count), v.attributes.size - offset)))
     }
 
     func readlink(_ ino: UInt64) throws(AetherError) -> [UInt8] {

@@ -102,8 +102,13 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     /// Runs a request under the lock, mapping domain errors to errno.
     func run<T>(_ body: () throws(AetherError) -> T) throws(FSFailure) -> T {
+        try mappingErrors { () throws(AetherError) -> T in try lock.withLock { () throws(AetherError) -> T in try body() } }
+    }
+
+    /// Runs `body` (without the lock), mapping domain errors to errno and logging the serious ones.
+    func mappingErrors<T>(_ body: () throws(AetherError) -> T) throws(FSFailure) -> T {
         do {
-            return try lock.withLock { () throws(AetherError) -> T in try body() }
+            return try body()
         } catch {
             switch error {
             case .notFound: break
@@ -248,15 +253,19 @@ public final class VirtualFileSystem: @unchecked Sendable {
         return id
     }
 
+    /// The corresponding FUSE operation is `read`. Only the plan is made under the lock; stored bytes are
+    /// read, decompressed and verified outside it, so reads of the chunk store run side by side.
     public func read(_ ino: UInt64, handle: UInt64, offset: UInt64, count: Int) throws(FSFailure) -> [UInt8] {
-        try run { () throws(AetherError) in
+        let plan = try run { () throws(AetherError) -> ReadPlan in
             if case .control(_, let content, _, _)? = handles[handle] {
-                guard offset < UInt64(content.count) else { return [] }
-                return Array(content[Int(offset)..<min(content.count, Int(offset) + count)])
+                guard offset < UInt64(content.count) else { return .bytes([]) }
+                return .bytes(Array(content[Int(offset)..<min(content.count, Int(offset) + count)]))
             }
             if case .view(let v)? = handles[handle] { return try views.read(v, offset: offset, count: count) }
             return try workspace.read(ino, offset: offset, count: count)
         }
+        if case .bytes(let b) = plan { return b }
+        return try mappingErrors { () throws(AetherError) in try views.repo.content.read(plan) }
     }
 
     public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, caller: Caller) throws(FSFailure) -> Int {
