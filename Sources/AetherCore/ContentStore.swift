@@ -9,7 +9,7 @@ import Dispatch
 public final class ContentStore: @unchecked Sendable {
     public let objects: ObjectStore
     private let lock = Lock()
-    private var chunks = LRUCache<ObjectID, [UInt8]>(budget: 64 << 20)
+    private var chunks = LRUCache<ObjectID, [UInt8]>(budget: 32 << 20)
     private var manifests = LRUCache<ObjectID, IndexedManifest>(budget: 32 << 20)
     private var trees = LRUCache<ObjectID, Tree>(budget: 32 << 20)
 

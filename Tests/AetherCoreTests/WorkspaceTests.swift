@@ -15,7 +15,7 @@ extension Workspace {
         _ = try Array(text.utf8).withUnsafeBytes { (b) throws(AetherError) in try write(ino, offset: offset, data: b) }
     }
     func text(_ ino: UInt64) throws -> String {
-        String(decoding: try read(ino, offset: 0, count: 1 << 20), as: UTF8.self)
+        String(decoding: try repo.content.read(try read(ino, offset: 0, count: 1 << 20)), as: UTF8.self)
     }
     func path(_ p: String) throws -> UInt64 {
         var ino = root
