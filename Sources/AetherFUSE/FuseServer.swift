@@ -53,6 +53,7 @@ public final class FuseServer {
             throw .system(EIO, "cannot mount at \(mountpoint) (is /dev/fuse there, is the directory empty and not mounted?)")
         }
         FuseServer.unmountOnSignals(mountpoint: mountpoint, session: sessionBox)
+        vfs.startBatching()
         ready()
         let rc = cfuse_session_loop_mt(se, 0, 10)
         vfs.invalidator = { _ in }
