@@ -69,6 +69,17 @@ final class Node {
 
     var contentID: ObjectID? { rec.content.flatMap { ObjectID(bytes: $0) } }
 
+    /// A write or truncate clears setuid, and setgid when the group may execute (the mount tells the
+    /// kernel that the file system does this: FUSE_HANDLE_KILLPRIV_V2).
+    /// Returns whether the mode changed.
+    @discardableResult
+    func dropPrivilegeBits() -> Bool {
+        let before = rec.mode
+        rec.mode &= ~0o4000
+        if rec.mode & 0o010 != 0 { rec.mode &= ~0o2000 }
+        return rec.mode != before
+    }
+
     /// The record as it should be saved (xattrs encoded).
     var record: NodeRecord {
         var r = rec
@@ -83,6 +94,8 @@ public enum Invalidation: Sendable, Equatable {
     case entry(parent: UInt64, name: [UInt8])
     /// The node's attributes and cached pages are stale.
     case inode(UInt64)
+    /// Only the node's attributes are stale (a write cleared setuid/setgid); pages stay.
+    case attributes(UInt64)
     /// An open file's content changed: under writeback caching the kernel keeps its own size and
     /// modification time for it, so they are set again through the mount at `path` (relative to the
     /// root); the VFS answers those requests without changing anything.

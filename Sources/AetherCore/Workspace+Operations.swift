@@ -293,6 +293,7 @@ extension Workspace {
             guard n.kind == .file else { throw n.kind == .directory ? .isDirectory : .invalid("truncate of a special file") }
             try truncate(n, to: size)
             n.rec.mtime = now
+            n.dropPrivilegeBits()
         }
         if let m = change.mode { n.rec.mode = m & 0o7777 }
         if let u = change.uid { n.rec.uid = u }
@@ -359,6 +360,13 @@ extension Workspace {
     public func open(_ ino: UInt64) throws(AetherError) {
         let n = try node(ino)
         n.opens += 1
+    }
+
+    /// Nodes whose setuid/setgid bits writes cleared since the last call: the kernel, which caches
+    /// attributes and does not see a write's effect on the mode, must forget theirs.
+    public func takeModesChangedByWrites() -> [UInt64] {
+        defer { modeChangedByWrites.removeAll() }
+        return modeChangedByWrites
     }
 
     /// The last handle closed: saves what writes changed and lets go of the descriptor.
@@ -432,7 +440,7 @@ extension Workspace {
         let now = nanosecondsNow()
         n.rec.mtime = now
         n.rec.ctime = now
-        if n.rec.mode & 0o6000 != 0 { n.rec.mode &= ~0o4000 }
+        if n.dropPrivilegeBits() { modeChangedByWrites.append(n.rec.ino) }
         if first {
             try change { () throws(AetherError) in try touch(n) }
         } else {

@@ -25,6 +25,7 @@ public final class Workspace: @unchecked Sendable {
     var nextIno: UInt64
     var reservedIno: UInt64
     var linkGroups: [UInt64: UInt64] = [:]
+    var modeChangedByWrites: [UInt64] = []
     let upperDir: String
     var catalog: Catalog { repo.catalog }
 

@@ -52,6 +52,13 @@ public final class FuseServer {
         guard fuse_session_mount(se, mountpoint) == 0 else {
             throw .system(EIO, "cannot mount at \(mountpoint) (is /dev/fuse there, is the directory empty and not mounted?)")
         }
+        var io = fuse_custom_io()
+        io.read = InitReplyPatch.read
+        io.writev = InitReplyPatch.writev
+        guard fuse_session_custom_io(se, &io, fuse_session_fd(se)) == 0 else {
+            fuse_session_unmount(se)
+            throw .system(EIO, "libfuse refused the session's I/O hooks")
+        }
         FuseServer.unmountOnSignals(mountpoint: mountpoint, session: sessionBox)
         vfs.startBatching()
         ready()
@@ -162,6 +169,8 @@ final class SessionBox: @unchecked Sendable {
                 }
             case .inode(let ino):
                 _ = fuse_lowlevel_notify_inval_inode(se, ino, 0, 0)
+            case .attributes(let ino):
+                _ = fuse_lowlevel_notify_inval_inode(se, ino, -1, 0)
             case .resize(_, let path, let size, let mtime):
                 // Helper processes, for the same reason as the flush: requests on our own mount.
                 let full = Array(mountpoint.utf8) + [47] + path
@@ -171,5 +180,41 @@ final class SessionBox: @unchecked Sendable {
                 _ = FuseServer.runHelper([Array("touch".utf8), Array("-m".utf8), Array("-c".utf8), Array("-d".utf8), Array(stamp.utf8), Array("--".utf8), full])
             }
         }
+    }
+}
+
+/// libfuse 3.14 predates FUSE_HANDLE_KILLPRIV_V2, which the kernel offers (since 5.11): with it the
+/// kernel leaves clearing setuid/setgid on write and truncate to the file system (which does it:
+/// `Node.dropPrivilegeBits`, and chown clears both) and marks inodes as having no security attributes
+/// to check, instead of asking for `security.capability` before every write, one round trip each.
+/// libfuse does its device I/O through these hooks; they add the flag to the INIT reply when the
+/// kernel offered it. INIT is the first request and is answered before any other is read.
+enum InitReplyPatch {
+    nonisolated(unsafe) static var pendingInit: UInt64 = 0
+    nonisolated(unsafe) static var offered = false
+    static let killprivV2: UInt32 = 1 << 28
+    static let opcodeInit: UInt32 = 26
+
+    static let read: @convention(c) (Int32, UnsafeMutableRawPointer?, Int, UnsafeMutableRawPointer?) -> Int = { fd, buf, len, _ in
+        let n = Glibc.read(fd, buf, len)
+        // fuse_in_header (40 bytes: len, opcode, unique, …) then fuse_init_in (major, minor, max_readahead, flags).
+        if n >= 56, let buf, buf.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == opcodeInit {
+            pendingInit = buf.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+            offered = buf.loadUnaligned(fromByteOffset: 52, as: UInt32.self) & killprivV2 != 0
+        }
+        return n
+    }
+
+    static let writev: @convention(c) (Int32, UnsafeMutablePointer<iovec>?, Int32, UnsafeMutableRawPointer?) -> Int = { fd, iov, count, _ in
+        // fuse_out_header (len, error, unique) then fuse_init_out (major, minor, max_readahead, flags, …).
+        if pendingInit != 0, let iov, count >= 2, iov[0].iov_len >= 16, iov[1].iov_len >= 16,
+           let header = iov[0].iov_base, header.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == pendingInit {
+            pendingInit = 0
+            if offered, header.loadUnaligned(fromByteOffset: 4, as: Int32.self) == 0, let body = iov[1].iov_base {
+                let flags = body.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
+                body.storeBytes(of: flags | killprivV2, toByteOffset: 12, as: UInt32.self)
+            }
+        }
+        return Glibc.writev(fd, iov, count)
     }
 }

@@ -279,7 +279,15 @@ public final class VirtualFileSystem: @unchecked Sendable {
             return try controlWrite(control, data: data, caller: caller)
         }
         if isView(ino) { throw VirtualFileSystem.readOnly }
-        return try run { () throws(AetherError) in try workspace.write(ino, offset: offset, data: data) }
+        let (count, modeChanged) = try run { () throws(AetherError) in
+            (try workspace.write(ino, offset: offset, data: data), workspace.takeModesChangedByWrites())
+        }
+        if !modeChanged.isEmpty {
+            // After the reply: the kernel may hold this file's pages locked until the write returns.
+            let send = invalidator
+            DispatchQueue.global().async { send(modeChanged.map { .attributes($0) }) }
+        }
+        return count
     }
 
     /// The corresponding FUSE operation is `flush`: a control file opened for writing and closed
