@@ -177,18 +177,17 @@ public final class Database: @unchecked Sendable {
         if batching && !inTransaction { try execute("BEGIN IMMEDIATE") }
     }
 
-    /// Commits the open batch, if any (not durable: the next durable commit syncs the log it is in).
-    public func commitBatch() throws {
+    /// Commits the open batch, if any; `durable` waits for the disk.
+    public func commitBatch(durable: Bool = false) throws {
         guard inTransaction else { return }
+        if durable { try execute("PRAGMA synchronous=FULL") }
+        defer { if durable { try? execute("PRAGMA synchronous=NORMAL") } }
         try execute("COMMIT")
     }
 
     /// Runs `body` in one immediate transaction; `durable` makes the commit wait for the disk.
     public func transaction<T>(durable: Bool = false, _ body: () throws -> T) throws -> T {
-        // A durable change commits the batch first and then itself with a synced commit, which makes
-        // the batch durable too (SQLite cannot change the sync level inside a transaction).
-        if batching && durable { try commitBatch() }
-        if batching && !durable {
+        if batching {
             try openBatch()
             try execute("SAVEPOINT change")
             let result: T
@@ -200,6 +199,7 @@ public final class Database: @unchecked Sendable {
                 try? execute("RELEASE change")
                 throw error
             }
+            if durable { try commitBatch(durable: true) }
             return result
         }
         if durable { try execute("PRAGMA synchronous=FULL") }
