@@ -60,7 +60,6 @@ public final class FuseServer {
             throw .system(EIO, "libfuse refused the session's I/O hooks")
         }
         FuseServer.unmountOnSignals(mountpoint: mountpoint, session: sessionBox)
-        vfs.startBatching()
         ready()
         let rc = cfuse_session_loop_mt(se, 0, 10)
         vfs.invalidator = { _ in }

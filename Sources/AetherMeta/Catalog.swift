@@ -73,14 +73,6 @@ public final class Catalog: @unchecked Sendable {
         try db.transaction(durable: durable, body)
     }
 
-    /// Whether small changes share one transaction until `commitBatch()` (see `Database.batching`).
-    public var batching: Bool {
-        get { db.batching }
-        set { db.batching = newValue }
-    }
-
-    public func commitBatch() throws { try db.commitBatch() }
-
     // MARK: sessions
 
     public func insertSession(_ s: SessionRecord) throws -> Int64 {

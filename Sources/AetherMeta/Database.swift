@@ -117,7 +117,6 @@ public final class Database: @unchecked Sendable {
 
     @discardableResult
     public func run(_ sql: String, _ values: [SQLValue]) throws -> Int {
-        try openBatch()
         let stmt = try statement(sql)
         try bind(stmt, values)
         defer { sqlite3_reset(stmt) }
@@ -164,44 +163,8 @@ public final class Database: @unchecked Sendable {
         }
     }
 
-    /// With `batching`, changes that need not be durable share one open transaction (each in a savepoint
-    /// of its own, so a failed change still undoes only itself) until `commitBatch()` or a durable
-    /// transaction commits them: one commit for many small changes instead of one each. The owner commits
-    /// it at least every few tens of milliseconds; a crash may lose the uncommitted, never-fsync'ed tail,
-    /// as a crash of any file system may.
-    public var batching = false
-
-    private var inTransaction: Bool { sqlite3_get_autocommit(handle) == 0 }
-
-    private func openBatch() throws {
-        if batching && !inTransaction { try execute("BEGIN IMMEDIATE") }
-    }
-
-    /// Commits the open batch, if any; `durable` waits for the disk.
-    public func commitBatch(durable: Bool = false) throws {
-        guard inTransaction else { return }
-        if durable { try execute("PRAGMA synchronous=FULL") }
-        defer { if durable { try? execute("PRAGMA synchronous=NORMAL") } }
-        try execute("COMMIT")
-    }
-
     /// Runs `body` in one immediate transaction; `durable` makes the commit wait for the disk.
     public func transaction<T>(durable: Bool = false, _ body: () throws -> T) throws -> T {
-        if batching {
-            try openBatch()
-            try execute("SAVEPOINT change")
-            let result: T
-            do {
-                result = try body()
-                try execute("RELEASE change")
-            } catch {
-                try? execute("ROLLBACK TO change")
-                try? execute("RELEASE change")
-                throw error
-            }
-            if durable { try commitBatch(durable: true) }
-            return result
-        }
         if durable { try execute("PRAGMA synchronous=FULL") }
         defer { if durable { try? execute("PRAGMA synchronous=NORMAL") } }
         try execute("BEGIN IMMEDIATE")
@@ -217,7 +180,6 @@ public final class Database: @unchecked Sendable {
 
     /// Writes the WAL into the database file and syncs it.
     public func checkpointWAL() throws {
-        try commitBatch()
         try execute("PRAGMA wal_checkpoint(PASSIVE)")
     }
 

@@ -4,7 +4,6 @@ import Glibc
 import AetherCore
 import AetherMeta
 import Logging
-import Foundation
 
 /// What the kernel learns about a node: its attributes and how long it may cache them.
 public struct EntryReply: Sendable {
@@ -463,35 +462,6 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// Saves what is pending; called when the mount goes away.
     public func shutdown() {
         if snapshotsOnly { return }
-        lock.withLock {
-            batchCommitter = false
-            try? workspace.syncAll()
-            workspace.repo.catalog.batching = false
-        }
-    }
-
-    private var batchCommitter = false
-
-    /// Lets the session's small metadata changes share one SQLite transaction, committed every 20 ms
-    /// (and by every fsync, checkpoint and other durable change): a mount answers many small requests.
-    public func startBatching() {
-        if snapshotsOnly { return }
-        lock.withLock {
-            workspace.repo.catalog.batching = true
-            batchCommitter = true
-        }
-        Thread.detachNewThread { [weak self] in
-            while let fs = self {
-                let running = fs.lock.withLock { () -> Bool in
-                    guard fs.batchCommitter else { return false }
-                    do { try fs.workspace.repo.catalog.commitBatch() } catch {
-                        fs.logger.error("cannot commit metadata changes: \(error)")
-                    }
-                    return true
-                }
-                if !running { return }
-                usleep(20_000)
-            }
-        }
+        lock.withLock { try? workspace.syncAll() }
     }
 }
