@@ -4,6 +4,7 @@ import Glibc
 import AetherCore
 import AetherMeta
 import Logging
+import Dispatch
 
 /// What the kernel learns about a node: its attributes and how long it may cache them.
 public struct EntryReply: Sendable {
