@@ -418,6 +418,9 @@ def main():
         for l in open("/proc/mounts"):
             if l.split()[1].startswith(work):
                 sh(f"fusermount3 -uz {l.split()[1]}", check=False)
+        # A daemon of an interrupted run may still be writing into its store.
+        sh(f"pkill -f 'aetherfs mount .*--store {work}/'", check=False)
+        time.sleep(0.5)
         shutil.rmtree(work)
     os.makedirs(work)
     pt_bin = os.path.join(work, "passthrough_ll")
