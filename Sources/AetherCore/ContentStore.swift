@@ -8,10 +8,14 @@ import Dispatch
 /// into chunks, and reading and writing trees. Caches decoded objects; safe from several threads.
 public final class ContentStore: @unchecked Sendable {
     public let objects: ObjectStore
-    private let lock = Lock()
+    let lock = Lock()
     private var chunks = LRUCache<ObjectID, [UInt8]>(budget: 32 << 20)
     private var manifests = LRUCache<ObjectID, IndexedManifest>(budget: 32 << 20)
-    private var trees = LRUCache<ObjectID, Tree>(budget: 32 << 20)
+    /// Trees as stored: version 1 with their entries, version 2 with their pages only.
+    var heads = LRUCache<ObjectID, Tree>(budget: 16 << 20)
+    /// Version-2 trees with their pages' entries put together.
+    var assembled = LRUCache<ObjectID, Tree>(budget: 32 << 20)
+    var pages = LRUCache<ObjectID, [TreeEntry]>(budget: 16 << 20)
 
     private let writer: ChunkWriter
 
@@ -36,20 +40,6 @@ public final class ContentStore: @unchecked Sendable {
         let indexed = IndexedManifest(manifest: m, starts: starts)
         lock.withLock { manifests.put(id, indexed, cost: 64 + m.chunks.count * 48) }
         return indexed
-    }
-
-    public func tree(_ id: ObjectID) throws -> Tree {
-        if let t = lock.withLock({ trees.get(id) }) { return t }
-        let t = try Tree.decode(try objects.get(id, .tree))
-        lock.withLock { trees.put(id, t, cost: 128 + t.entries.count * 160) }
-        return t
-    }
-
-    public func putTree(_ tree: Tree) throws -> ObjectID {
-        let bytes = tree.encode()
-        let id = try objects.put(.tree, bytes)
-        lock.withLock { trees.put(id, tree, cost: 128 + tree.entries.count * 160) }
-        return id
     }
 
     func chunk(_ id: ObjectID) throws -> [UInt8] {

@@ -39,8 +39,11 @@ final class Node {
     var xattrs: XattrMap
     /// A directory's names, once loaded from its tree or its dentry rows; nil until needed.
     var entries: [[UInt8]: UInt64]?
-    /// The directories holding a name for this node, one element per name.
-    var parents: [UInt64] = []
+    /// A directory's names added, removed, replaced or whose node changed since the tree in
+    /// `rec.content` was written; nil when not known (the next checkpoint writes the whole tree again).
+    var changedNames: Set<[UInt8]>? = []
+    /// The names of this node: the directory holding each and the name there.
+    var links: [Link] = []
     /// Whether the node has a row in the catalog.
     var persisted = false
     /// Kernel references (lookup counts).
@@ -86,6 +89,12 @@ final class Node {
         r.xattrs = encodeXattrs(xattrs)
         return r
     }
+}
+
+/// A name of a node: the directory holding it and the name.
+struct Link: Equatable {
+    var parent: UInt64
+    var name: [UInt8]
 }
 
 /// A change the kernel must forget about after a restore.

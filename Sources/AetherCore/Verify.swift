@@ -115,7 +115,16 @@ private struct Walker {
         do {
             let t = try Tree.decode(try repo.objects.get(id, .tree))
             trees += 1
-            for e in t.entries {
+            var entries = t.entries
+            for p in t.pages ?? [] {
+                trees += 1
+                do {
+                    entries += try Tree.decodePage(try repo.objects.get(p.id, .tree), as: p)
+                } catch {
+                    bad.formUnion(fail(p.id, describe(error, "tree page", p.id), label))
+                }
+            }
+            for e in entries {
                 guard let c = e.content else { continue }
                 if e.kind == .directory { bad.formUnion(tree(c, label: label)) }
                 else if e.kind == .file { bad.formUnion(manifest(c, label: label)) }

@@ -65,7 +65,7 @@ extension Workspace {
     public func forget(_ ino: UInt64, count: UInt64) {
         guard let n = nodes[ino] else { return }
         n.lookups = n.lookups > count ? n.lookups - count : 0
-        if n.parents.isEmpty && ino != Workspace.rootIno { try? releaseIfUnreferenced(n) }
+        if n.links.isEmpty && ino != Workspace.rootIno { try? releaseIfUnreferenced(n) }
     }
 
     public func attributes(_ ino: UInt64) throws(AetherError) -> Attributes {
@@ -82,10 +82,10 @@ extension Workspace {
     public func list(_ ino: UInt64) throws(AetherError) -> [DirectoryEntry] {
         let dir = try directory(ino)
         return dir.entries!.compactMap { name, child in nodes[child].map { DirectoryEntry(name: name, ino: child, kind: $0.kind) } }
-            .sorted { $0.name.lexicographicallyPrecedes($1.name) }
+            .sorted { bytesPrecede($0.name, $1.name) }
     }
 
-    public func parentOf(_ ino: UInt64) -> UInt64 { nodes[ino]?.parents.first ?? Workspace.rootIno }
+    public func parentOf(_ ino: UInt64) -> UInt64 { nodes[ino]?.links.first?.parent ?? Workspace.rootIno }
 
     // MARK: creating
 
@@ -187,7 +187,7 @@ extension Workspace {
             n.rec.ctime = nanosecondsNow()
             stampChanged(dir)
             try save(dir)
-            if n.parents.isEmpty { try releaseIfUnreferenced(n) } else { try touch(n) }
+            if n.links.isEmpty { try releaseIfUnreferenced(n) } else { try touch(n) }
         }
     }
 
@@ -259,7 +259,7 @@ extension Workspace {
                 try removeEntry(to, newName, dst)
                 if dst.kind == .directory { dst.rec.nlink = 0; to.rec.nlink -= 1 } else { dst.rec.nlink -= 1 }
                 dst.rec.ctime = nanosecondsNow()
-                if dst.parents.isEmpty { try releaseIfUnreferenced(dst) } else { try touch(dst) }
+                if dst.links.isEmpty { try releaseIfUnreferenced(dst) } else { try touch(dst) }
             }
             try removeEntry(from, name, src)
             try addEntry(to, newName, src)
@@ -277,7 +277,7 @@ extension Workspace {
         var steps = 0
         while let c = current, steps < 10_000 {
             if c.rec.ino == ino { return true }
-            guard let p = c.parents.first else { return false }
+            guard let p = c.links.first?.parent else { return false }
             current = nodes[p]
             steps += 1
         }
@@ -375,7 +375,7 @@ extension Workspace {
         n.opens = max(0, n.opens - 1)
         defer {
             if n.opens == 0 && n.fd >= 0 { close(n.fd); n.fd = -1 }
-            if n.parents.isEmpty { try? releaseIfUnreferenced(n) }
+            if n.links.isEmpty { try? releaseIfUnreferenced(n) }
         }
         try flush(ino)
     }

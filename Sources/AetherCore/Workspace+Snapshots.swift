@@ -64,15 +64,21 @@ extension Workspace {
         var stats = (files: Int64(0), bytes: Int64(0))
         var cleaned: [Node] = []
         let saved = session
-        let root = try snapshotDirectory(try node(Workspace.rootIno), stats: &stats, cleaned: &cleaned)
-        try domain { try repo.objects.sync() }
+        let root: ObjectID
         do {
+            root = try snapshotDirectory(try node(Workspace.rootIno), stats: &stats, cleaned: &cleaned)
+            try domain { try repo.objects.sync() }
             try change(durable: true) { () throws(AetherError) in
                 try record(root, stats)
                 for n in cleaned { try save(n) }
             }
         } catch {
+            // What this attempt cleaned is changed again; the next one writes those directories whole.
             session = saved
+            for n in cleaned {
+                n.rec.dirty = true
+                if n.kind == .directory { n.changedNames = nil }
+            }
             throw error
         }
         session.baseRoot = root.bytes
@@ -92,19 +98,37 @@ extension Workspace {
     }
 
     /// Writes the tree of a directory that changed (recursing only into changed children); returns its id.
+    /// When the directory's names changed since its last tree are known (`changedNames`: names added,
+    /// removed or whose node changed), only their entries are written over that tree (of a paged tree,
+    /// only the pages holding them).
     private func snapshotDirectory(_ dir: Node, stats: inout (files: Int64, bytes: Int64), cleaned: inout [Node]) throws(AetherError) -> ObjectID {
         if !dir.rec.dirty, let id = dir.contentID { return id }
         try ensureLoaded(dir)
-        var entries: [TreeEntry] = []
-        entries.reserveCapacity(dir.entries!.count)
-        for (name, ino) in dir.entries! {
-            let child = try node(ino)
-            entries.append(try entry(for: child, name: name, stats: &stats, cleaned: &cleaned))
+        let entries = dir.entries!
+        var tree = Tree(mode: dir.rec.mode, uid: dir.rec.uid, gid: dir.rec.gid, mtime: dir.rec.mtime, xattrs: dir.xattrs, entries: [])
+        let id: ObjectID
+        if let base = dir.contentID, let names = dir.changedNames {
+            var changes: [TreeChange] = []
+            changes.reserveCapacity(names.count)
+            for name in names.sorted(by: bytesPrecede) {
+                if let ino = entries[name] {
+                    changes.append((name, try entry(for: try node(ino), name: name, stats: &stats, cleaned: &cleaned)))
+                } else {
+                    changes.append((name, nil))
+                }
+            }
+            id = try domain { try repo.content.putTree(tree, base: base, changes: changes) }
+        } else {
+            tree.entries.reserveCapacity(entries.count)
+            for (name, ino) in entries {
+                tree.entries.append(try entry(for: try node(ino), name: name, stats: &stats, cleaned: &cleaned))
+            }
+            tree.entries.sort { bytesPrecede($0.name, $1.name) }
+            id = try domain { try repo.content.putTree(tree) }
         }
-        let tree = Tree(mode: dir.rec.mode, uid: dir.rec.uid, gid: dir.rec.gid, mtime: dir.rec.mtime, xattrs: dir.xattrs, entries: entries)
-        let id = try domain { try repo.content.putTree(tree) }
         dir.rec.content = id.bytes
         dir.rec.dirty = false
+        dir.changedNames = []
         cleaned.append(dir)
         return id
     }
@@ -138,7 +162,7 @@ extension Workspace {
     /// must forget. Cost follows the directories the kernel has loaded, not the tree's size.
     public func restore(to snapshot: SnapshotRecord, caller: UInt32) throws(AetherError) -> [Invalidation] {
         guard let rootID = ObjectID(bytes: snapshot.root) else { throw .damaged("snapshot \(snapshot.sid) has no root") }
-        let tree = try domain { try repo.content.tree(rootID) }
+        let tree = try domain { try repo.content.treeHead(rootID) }
         let root = try node(Workspace.rootIno)
         // The catalog changes first: if it fails, nothing changed; once it commits, the working layer
         // is the snapshot's, whatever happens to this process.
@@ -158,18 +182,24 @@ extension Workspace {
         session.baseRoot = snapshot.root
         session.baseSnapshot = snapshot.id
         session.head = snapshot.id
-        for n in nodes.values { n.persisted = false; n.metaPending = false }
+        // Hard links tie names in different directories together: with any, every loaded name is
+        // visited (their nodes are made anew); without, unchanged directories and names are skipped.
+        let thorough = !linkGroups.isEmpty || nodes.values.contains { $0.kind != .directory && $0.rec.nlink > 1 }
+        for n in nodes.values {
+            n.persisted = false; n.metaPending = false
+            if n.kind == .directory { n.rec.materialized = false }
+        }
         root.persisted = true
         var invalidations: [Invalidation] = []
         var detached: [Node] = []
         linkGroups = [:]
         do {
-            try reconcile(root, with: rootID, invalidations: &invalidations, detached: &detached)
+            try reconcile(root, with: rootID, thorough: thorough, invalidations: &invalidations, detached: &detached)
         } catch {
             // The record is restored; a tree that cannot be read now is reloaded lazily (and fails there).
             logger.error("restore could not reload every open directory: \(error)")
         }
-        for n in detached where n.parents.isEmpty { try? releaseIfUnreferenced(n) }
+        for n in detached where n.links.isEmpty { try? releaseIfUnreferenced(n) }
         return invalidations
     }
 
@@ -178,57 +208,86 @@ extension Workspace {
         var parts: [[UInt8]] = []
         var at = ino
         while at != Workspace.rootIno {
-            guard let n = nodes[at], let p = n.parents.first, let names = nodes[p]?.entries,
-                  let name = names.first(where: { $0.value == at })?.key else { return nil }
-            parts.append(name)
-            at = p
+            guard let link = nodes[at]?.links.first else { return nil }
+            parts.append(link.name)
+            at = link.parent
             if parts.count > 4096 { return nil }
         }
         return parts.reversed().reduce([]) { $0 + [47] + $1 }.dropFirst().map { $0 }
     }
 
-    /// Brings a loaded directory (and the loaded directories below it) to the tree `id`.
-    private func reconcile(_ dir: Node, with id: ObjectID, invalidations: inout [Invalidation], detached: inout [Node]) throws(AetherError) {
-        let tree = try domain { try repo.content.tree(id) }
-        dir.rec.mode = tree.mode; dir.rec.uid = tree.uid; dir.rec.gid = tree.gid
-        dir.rec.mtime = tree.mtime; dir.rec.ctime = tree.mtime; dir.rec.atime = tree.mtime
-        dir.xattrs = tree.xattrs
+    /// Brings a loaded directory (and the loaded directories below it) to the tree `id`. Unless
+    /// `thorough`, a directory unchanged since its tree `id` is left as it is, and of a changed one only
+    /// the names that differ are visited: those changed since its last tree, and those whose entries
+    /// differ between that tree and `id` (of paged trees, only the pages that differ are compared).
+    private func reconcile(_ dir: Node, with id: ObjectID, thorough: Bool, invalidations: inout [Invalidation], detached: inout [Node]) throws(AetherError) {
+        if !thorough && !dir.rec.dirty && dir.contentID == id { return }
+        let head = try domain { try repo.content.treeHead(id) }
+        let previous = dir.contentID
+        dir.rec.mode = head.mode; dir.rec.uid = head.uid; dir.rec.gid = head.gid
+        dir.rec.mtime = head.mtime; dir.rec.ctime = head.mtime; dir.rec.atime = head.mtime
+        dir.xattrs = head.xattrs
         dir.rec.content = id.bytes
         dir.rec.dirty = false
         dir.rec.materialized = false
-        dir.rec.nlink = 2 + UInt32(tree.entries.filter { $0.kind == .directory }.count)
+        dir.rec.nlink = 2 + UInt32(head.subdirectoryCount)
+        let changed = dir.changedNames
+        dir.changedNames = []
         invalidations.append(.inode(dir.rec.ino))
-        guard let old = dir.entries else { return }
-        var fresh: [[UInt8]: UInt64] = [:]
-        var kept = Set<UInt64>()
-        for e in tree.entries {
-            if let ino = old[e.name], let n = nodes[ino], n.kind == e.kind, n.parents.count == 1, e.linkGroup == 0, !kept.contains(ino) {
-                kept.insert(ino)
-                fresh[e.name] = ino
-                if e.kind == .directory {
-                    try reconcile(n, with: e.content!, invalidations: &invalidations, detached: &detached)
-                } else {
-                    let open = n.opens > 0
-                    resetLeaf(n, to: e)
-                    invalidations.append(.inode(ino))
-                    if open && n.kind == .file, let dirPath = path(of: dir.rec.ino) {
-                        let path = dirPath.isEmpty ? e.name : dirPath + [47] + e.name
-                        invalidations.append(.resize(ino: ino, path: path, size: n.rec.size, mtime: n.rec.mtime))
-                    }
-                }
-            } else {
-                // Hard links of the snapshot share one new node (the link-group map was cleared for this restore).
-                fresh[e.name] = try adopt(e, into: dir)
+        guard var current = dir.entries else { return }
+        // The names to visit, and the snapshot's entries for them.
+        var wanted: [[UInt8]: TreeEntry] = [:]
+        var names = Set<[UInt8]>()
+        if !thorough, let previous, let changed {
+            names = changed
+            let differing = try domain { try repo.content.differingEntries(previous, id) }
+            for e in differing.old { names.insert(e.name) }
+            for e in differing.new { names.insert(e.name); wanted[e.name] = e }
+            for name in changed where wanted[name] == nil {
+                if let e = try domain({ try repo.content.entry(named: name, in: id) }) { wanted[name] = e }
             }
-            invalidations.append(.entry(parent: dir.rec.ino, name: e.name))
+        } else {
+            for e in try domain({ try repo.content.tree(id) }).entries { names.insert(e.name); wanted[e.name] = e }
+            for name in current.keys { names.insert(name) }
         }
-        for (name, ino) in old where fresh[name] != ino {
+        var kept = Set<UInt64>()
+        for name in names.sorted(by: bytesPrecede) {
+            let old = current[name]
+            if let e = wanted[name] {
+                if let ino = old, let n = nodes[ino], n.kind == e.kind, n.links.count == 1, e.linkGroup == 0, !kept.contains(ino) {
+                    kept.insert(ino)
+                    if e.kind == .directory {
+                        try reconcile(n, with: e.content!, thorough: thorough, invalidations: &invalidations, detached: &detached)
+                    } else {
+                        let open = n.opens > 0
+                        resetLeaf(n, to: e)
+                        invalidations.append(.inode(ino))
+                        if open && n.kind == .file, let dirPath = path(of: dir.rec.ino) {
+                            let path = dirPath.isEmpty ? e.name : dirPath + [47] + e.name
+                            invalidations.append(.resize(ino: ino, path: path, size: n.rec.size, mtime: n.rec.mtime))
+                        }
+                    }
+                    invalidations.append(.entry(parent: dir.rec.ino, name: name))
+                    continue
+                }
+                if let ino = old { unlink(name, ino, from: dir, detached: &detached) }
+                // Hard links of the snapshot share one new node (the link-group map was cleared for this restore).
+                current[name] = try adopt(e, into: dir)
+            } else {
+                guard let ino = old else { continue }
+                unlink(name, ino, from: dir, detached: &detached)
+                current[name] = nil
+            }
             invalidations.append(.entry(parent: dir.rec.ino, name: name))
-            guard let n = nodes[ino], !kept.contains(ino) else { continue }
-            if let i = n.parents.firstIndex(of: dir.rec.ino) { n.parents.remove(at: i) }
-            if n.parents.isEmpty { n.rec.nlink = 0; detached.append(n) }
         }
-        dir.entries = fresh
+        dir.entries = current
+    }
+
+    /// Takes `name` (naming `ino`) out of `dir` during a restore.
+    private func unlink(_ name: [UInt8], _ ino: UInt64, from dir: Node, detached: inout [Node]) {
+        guard let n = nodes[ino] else { return }
+        n.links.removeAll { $0 == Link(parent: dir.rec.ino, name: name) }
+        if n.links.isEmpty { n.rec.nlink = 0; detached.append(n) }
     }
 
     /// Gives a kept node the snapshot entry's content and attributes. A node no handle holds open gets a

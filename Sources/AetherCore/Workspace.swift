@@ -67,6 +67,7 @@ public final class Workspace: @unchecked Sendable {
                     }
                 }
                 if kind == .directory && r.materialized { node.entries = [:] }
+                if kind == .directory && r.dirty { node.changedNames = nil }
                 if r.linkGroup != 0 { linkGroups[r.linkGroup] = r.ino }
                 nodes[r.ino] = node
                 nextIno = max(nextIno, r.ino + 1)
@@ -74,10 +75,10 @@ public final class Workspace: @unchecked Sendable {
             for d in try domain({ try catalog.dentries(session: session.id) }) {
                 guard let parent = nodes[d.parent], let child = nodes[d.ino] else { continue }
                 parent.entries?[d.name] = d.ino
-                child.parents.append(d.parent)
+                child.links.append(Link(parent: d.parent, name: d.name))
             }
             // Nodes that lost their last name before a crash.
-            for (ino, node) in nodes where ino != Workspace.rootIno && node.parents.isEmpty {
+            for (ino, node) in nodes where ino != Workspace.rootIno && node.links.isEmpty {
                 try domain { try catalog.deleteNode(session: session.id, ino: ino) }
                 Glibc.unlink(upperPath(ino))
                 nodes[ino] = nil
@@ -99,10 +100,10 @@ public final class Workspace: @unchecked Sendable {
 
     /// Makes the root a clean, unloaded directory over `tree`, with a row of its own.
     private func resetRoot(_ tree: ObjectID) throws(AetherError) {
-        let t = try domain { try repo.content.tree(tree) }
+        let t = try domain { try repo.content.treeHead(tree) }
         let root = Node(rec: NodeRecord(ino: Workspace.rootIno, kind: NodeKind.directory.rawValue, mode: t.mode, uid: t.uid,
                                         gid: t.gid, size: 4096, atime: t.mtime, mtime: t.mtime, ctime: t.mtime,
-                                        nlink: 2 + UInt32(t.entries.filter { $0.kind == .directory }.count),
+                                        nlink: 2 + UInt32(t.subdirectoryCount),
                                         content: tree.bytes), kind: .directory)
         root.xattrs = t.xattrs
         if let old = nodes[Workspace.rootIno] { root.lookups = old.lookups }
@@ -149,11 +150,11 @@ public final class Workspace: @unchecked Sendable {
     /// allows, else a new node.
     func adopt(_ e: TreeEntry, into dir: Node, canShare: (UInt64, Node) -> Bool = { _, _ in true }) throws(AetherError) -> UInt64 {
         if e.linkGroup != 0, let ino = linkGroups[e.linkGroup], let existing = nodes[ino], canShare(ino, existing) {
-            existing.parents.append(dir.rec.ino)
+            existing.links.append(Link(parent: dir.rec.ino, name: e.name))
             return ino
         }
         let child = try makeNode(from: e)
-        child.parents = [dir.rec.ino]
+        child.links = [Link(parent: dir.rec.ino, name: e.name)]
         nodes[child.rec.ino] = child
         if e.linkGroup != 0 { linkGroups[e.linkGroup] = child.rec.ino }
         return child.rec.ino
@@ -163,10 +164,10 @@ public final class Workspace: @unchecked Sendable {
         let ino = try allocateIno()
         if e.kind == .directory {
             guard let id = e.content else { throw .damaged("directory entry without a tree") }
-            let t = try domain { try repo.content.tree(id) }
+            let t = try domain { try repo.content.treeHead(id) }
             let rec = NodeRecord(ino: ino, kind: NodeKind.directory.rawValue, mode: t.mode, uid: t.uid, gid: t.gid,
                                  size: 4096, atime: t.mtime, mtime: t.mtime, ctime: t.mtime,
-                                 nlink: 2 + UInt32(t.entries.filter { $0.kind == .directory }.count), content: id.bytes)
+                                 nlink: 2 + UInt32(t.subdirectoryCount), content: id.bytes)
             let n = Node(rec: rec, kind: .directory)
             n.xattrs = t.xattrs
             return n
@@ -191,7 +192,7 @@ public final class Workspace: @unchecked Sendable {
     func touch(_ node: Node) throws(AetherError) {
         node.rec.dirty = true
         try save(node)
-        for p in node.parents { try materialize(try self.node(p)) }
+        try markNamesChanged(node)
     }
 
     /// Gives a directory dentry rows for all its names (and rows for its children), and marks it and
@@ -209,7 +210,16 @@ public final class Workspace: @unchecked Sendable {
         }
         dir.rec.dirty = true
         try save(dir)
-        for p in dir.parents { try materialize(try node(p)) }
+        try markNamesChanged(dir)
+    }
+
+    /// Records in each directory holding `node` that its entry there changed, and materializes them.
+    private func markNamesChanged(_ node: Node) throws(AetherError) {
+        for l in node.links {
+            let parent = try self.node(l.parent)
+            parent.changedNames?.insert(l.name)
+            try materialize(parent)
+        }
     }
 
     /// Runs one change atomically in the catalog.
@@ -224,14 +234,16 @@ public final class Workspace: @unchecked Sendable {
     func addEntry(_ dir: Node, _ name: [UInt8], _ child: Node) throws(AetherError) {
         try materialize(dir)
         dir.entries![name] = child.rec.ino
-        child.parents.append(dir.rec.ino)
+        dir.changedNames?.insert(name)
+        child.links.append(Link(parent: dir.rec.ino, name: name))
         try domain { try catalog.setDentry(session: session.id, parent: dir.rec.ino, name: name, ino: child.rec.ino) }
     }
 
     func removeEntry(_ dir: Node, _ name: [UInt8], _ child: Node) throws(AetherError) {
         try materialize(dir)
         dir.entries![name] = nil
-        if let i = child.parents.firstIndex(of: dir.rec.ino) { child.parents.remove(at: i) }
+        dir.changedNames?.insert(name)
+        child.links.removeAll { $0 == Link(parent: dir.rec.ino, name: name) }
         try domain { try catalog.removeDentry(session: session.id, parent: dir.rec.ino, name: name) }
     }
 
@@ -243,7 +255,7 @@ public final class Workspace: @unchecked Sendable {
 
     /// Drops a node that has no name left, once the kernel and every handle let go of it.
     func releaseIfUnreferenced(_ node: Node) throws(AetherError) {
-        guard node.rec.ino != Workspace.rootIno, node.parents.isEmpty else { return }
+        guard node.rec.ino != Workspace.rootIno, node.links.isEmpty else { return }
         if node.persisted {
             try domain { try catalog.deleteNode(session: session.id, ino: node.rec.ino) }
             node.persisted = false

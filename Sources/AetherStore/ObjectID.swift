@@ -11,11 +11,24 @@ public struct ObjectID: Hashable, Comparable, Sendable, CustomStringConvertible 
     }
 
     /// Reads 32 big-endian bytes.
-    public init?(bytes: some Collection<UInt8>) {
+    public init?(bytes: [UInt8]) {
         guard bytes.count == 32 else { return nil }
-        var words = [UInt64](repeating: 0, count: 4)
-        for (i, b) in bytes.enumerated() { words[i / 8] = words[i / 8] << 8 | UInt64(b) }
-        self.init(w0: words[0], w1: words[1], w2: words[2], w3: words[3])
+        self = bytes.withUnsafeBytes { ObjectID(raw: $0) }
+    }
+
+    /// Reads 32 big-endian bytes.
+    public init?(bytes: ArraySlice<UInt8>) {
+        guard bytes.count == 32 else { return nil }
+        self = bytes.withUnsafeBytes { ObjectID(raw: $0) }
+    }
+
+    /// Reads 32 big-endian bytes from a buffer of at least that size.
+    public init(raw: UnsafeRawBufferPointer) {
+        precondition(raw.count >= 32)
+        self.init(w0: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                  w1: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
+                  w2: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
+                  w3: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
     }
 
     /// Parses 64 lowercase or uppercase hex digits.
@@ -34,12 +47,14 @@ public struct ObjectID: Hashable, Comparable, Sendable, CustomStringConvertible 
     }
 
     public var bytes: [UInt8] {
-        var out = [UInt8]()
-        out.reserveCapacity(32)
-        for w in [w0, w1, w2, w3] {
-            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w >> UInt64(shift))) }
+        [UInt8](unsafeUninitializedCapacity: 32) { buf, count in
+            let raw = UnsafeMutableRawBufferPointer(buf)
+            raw.storeBytes(of: w0.bigEndian, toByteOffset: 0, as: UInt64.self)
+            raw.storeBytes(of: w1.bigEndian, toByteOffset: 8, as: UInt64.self)
+            raw.storeBytes(of: w2.bigEndian, toByteOffset: 16, as: UInt64.self)
+            raw.storeBytes(of: w3.bigEndian, toByteOffset: 24, as: UInt64.self)
+            count = 32
         }
-        return out
     }
 
     public var hex: String {
@@ -65,7 +80,7 @@ public struct ObjectID: Hashable, Comparable, Sendable, CustomStringConvertible 
         header.withUnsafeBytes { hasher.update(bufferPointer: $0) }
         hasher.update(bufferPointer: content)
         let digest = hasher.finalize()
-        return digest.withUnsafeBytes { ObjectID(bytes: Array($0))! }
+        return digest.withUnsafeBytes { ObjectID(raw: $0) }
     }
 
     public static func of(_ kind: ObjectKind, _ content: [UInt8]) -> ObjectID {

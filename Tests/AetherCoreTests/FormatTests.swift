@@ -1,6 +1,7 @@
 import Testing
 @testable import AetherCore
 import AetherStore
+import TestSupport
 
 @Suite struct FormatTests {
     static let sampleTree = Tree(mode: 0o755, uid: 1000, gid: 100, mtime: 1_700_000_000_123_456_789, xattrs: ["user.a": [1, 2]], entries: [
@@ -34,8 +35,98 @@ import AetherStore
         bytes.removeLast()
         #expect(throws: FormatError.self) { try Tree.decode(bytes) }
         var newer = FormatTests.sampleTree.encode()
-        newer[4] = 2
+        newer[4] = 3
         #expect(throws: FormatError.self) { try Tree.decode(newer) }
         #expect(throws: FormatError.self) { try Manifest.decode(Manifest(size: 3, chunks: []).encode()) }
+    }
+
+    /// A directory of `count` files named from `names`, with mtimes from `stamp`.
+    static func entries(_ names: some Sequence<Int>, stamp: Int64 = 1) -> [TreeEntry] {
+        names.map { i in
+            TreeEntry(name: Array("f\(i)".utf8), kind: i % 97 == 0 ? .directory : .file, mode: 0o644, size: UInt64(i),
+                      mtime: stamp, content: ObjectID.of(.manifest, [UInt8(truncatingIfNeeded: i), UInt8(truncatingIfNeeded: stamp)]))
+        }
+    }
+
+    @Test func pageBoundariesArePinned() {
+        // Golden: which names begin a page is part of the tree format (version 2).
+        let starts = (0..<3000).filter { Tree.startsPage(Array("f\($0)".utf8)) }
+        #expect(starts.count > 10 && starts.count < 40)
+        #expect(Array(starts.prefix(6)) == FormatTests.pinnedStarts)
+    }
+    static let pinnedStarts = [201, 370, 621, 873, 949, 1306]
+
+    @Test func largeDirectoriesAreStoredInPagesAndReadWhole() throws {
+        let dir = TempDir(); defer { dir.remove() }
+        let store = ContentStore(objects: try ObjectStore(directory: dir.path + "/objects"))
+        let tree = Tree(mode: 0o755, uid: 0, gid: 0, mtime: 5, entries: FormatTests.entries(0..<5000))
+        let id = try store.putTree(tree)
+        let head = try store.treeHead(id)
+        let pages = try #require(head.pages)
+        #expect(head.entries.isEmpty && head.count == 5000)
+        #expect(head.subdirectoryCount == tree.entries.filter { $0.kind == .directory }.count)
+        #expect(pages.count > 20, "about one page per 128 names")
+        for p in pages.dropFirst() { #expect(Tree.startsPage(p.first)) }
+        var whole = try store.tree(id)
+        whole.pages = nil
+        #expect(whole == tree)
+        // A small directory stays in one object (version 1).
+        let small = Tree(mode: 0o755, uid: 0, gid: 0, mtime: 5, entries: FormatTests.entries(0..<Tree.pagedAbove))
+        #expect(try store.treeHead(try store.putTree(small)).pages == nil)
+    }
+
+    @Test func changesOverATreeGiveTheTreeWrittenWhole() throws {
+        let dir = TempDir(); defer { dir.remove() }
+        let store = ContentStore(objects: try ObjectStore(directory: dir.path + "/objects"))
+        var rng = SystemRandomNumberGenerator()
+        // Sizes cross the paging threshold both ways; changes hit first names of pages, names before
+        // the first, runs of neighbouring pages and empty results.
+        var current: [Int: TreeEntry] = [:]
+        for e in FormatTests.entries(0..<1500) { current[Int(String(decoding: e.name.dropFirst(), as: UTF8.self))!] = e }
+        var base = try store.putTree(Tree(mode: 0o755, uid: 0, gid: 0, mtime: 1, entries: Array(current.values)))
+        var forms = Set<Int>()
+        for round in 0..<60 {
+            var changed: [Int: TreeEntry?] = [:]
+            let pages = try store.treeHead(base).pages ?? []
+            let firsts = pages.map { Int(String(decoding: $0.first.dropFirst(), as: UTF8.self))! }
+            let count = round % 7 == 3 ? 600 : Int.random(in: 1...60, using: &rng)
+            let shrinking = round / 15 % 2 == 0
+            for _ in 0..<count {
+                let pick = Int.random(in: 0..<6, using: &rng)
+                // Phases of shrinking and growing take the directory across the paging threshold.
+                if pick < (shrinking ? 5 : 1), !current.isEmpty {
+                    let i = pick == 0 && !firsts.isEmpty ? firsts.randomElement(using: &rng)! : current.keys.randomElement(using: &rng)!
+                    changed[i] = .some(nil)
+                } else {
+                    let i = Int.random(in: 0..<2600, using: &rng)
+                    changed[i] = FormatTests.entries([i], stamp: Int64(round + 2))[0]
+                }
+            }
+            for (i, e) in changed { current[i] = e }
+            let changes: [TreeChange] = changed.map { (Array("f\($0.key)".utf8), $0.value) }.sorted { bytesPrecede($0.name, $1.name) }
+            let attributes = Tree(mode: 0o700, uid: 1, gid: 2, mtime: Int64(round), entries: [])
+            let incremental = try store.putTree(attributes, base: base, changes: changes)
+            var whole = attributes
+            whole.entries = Array(current.values).sorted { bytesPrecede($0.name, $1.name) }
+            #expect(incremental == (try store.putTree(whole)), "round \(round): \(current.count) names")
+            var read = try store.tree(incremental)
+            read.pages = nil
+            #expect(read == whole)
+            base = incremental
+            forms.insert(try store.treeHead(base).pages == nil ? 1 : 2)
+        }
+        #expect(forms == [1, 2], "the directory was stored in both forms")
+    }
+
+    @Test func aDamagedPageIsReportedNotServed() throws {
+        let dir = TempDir(); defer { dir.remove() }
+        let objects = try ObjectStore(directory: dir.path + "/objects")
+        let id = try ContentStore(objects: objects).putTree(Tree(mode: 0o755, uid: 0, gid: 0, mtime: 5, entries: FormatTests.entries(0..<3000)))
+        let page = try #require(try ContentStore(objects: objects).treeHead(id).pages?[3])
+        // A page of another directory in its place (a valid object, the wrong one).
+        let other = Tree.encodePage(FormatTests.entries(0..<3, stamp: 9)[...])
+        objects.remove(page.id)
+        try other.withUnsafeBytes { try objects.put(page.id, .tree, $0) }
+        #expect(throws: (any Error).self) { try ContentStore(objects: objects).tree(id) }
     }
 }

@@ -123,6 +123,107 @@ final class Fixture {
         #expect(try ws.text(try ws.path("d/b")) == "shared")
     }
 
+    @Test func largeDirectoriesCheckpointWhatChangedAndReadBackWhole() throws {
+        let f = try Fixture()
+        /// The stored tree of `dir` in checkpoint `cp`, checked to be the one a whole rewrite gives.
+        func storedTree(_ cp: SnapshotRecord, _ dir: String) throws -> Tree {
+            var id = ObjectID(bytes: cp.root)!
+            for part in dir.split(separator: "/") {
+                id = try #require(try f.repo.tree(id).entries.first { $0.name == bytes(String(part)) }?.content)
+            }
+            var whole = try f.repo.tree(id)
+            whole.pages = nil
+            #expect(try f.repo.content.putTree(whole) == id, "written in part, the tree is the one written whole")
+            return whole
+        }
+        let cp2: SnapshotRecord
+        do {
+            let ws = try f.open()
+            let big = try ws.mkdir(parent: root, name: bytes("big"), mode: 0o755, caller: me)
+            for i in 0..<1500 {
+                let n = try ws.create(parent: big.ino, name: bytes("f\(i)"), mode: 0o644, caller: me)
+                try ws.write(n.ino, "\(i)")
+            }
+            _ = try ws.link(try ws.path("big/f1"), newParent: root, newName: bytes("h1"))
+            let cp1 = try ws.checkpoint(CheckpointRequest(message: "big"), author: 1)
+            #expect(try f.repo.content.treeHead(try #require(storedTree(cp1, "").entries.first { $0.name == bytes("big") }?.content)).pages != nil)
+            try ws.write(try ws.path("big/f5"), "five")
+            try ws.unlink(parent: big.ino, name: bytes("f7"))
+            try ws.rename(parent: big.ino, name: bytes("f8"), newParent: big.ino, newName: bytes("zz"), flags: [])
+            _ = try ws.create(parent: big.ino, name: bytes("a-new"), mode: 0o600, caller: me)
+            try ws.write(try ws.path("h1"), "one, through the other name")
+            cp2 = try ws.checkpoint(CheckpointRequest(message: "few changes"), author: 1)
+            #expect(cp2.filesChanged == 3)
+        }
+        // After reopening, which names changed is not known: the next checkpoint writes big whole.
+        let ws = try f.open()
+        try ws.write(try ws.path("big/f9"), "nine")
+        let cp3 = try ws.checkpoint(CheckpointRequest(message: "after reopening"), author: 1)
+        for (cp, nine) in [(cp2, "9"), (cp3, "nine")] {
+            let tree = try storedTree(cp, "big")
+            #expect(tree.entries.count == 1500)
+            let other = try f.repo.createSession(name: "check-\(cp.name)", from: cp.sid, owner: 1)
+            let view = try Workspace(repo: f.repo, session: other)
+            #expect(try view.text(try view.path("big/f5")) == "five")
+            #expect(try view.text(try view.path("big/f1")) == "one, through the other name")
+            #expect(try view.text(try view.path("big/zz")) == "8")
+            #expect(try view.text(try view.path("big/f9")) == nine)
+            #expect(try view.text(try view.path("big/f1499")) == "1499")
+            #expect(throws: AetherError.self) { try view.path("big/f7") }
+            #expect(try view.attributes(try view.path("big/a-new")).mode == 0o600)
+            #expect(try view.list(try view.path("big")).count == 1500)
+        }
+    }
+
+    @Test func restoreVisitsOnlyWhatDiffers() throws {
+        let f = try Fixture()
+        let ws = try f.open()
+        let big = try ws.mkdir(parent: root, name: bytes("big"), mode: 0o755, caller: me)
+        for i in 0..<1200 {
+            let n = try ws.create(parent: big.ino, name: bytes("f\(i)"), mode: 0o644, caller: me)
+            try ws.write(n.ino, "\(i)")
+        }
+        let still = try ws.mkdir(parent: root, name: bytes("still"), mode: 0o755, caller: me)
+        let kept = try ws.create(parent: still.ino, name: bytes("k"), mode: 0o644, caller: me)
+        let cp1 = try ws.checkpoint(CheckpointRequest(message: "before"), author: 1)
+        try ws.write(try ws.path("big/f3"), "three")
+        _ = try ws.checkpoint(CheckpointRequest(message: "between"), author: 1)
+        try ws.write(try ws.path("big/f5"), "five")
+        try ws.unlink(parent: big.ino, name: bytes("f7"))
+        _ = try ws.create(parent: big.ino, name: bytes("new"), mode: 0o644, caller: me)
+        let inv = try ws.restore(to: cp1, caller: 1)
+        for name in ["f3", "f5", "f7", "new"] {
+            #expect(inv.contains(.entry(parent: big.ino, name: bytes(name))), "\(name) is visited")
+        }
+        #expect(!inv.contains(.entry(parent: big.ino, name: bytes("f100"))), "an unchanged name is left alone")
+        #expect(!inv.contains(.inode(still.ino)), "an unchanged directory is left alone")
+        #expect(try ws.text(try ws.path("big/f3")) == "3")
+        #expect(try ws.text(try ws.path("big/f5")) == "5")
+        #expect(try ws.text(try ws.path("big/f7")) == "7")
+        #expect(throws: AetherError.self) { try ws.path("big/new") }
+        #expect(try ws.path("still/k") == kept.ino)
+        #expect(try ws.list(big.ino).count == 1200)
+    }
+
+    @Test func restoreAfterReopeningFindsEveryChange() throws {
+        let f = try Fixture()
+        let cp1: SnapshotRecord
+        do {
+            let ws = try f.open()
+            let big = try ws.mkdir(parent: root, name: bytes("big"), mode: 0o755, caller: me)
+            for i in 0..<1100 { _ = try ws.create(parent: big.ino, name: bytes("f\(i)"), mode: 0o644, caller: me) }
+            cp1 = try ws.checkpoint(CheckpointRequest(message: "before"), author: 1)
+            try ws.write(try ws.path("big/f9"), "nine")
+            _ = try ws.create(parent: big.ino, name: bytes("extra"), mode: 0o644, caller: me)
+        }
+        let ws = try f.open()
+        _ = try ws.restore(to: cp1, caller: 1)
+        #expect(try ws.text(try ws.path("big/f9")) == "")
+        #expect(throws: AetherError.self) { try ws.path("big/extra") }
+        let again = try f.open()
+        #expect(try again.list(try again.path("big")).count == 1100)
+    }
+
     @Test func sessionLockRefusesASecondHolder() throws {
         let f = try Fixture()
         let lock = try SessionLock(repository: f.repo, session: f.session)
