@@ -304,7 +304,13 @@ extension Workspace {
         if let a = change.atime { n.rec.atime = a }
         if let m = change.mtime { n.rec.mtime = m }
         n.rec.ctime = now
-        try self.change { () throws(AetherError) in try touch(n) }
+        if n.rec.dirty && n.persisted && n.opens > 0 {
+            // An open file changed since the last checkpoint, whose row and names are in the catalog
+            // already: the row is saved when it is flushed, fsynced or closed, as writes' sizes are.
+            n.metaPending = true
+        } else {
+            try self.change { () throws(AetherError) in try touch(n) }
+        }
         return n.attributes
     }
 

@@ -22,6 +22,11 @@ public final class ObjectStore: @unchecked Sendable {
         try FileIO.makeDirectories(directory)
     }
 
+    deinit {
+        pthread_mutex_destroy(roomMutex)
+        roomMutex.deallocate()
+    }
+
     func path(of id: ObjectID) -> String {
         let hex = id.hex
         return "\(directory)/\(hex.prefix(2))/\(hex.dropFirst(2))"
@@ -101,15 +106,32 @@ public final class ObjectStore: @unchecked Sendable {
     /// deleting files (which writes to the database) still works on a full store.
     public static let headroom: Int64 = 16 << 20
 
-    /// Throws `noSpace` when writing `bytes` would eat into the headroom.
+    /// Throws `noSpace` when writing `bytes` would eat into the headroom. The free space is measured
+    /// again when 100 ms have passed or the writes since the last measurement come near the headroom,
+    /// so that small writes do not each cost a `statvfs`.
     public func ensureRoom(for bytes: Int) throws {
+        let now = monotonicNanoseconds()
+        pthread_mutex_lock(roomMutex)
+        defer { pthread_mutex_unlock(roomMutex) }
+        room.spent += Int64(bytes)
+        if now - room.measured < 100_000_000 && room.free - room.spent > 4 * ObjectStore.headroom { return }
         var st = statvfs()
         guard statvfs(directory, &st) == 0 else { return }
         let free = Int64(st.f_bavail) * Int64(st.f_frsize)
+        room = (free: free, spent: 0, measured: now)
         if free - Int64(bytes) < ObjectStore.headroom {
+            room.measured = 0
             throw StoreError.noSpace("\(free >> 20) MiB free, \(ObjectStore.headroom >> 20) MiB are kept for metadata")
         }
     }
+
+    private let roomMutex: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
+    /// The last measurement of free space, the bytes checked since and when it was taken.
+    private var room: (free: Int64, spent: Int64, measured: Int64) = (0, 0, 0)
 
     /// Makes every object put so far durable.
     public func sync() throws { try FileIO.syncFileSystem(of: directory) }
@@ -136,4 +158,10 @@ public final class ObjectStore: @unchecked Sendable {
         }
         return (count, bytes)
     }
+}
+
+private func monotonicNanoseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
 }
