@@ -42,6 +42,9 @@ final class Node {
     /// A directory's names added, removed, replaced or whose node changed since the tree in
     /// `rec.content` was written; nil when not known (the next checkpoint writes the whole tree again).
     var changedNames: Set<[UInt8]>? = []
+    /// An overlay directory's dentry rows read at start, applied over its tree when it is loaded
+    /// (inode 0: the name is gone).
+    var overrides: [[UInt8]: UInt64] = [:]
     /// The names of this node: the directory holding each and the name there.
     var links: [Link] = []
     /// Whether the node has a row in the catalog.

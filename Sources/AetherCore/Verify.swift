@@ -69,7 +69,7 @@ extension Repository {
                 if r.kind == NodeKind.directory.rawValue { walker.tree(content, label: label) }
                 else if r.kind == NodeKind.file.rawValue { walker.manifest(content, label: label) }
             }
-            for d in try domain({ try catalog.dentries(session: s.id) }) where !inos.contains(d.ino) || !inos.contains(d.parent) {
+            for d in try domain({ try catalog.dentries(session: s.id) }) where (d.ino != 0 && !inos.contains(d.ino)) || !inos.contains(d.parent) {
                 report.problems.append(Problem(what: "a name in directory \(d.parent) of the working layer points at a missing inode \(d.ino)", affects: [label]))
             }
             progress("checked \(label)")

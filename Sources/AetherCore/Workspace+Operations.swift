@@ -103,7 +103,8 @@ extension Workspace {
         let rec = NodeRecord(ino: try allocateIno(), kind: kind.rawValue, mode: mode, uid: caller.uid, gid: gid,
                              size: kind == .directory ? 4096 : UInt64(target.count), atime: now, mtime: now, ctime: now,
                              nlink: kind == .directory ? 2 : 1, rdev: rdev, target: target,
-                             upper: kind == .file, materialized: kind == .directory, dirty: true)
+                             upper: kind == .file, materialized: kind == .directory,
+                             overlay: kind == .directory, dirty: true)
         let node = Node(rec: rec, kind: kind)
         if kind == .directory { node.entries = [:] }
         if kind == .file {

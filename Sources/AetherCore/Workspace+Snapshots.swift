@@ -169,7 +169,7 @@ extension Workspace {
         var rootRecord = root.rec
         rootRecord.mode = tree.mode; rootRecord.uid = tree.uid; rootRecord.gid = tree.gid
         rootRecord.mtime = tree.mtime; rootRecord.ctime = tree.mtime; rootRecord.atime = tree.mtime
-        rootRecord.content = rootID.bytes; rootRecord.dirty = false; rootRecord.materialized = false
+        rootRecord.content = rootID.bytes; rootRecord.dirty = false; rootRecord.materialized = false; rootRecord.overlay = false
         rootRecord.xattrs = encodeXattrs(tree.xattrs)
         try change(durable: true) { () throws(AetherError) in
             try domain {
@@ -187,7 +187,7 @@ extension Workspace {
         let thorough = !linkGroups.isEmpty || nodes.values.contains { $0.kind != .directory && $0.rec.nlink > 1 }
         for n in nodes.values {
             n.persisted = false; n.metaPending = false
-            if n.kind == .directory { n.rec.materialized = false }
+            if n.kind == .directory { n.rec.materialized = false; n.rec.overlay = false; n.overrides = [:] }
         }
         root.persisted = true
         var invalidations: [Invalidation] = []
@@ -229,7 +229,7 @@ extension Workspace {
         dir.xattrs = head.xattrs
         dir.rec.content = id.bytes
         dir.rec.dirty = false
-        dir.rec.materialized = false
+        dir.rec.materialized = false; dir.rec.overlay = false
         dir.rec.nlink = 2 + UInt32(head.subdirectoryCount)
         let changed = dir.changedNames
         dir.changedNames = []

@@ -66,16 +66,22 @@ public final class Workspace: @unchecked Sendable {
                         node.rec.size = 0
                     }
                 }
-                if kind == .directory && r.materialized { node.entries = [:] }
-                if kind == .directory && r.dirty { node.changedNames = nil }
+                // A full listing (stores before catalog schema 3) is known only after a checkpoint.
+                if kind == .directory && r.materialized && !r.overlay { node.entries = [:] }
+                if kind == .directory && r.dirty && !r.overlay { node.changedNames = nil }
                 if r.linkGroup != 0 { linkGroups[r.linkGroup] = r.ino }
                 nodes[r.ino] = node
                 nextIno = max(nextIno, r.ino + 1)
             }
             for d in try domain({ try catalog.dentries(session: session.id) }) {
-                guard let parent = nodes[d.parent], let child = nodes[d.ino] else { continue }
-                parent.entries?[d.name] = d.ino
-                child.links.append(Link(parent: d.parent, name: d.name))
+                guard let parent = nodes[d.parent] else { continue }
+                if parent.rec.overlay {
+                    parent.overrides[d.name] = d.ino
+                    if parent.rec.dirty { parent.changedNames?.insert(d.name) }
+                } else {
+                    parent.entries?[d.name] = d.ino
+                }
+                if let child = nodes[d.ino] { child.links.append(Link(parent: d.parent, name: d.name)) }
             }
             // Nodes that lost their last name before a crash.
             for (ino, node) in nodes where ino != Workspace.rootIno && node.links.isEmpty {
@@ -134,15 +140,18 @@ public final class Workspace: @unchecked Sendable {
         return n
     }
 
-    /// Gives a directory its names, from its tree, allocating inode numbers for them.
+    /// Gives a directory its names, from its tree (allocating inode numbers for them) and the dentry
+    /// rows that override it.
     func ensureLoaded(_ dir: Node) throws(AetherError) {
         guard dir.entries == nil else { return }
         var entries: [[UInt8]: UInt64] = [:]
         if let id = dir.contentID {
             let tree = try domain { try repo.content.tree(id) }
             entries.reserveCapacity(tree.entries.count)
-            for e in tree.entries { entries[e.name] = try adopt(e, into: dir) }
+            for e in tree.entries where dir.overrides[e.name] == nil { entries[e.name] = try adopt(e, into: dir) }
         }
+        for (name, ino) in dir.overrides where ino != 0 && nodes[ino] != nil { entries[name] = ino }
+        dir.overrides = [:]
         dir.entries = entries
     }
 
@@ -195,30 +204,27 @@ public final class Workspace: @unchecked Sendable {
         try markNamesChanged(node)
     }
 
-    /// Gives a directory dentry rows for all its names (and rows for its children), and marks it and
-    /// its ancestors changed.
+    /// Marks a directory and its ancestors changed, each with a row; from now on its names that differ
+    /// from its tree get dentry rows (an overlay: unchanged names get none, however many there are).
     func materialize(_ dir: Node) throws(AetherError) {
         if dir.rec.materialized && dir.rec.dirty && dir.persisted { return }
-        try ensureLoaded(dir)
         if !dir.rec.materialized {
             dir.rec.materialized = true
-            for (name, ino) in dir.entries! {
-                let child = try node(ino)
-                if !child.persisted { try save(child) }
-                try domain { try catalog.setDentry(session: session.id, parent: dir.rec.ino, name: name, ino: ino) }
-            }
+            dir.rec.overlay = true
         }
         dir.rec.dirty = true
         try save(dir)
         try markNamesChanged(dir)
     }
 
-    /// Records in each directory holding `node` that its entry there changed, and materializes them.
+    /// Records in each directory holding `node` that its entry there changed (with a dentry row, as a
+    /// changed node is read back from its own row), and materializes them.
     private func markNamesChanged(_ node: Node) throws(AetherError) {
         for l in node.links {
             let parent = try self.node(l.parent)
             parent.changedNames?.insert(l.name)
             try materialize(parent)
+            try domain { try catalog.setDentry(session: session.id, parent: l.parent, name: l.name, ino: node.rec.ino) }
         }
     }
 
@@ -232,6 +238,7 @@ public final class Workspace: @unchecked Sendable {
     }
 
     func addEntry(_ dir: Node, _ name: [UInt8], _ child: Node) throws(AetherError) {
+        try ensureLoaded(dir)
         try materialize(dir)
         dir.entries![name] = child.rec.ino
         dir.changedNames?.insert(name)
@@ -240,11 +247,17 @@ public final class Workspace: @unchecked Sendable {
     }
 
     func removeEntry(_ dir: Node, _ name: [UInt8], _ child: Node) throws(AetherError) {
+        try ensureLoaded(dir)
         try materialize(dir)
         dir.entries![name] = nil
         dir.changedNames?.insert(name)
         child.links.removeAll { $0 == Link(parent: dir.rec.ino, name: name) }
-        try domain { try catalog.removeDentry(session: session.id, parent: dir.rec.ino, name: name) }
+        if dir.rec.overlay && dir.contentID != nil {
+            // The name may be in the directory's tree: a row with inode 0 hides it.
+            try domain { try catalog.setDentry(session: session.id, parent: dir.rec.ino, name: name, ino: 0) }
+        } else {
+            try domain { try catalog.removeDentry(session: session.id, parent: dir.rec.ino, name: name) }
+        }
     }
 
     func stampChanged(_ dir: Node) {

@@ -7,10 +7,12 @@ import Glibc
 ///
 /// Vocabulary: a *node* is one file, directory, symlink or FIFO of a session's working layer, numbered
 /// by its inode number; a *dentry* is a name in a materialized directory. Only nodes that differ from
-/// the session's base snapshot (or lie on the path to one) have rows.
+/// the session's base snapshot (or lie on the path to one) have rows. Since schema 3 a materialized
+/// directory's dentries are *overrides* of its tree: a changed or new name points at its node, a row
+/// with inode 0 hides a name of the tree (earlier stores list every name of a materialized directory).
 public final class Catalog: @unchecked Sendable {
     /// The schema this code writes. Older databases are migrated; newer ones are refused.
-    public static let schemaVersion = 2
+    public static let schemaVersion = 3
     public let db: Database
 
     public init(path: String) throws {
@@ -65,6 +67,10 @@ public final class Catalog: @unchecked Sendable {
                 INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '2');
                 """)
             }
+        }
+        if found < 3 {
+            // Overlay dentries (materialized = 2); rows of earlier schemas keep their meaning.
+            try db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '3')")
         }
     }
 
@@ -210,7 +216,7 @@ public final class Catalog: @unchecked Sendable {
             """, .int(session), .int(Int64(bitPattern: n.ino)), .int(Int64(n.kind)), .int(Int64(n.mode)),
             .int(Int64(n.uid)), .int(Int64(n.gid)), .int(Int64(bitPattern: n.size)), .int(n.atime), .int(n.mtime),
             .int(n.ctime), .int(Int64(n.nlink)), .int(Int64(bitPattern: n.rdev)), .blob(n.target),
-            n.content.map { .blob($0) } ?? .null, .int(n.upper ? 1 : 0), .int(n.materialized ? 1 : 0),
+            n.content.map { .blob($0) } ?? .null, .int(n.upper ? 1 : 0), .int(n.materialized ? (n.overlay ? 2 : 1) : 0),
             .int(n.dirty ? 1 : 0), .int(Int64(bitPattern: n.linkGroup)), .blob(n.xattrs))
     }
 
@@ -230,7 +236,7 @@ public final class Catalog: @unchecked Sendable {
                 uid: UInt32(r[3].int ?? 0), gid: UInt32(r[4].int ?? 0), size: UInt64(bitPattern: r[5].int ?? 0),
                 atime: r[6].int ?? 0, mtime: r[7].int ?? 0, ctime: r[8].int ?? 0, nlink: UInt32(r[9].int ?? 1),
                 rdev: UInt64(bitPattern: r[10].int ?? 0), target: r[11].blob ?? [], content: r[12].blob,
-                upper: r[13].int == 1, materialized: r[14].int == 1, dirty: r[15].int == 1,
+                upper: r[13].int == 1, materialized: (r[14].int ?? 0) != 0, overlay: r[14].int == 2, dirty: r[15].int == 1,
                 linkGroup: UInt64(bitPattern: r[16].int ?? 0), xattrs: r[17].blob ?? []))
         }
         return out
@@ -345,8 +351,10 @@ public struct NodeRecord: Sendable, Equatable {
     public var content: [UInt8]?
     /// The file's bytes live in the session's upper file, not (only) in `content`.
     public var upper: Bool
-    /// The directory's entries are the dentry rows, not its base tree's.
+    /// The directory's names are in dentry rows: all of them, or (`overlay`) those that differ from its tree.
     public var materialized: Bool
+    /// A materialized directory's dentry rows override its tree's names (inode 0 hides one).
+    public var overlay: Bool
     /// Changed since the last checkpoint.
     public var dirty: Bool
     /// Ties hard links of a base snapshot together (0 for none).
@@ -356,10 +364,10 @@ public struct NodeRecord: Sendable, Equatable {
 
     public init(ino: UInt64, kind: UInt8, mode: UInt32, uid: UInt32, gid: UInt32, size: UInt64, atime: Int64,
                 mtime: Int64, ctime: Int64, nlink: UInt32, rdev: UInt64 = 0, target: [UInt8] = [], content: [UInt8]? = nil,
-                upper: Bool = false, materialized: Bool = false, dirty: Bool = false, linkGroup: UInt64 = 0, xattrs: [UInt8] = []) {
+                upper: Bool = false, materialized: Bool = false, overlay: Bool = false, dirty: Bool = false, linkGroup: UInt64 = 0, xattrs: [UInt8] = []) {
         self.ino = ino; self.kind = kind; self.mode = mode; self.uid = uid; self.gid = gid; self.size = size
         self.atime = atime; self.mtime = mtime; self.ctime = ctime; self.nlink = nlink; self.rdev = rdev
-        self.target = target; self.content = content; self.upper = upper; self.materialized = materialized
+        self.target = target; self.content = content; self.upper = upper; self.materialized = materialized; self.overlay = overlay
         self.dirty = dirty; self.linkGroup = linkGroup; self.xattrs = xattrs
     }
 }
