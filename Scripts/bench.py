@@ -266,6 +266,16 @@ def aether_only(aether, sizes, rounds, results):
                         "worst": max(forks) * 1e3})
         results.append({"workload": f"restore, {n}+ files", "unit": "ms", "aetherfs": statistics.median(restore) * 1e3,
                         "worst": max(restore) * 1e3})
+    # Many changed files in the largest session: every file's bytes are cut and stored again.
+    n = sizes[-1]
+    base = os.path.join(d, f"s{n}")
+    for changed in sorted({min(1000, n), n}):
+        step = n // changed
+        for i in range(0, n, step):
+            with open(os.path.join(base, f"f{i}"), "a") as f:
+                f.write("z")
+        t = control(d, "checkpoint", f"{changed} changed files")
+        results.append({"workload": f"checkpoint of {changed} changes, {n}+ files", "unit": "ms", "aetherfs": t * 1e3})
 
 
 def first_write_after_fork(native, aether, files, results):
