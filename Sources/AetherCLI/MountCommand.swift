@@ -128,6 +128,9 @@ struct MountCommand: ParsableCommand {
         if allowOther { args.append("--allow-other") }
         if showControl { args.append("--show-control") }
         args.append(mountpoint)
+        // libfuse's worker threads would each get a malloc arena of their own (up to 8 per core),
+        // holding freed memory apart; two keep the daemon's footprint near what it uses.
+        setenv("MALLOC_ARENA_MAX", "2", 0)
         let pid = try fail { () throws(AetherError) in try Spawn.detached(args, log: log) }
         let deadline = nanosecondsNow() + 30_000_000_000
         while nanosecondsNow() < deadline {

@@ -10,14 +10,19 @@ public final class ContentStore: @unchecked Sendable {
     public let objects: ObjectStore
     let lock = Lock()
     private var chunks = LRUCache<ObjectID, [UInt8]>(budget: 32 << 20)
-    private var manifests = LRUCache<ObjectID, IndexedManifest>(budget: 32 << 20)
+    private var manifests = LRUCache<ObjectID, IndexedManifest>(budget: 16 << 20)
     /// Trees as stored: version 1 with their entries, version 2 with their pages only.
-    var heads = LRUCache<ObjectID, Tree>(budget: 16 << 20)
+    var heads = LRUCache<ObjectID, Tree>(budget: 8 << 20)
     /// Version-2 trees with their pages' entries put together.
-    var assembled = LRUCache<ObjectID, Tree>(budget: 32 << 20)
-    var pages = LRUCache<ObjectID, [TreeEntry]>(budget: 16 << 20)
+    var assembled = LRUCache<ObjectID, Tree>(budget: 16 << 20)
+    var pages = LRUCache<ObjectID, [TreeEntry]>(budget: 8 << 20)
 
     private let writer: ChunkWriter
+    /// Reads the next chunks of a file being read in order into the cache, on another core.
+    private let prefetcher = DispatchQueue(label: "aetherfs.prefetch")
+    private var prefetching = Set<ObjectID>()
+    /// Where the last read of each manifest ended (to tell reads in order from random ones).
+    private var readEnds: [ObjectID: UInt64] = [:]
 
     public init(objects: ObjectStore) {
         self.objects = objects
@@ -54,6 +59,15 @@ public final class ContentStore: @unchecked Sendable {
         let m = try manifest(id)
         guard offset < m.manifest.size, count > 0 else { return }
         let end = min(m.manifest.size, offset + UInt64(count))
+        // In order: this read starts near where the last one ended (the kernel's read-ahead may
+        // send a few at once, out of order).
+        let inOrder = lock.withLock { () -> Bool in
+            let last = readEnds[id]
+            if readEnds.count > 4096 { readEnds.removeAll() }
+            readEnds[id] = end
+            guard let last else { return offset == 0 }
+            return offset + (2 << 20) >= last && offset <= last + (2 << 20)
+        }
         var i = upperBound(m.starts, offset) - 1
         var at = offset
         while at < end, i < m.starts.count {
@@ -71,13 +85,36 @@ public final class ContentStore: @unchecked Sendable {
             at = start + UInt64(to)
             i += 1
         }
+        if inOrder { prefetch(m, from: i) }
+    }
+
+    /// Starts reading up to 8 chunks of `m` from index `first` into the cache, unless cached or on
+    /// their way. Failures are left for the read that needs the chunk to report.
+    private func prefetch(_ m: IndexedManifest, from first: Int) {
+        let ids = lock.withLock { () -> [ObjectID] in
+            var ids: [ObjectID] = []
+            for k in first..<min(first + 8, m.manifest.chunks.count) {
+                let c = m.manifest.chunks[k].id
+                if c == Manifest.hole || chunks.contains(c) || !prefetching.insert(c).inserted { continue }
+                ids.append(c)
+            }
+            return ids
+        }
+        guard !ids.isEmpty else { return }
+        prefetcher.async { [self] in
+            for c in ids {
+                _ = try? chunk(c)
+                lock.withLock { _ = prefetching.remove(c) }
+            }
+        }
     }
 
     /// Writes the whole content of manifest `id` into `fd` from offset 0 (a copy-up).
     public func copy(manifest id: ObjectID, to fd: Int32) throws {
         let m = try manifest(id)
         var at: Int64 = 0
-        for piece in m.manifest.chunks {
+        for (i, piece) in m.manifest.chunks.enumerated() {
+            if i % 4 == 0 { prefetch(m, from: i + 1) }
             if piece.id != Manifest.hole {
                 let data = try chunk(piece.id)
                 try data.withUnsafeBytes { try FileIO.pwriteAll(fd, $0, at: at, "copy-up") }

@@ -32,6 +32,9 @@ struct LRUCache<Key: Hashable, Value> {
         return item.value
     }
 
+    /// Whether `key` is cached (without making it recent).
+    func contains(_ key: Key) -> Bool { items[key] != nil }
+
     mutating func put(_ key: Key, _ value: Value, cost: Int) {
         tick += 1
         if let old = items[key] { total -= old.cost }

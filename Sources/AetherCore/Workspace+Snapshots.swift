@@ -57,8 +57,9 @@ extension Workspace {
 
     /// Writes the current tree into the store and returns its root. Only changed paths are re-hashed and
     /// only written files are cut into chunks, so the cost follows the change. `record` runs inside the
-    /// durable transaction that marks the changed nodes clean, after every object is synced: what it
-    /// records is durable when `freeze` returns, and refers only to durable objects.
+    /// durable transaction that makes the root the session's base and drops the working layer's rows
+    /// (everything is in the tree now), after every object is synced: what it records is durable when
+    /// `freeze` returns, and refers only to durable objects.
     func freeze(_ record: (ObjectID, (files: Int64, bytes: Int64)) throws(AetherError) -> Void) throws(AetherError) -> ObjectID {
         try repo.ensureRoom(for: 0)
         var stats = (files: Int64(0), bytes: Int64(0))
@@ -68,10 +69,19 @@ extension Workspace {
         do {
             root = try snapshotDirectory(try node(Workspace.rootIno), stats: &stats, cleaned: &cleaned)
             try domain { try repo.objects.sync() }
+            let rootNode = try node(Workspace.rootIno)
+            var rootRecord = rootNode.record
+            rootRecord.materialized = false
+            rootRecord.overlay = false
             try change(durable: true) { () throws(AetherError) in
                 try record(root, stats)
-                for n in cleaned { try save(n) }
+                try domain {
+                    try catalog.setSessionRoot(session.id, baseRoot: root.bytes)
+                    try catalog.clearWorkingLayer(session: session.id)
+                    try catalog.upsertNode(session: session.id, rootRecord)
+                }
             }
+            forgetWorkingLayerRows()
         } catch {
             // What this attempt cleaned is changed again; the next one writes those directories whole.
             session = saved
@@ -83,13 +93,27 @@ extension Workspace {
         }
         session.baseRoot = root.bytes
         // Files nobody holds open leave the working layer: their bytes are in the chunk store now.
+        // (One held open keeps its upper file, without a row: a restart would find it stray and drop
+        // it, losing nothing, as it holds what the tree holds until it is written again.)
         for n in cleaned where n.kind == .file && n.rec.upper && n.opens == 0 && n.rec.content != nil {
             if n.fd >= 0 { close(n.fd); n.fd = -1 }
             n.rec.upper = false
-            try? save(n)
             Glibc.unlink(upperPath(n.rec.ino))
         }
         return root
+    }
+
+    /// In memory, after the working layer's rows were dropped: no node has a row or name rows.
+    /// (Only nodes with rows can have pending metadata, a name listing or overrides.)
+    private func forgetWorkingLayerRows() {
+        for ino in rowed {
+            guard let n = nodes[ino] else { continue }
+            n.persisted = false
+            n.metaPending = false
+            if n.kind == .directory { n.rec.materialized = false; n.rec.overlay = false; n.overrides = [:] }
+        }
+        rowed = [Workspace.rootIno]
+        nodes[Workspace.rootIno]?.persisted = true
     }
 
     static func newSnapshotID() -> String {
@@ -184,12 +208,8 @@ extension Workspace {
         session.head = snapshot.id
         // Hard links tie names in different directories together: with any, every loaded name is
         // visited (their nodes are made anew); without, unchanged directories and names are skipped.
-        let thorough = !linkGroups.isEmpty || nodes.values.contains { $0.kind != .directory && $0.rec.nlink > 1 }
-        for n in nodes.values {
-            n.persisted = false; n.metaPending = false
-            if n.kind == .directory { n.rec.materialized = false; n.rec.overlay = false; n.overrides = [:] }
-        }
-        root.persisted = true
+        let thorough = !linkGroups.isEmpty || linked
+        forgetWorkingLayerRows()
         var invalidations: [Invalidation] = []
         var detached: [Node] = []
         linkGroups = [:]

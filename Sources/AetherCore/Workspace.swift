@@ -26,6 +26,10 @@ public final class Workspace: @unchecked Sendable {
     var reservedIno: UInt64
     var linkGroups: [UInt64: UInt64] = [:]
     var modeChangedByWrites: [UInt64] = []
+    /// The nodes with a row in the catalog (`persisted`), so that dropping the rows visits only them.
+    var rowed = Set<UInt64>()
+    /// A hard link was made in this session (a restore then visits every loaded name).
+    var linked = false
     let upperDir: String
     var catalog: Catalog { repo.catalog }
 
@@ -56,6 +60,7 @@ public final class Workspace: @unchecked Sendable {
                 guard let kind = NodeKind(rawValue: r.kind) else { throw .damaged("node \(r.ino) has unknown kind \(r.kind)") }
                 let node = Node(rec: r, kind: kind)
                 node.persisted = true
+                rowed.insert(r.ino)
                 if r.upper {
                     var st = stat()
                     if stat(upperPath(r.ino), &st) == 0 {
@@ -70,6 +75,7 @@ public final class Workspace: @unchecked Sendable {
                 if kind == .directory && r.materialized && !r.overlay { node.entries = [:] }
                 if kind == .directory && r.dirty && !r.overlay { node.changedNames = nil }
                 if r.linkGroup != 0 { linkGroups[r.linkGroup] = r.ino }
+                if kind != .directory && r.nlink > 1 { linked = true }
                 nodes[r.ino] = node
                 nextIno = max(nextIno, r.ino + 1)
             }
@@ -194,6 +200,7 @@ public final class Workspace: @unchecked Sendable {
     func save(_ node: Node) throws(AetherError) {
         try domain { try catalog.upsertNode(session: session.id, node.record) }
         node.persisted = true
+        rowed.insert(node.rec.ino)
         node.metaPending = false
     }
 
@@ -272,6 +279,7 @@ public final class Workspace: @unchecked Sendable {
         if node.persisted {
             try domain { try catalog.deleteNode(session: session.id, ino: node.rec.ino) }
             node.persisted = false
+            rowed.remove(node.rec.ino)
         }
         if node.lookups == 0 && node.opens == 0 {
             if node.fd >= 0 { close(node.fd); node.fd = -1 }

@@ -119,6 +119,11 @@ public final class Catalog: @unchecked Sendable {
                    .real(now()), .int(id))
     }
 
+    /// The tree a session's working layer lies over.
+    public func setSessionRoot(_ id: Int64, baseRoot: [UInt8]) throws {
+        try db.run("UPDATE sessions SET base_root=? WHERE id=?", .blob(baseRoot), .int(id))
+    }
+
     public func setNextIno(_ id: Int64, _ next: UInt64) throws {
         try db.run("UPDATE sessions SET next_ino=? WHERE id=?", .int(Int64(next)), .int(id))
     }
