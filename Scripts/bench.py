@@ -449,6 +449,8 @@ def main():
     values = {}
     results, extra = [], []
     wanted = lambda name: not args.only or any(o in name for o in args.only.split(","))
+    started = time.time()
+    elapsed = lambda: f"({time.time() - started:.0f} s)"
     try:
         for s in setups:
             s.start()
@@ -467,7 +469,7 @@ def main():
                             s.stop()
                             s.start()
                     values.setdefault((name, s.name), []).append(v)
-                print(f"round {r + 1}/{rounds}: {name} done", file=sys.stderr)
+                print(f"round {r + 1}/{rounds}: {name} done {elapsed()}", file=sys.stderr)
         for name, unit, better, fn in chosen:
             row = {"workload": name, "unit": unit, "better": better,
                    "cache": "cold" if "cold" in name else "warm"}
@@ -482,13 +484,13 @@ def main():
             results.append(row)
         if wanted("first write"):
             first_write_after_fork(native, aether, size["fork_files"], results)
-            print("first write after fork done", file=sys.stderr)
+            print(f"first write after fork done {elapsed()}", file=sys.stderr)
         if wanted("ingest"):
             ingest_vs_restic(native, aether, size["ingest_mib"], results, extra)
-            print("ingest and restic done", file=sys.stderr)
+            print(f"ingest and restic done {elapsed()}", file=sys.stderr)
         if wanted("checkpoint"):
             aether_only(aether, size["sessions"], size["cp_rounds"], results)
-            print("checkpoint, fork and restore done", file=sys.stderr)
+            print(f"checkpoint, fork and restore done {elapsed()}", file=sys.stderr)
         rss = aether.rss_mib()
         if rss:
             results.append({"workload": "aetherfs peak resident memory", "unit": "MiB", "aetherfs": rss})

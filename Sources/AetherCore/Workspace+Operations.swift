@@ -164,7 +164,7 @@ extension Workspace {
         let dir = try directory(newParent)
         try Workspace.checkName(newName)
         guard dir.entries![newName] == nil else { throw .exists("name") }
-        linked = true
+        linked.insert(ino)
         try change { () throws(AetherError) in
             try addEntry(dir, newName, n)
             n.rec.nlink += 1

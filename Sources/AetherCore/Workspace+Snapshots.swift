@@ -103,6 +103,12 @@ extension Workspace {
         return root
     }
 
+    /// Whether a node of this session has more than one name now (git, for one, links and unlinks).
+    private func hasHardLinks() -> Bool {
+        linked = linked.filter { (nodes[$0]?.rec.nlink ?? 0) > 1 }
+        return !linked.isEmpty
+    }
+
     /// In memory, after the working layer's rows were dropped: no node has a row or name rows.
     /// (Only nodes with rows can have pending metadata, a name listing or overrides.)
     private func forgetWorkingLayerRows() {
@@ -208,7 +214,7 @@ extension Workspace {
         session.head = snapshot.id
         // Hard links tie names in different directories together: with any, every loaded name is
         // visited (their nodes are made anew); without, unchanged directories and names are skipped.
-        let thorough = !linkGroups.isEmpty || linked
+        let thorough = !linkGroups.isEmpty || hasHardLinks()
         forgetWorkingLayerRows()
         var invalidations: [Invalidation] = []
         var detached: [Node] = []

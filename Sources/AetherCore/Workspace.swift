@@ -28,8 +28,8 @@ public final class Workspace: @unchecked Sendable {
     var modeChangedByWrites: [UInt64] = []
     /// The nodes with a row in the catalog (`persisted`), so that dropping the rows visits only them.
     var rowed = Set<UInt64>()
-    /// A hard link was made in this session (a restore then visits every loaded name).
-    var linked = false
+    /// Nodes that were given a second name in this session (pruned by `hasHardLinks`).
+    var linked = Set<UInt64>()
     let upperDir: String
     var catalog: Catalog { repo.catalog }
 
@@ -75,7 +75,7 @@ public final class Workspace: @unchecked Sendable {
                 if kind == .directory && r.materialized && !r.overlay { node.entries = [:] }
                 if kind == .directory && r.dirty && !r.overlay { node.changedNames = nil }
                 if r.linkGroup != 0 { linkGroups[r.linkGroup] = r.ino }
-                if kind != .directory && r.nlink > 1 { linked = true }
+                if kind != .directory && r.nlink > 1 { linked.insert(r.ino) }
                 nodes[r.ino] = node
                 nextIno = max(nextIno, r.ino + 1)
             }
