@@ -183,6 +183,15 @@ public final class SessionLock: @unchecked Sendable {
     deinit { release() }
 }
 
+/// Now, as a file's time: the kernel's coarse clock, which it stamps files with itself. With the
+/// writeback cache the kernel keeps a file's mtime and sends it back only when its own stamp differs:
+/// a finer clock here makes every created-then-written file cost one more SETATTR round trip.
+public func fileTimeNow() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+}
+
 /// Nanoseconds since the epoch.
 public func nanosecondsNow() -> Int64 {
     var ts = timespec()

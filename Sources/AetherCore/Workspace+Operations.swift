@@ -93,7 +93,7 @@ extension Workspace {
                          rdev: UInt64 = 0, target: [UInt8] = []) throws(AetherError) -> Node {
         try Workspace.checkName(name)
         guard dir.entries![name] == nil else { throw .exists("name") }
-        let now = nanosecondsNow()
+        let now = fileTimeNow()
         var gid = caller.gid
         var mode = mode & 0o7777
         if dir.rec.mode & 0o2000 != 0 {
@@ -107,11 +107,7 @@ extension Workspace {
                              overlay: kind == .directory, dirty: true)
         let node = Node(rec: rec, kind: kind)
         if kind == .directory { node.entries = [:] }
-        if kind == .file {
-            let fd = Glibc.open(upperPath(rec.ino), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-            if fd < 0 { throw AetherError.from(StoreError.fromErrno("create upper file")) }
-            close(fd)
-        }
+        if kind == .file { try upper.createEmpty(rec.ino) }
         nodes[rec.ino] = node
         do {
             try change { () throws(AetherError) in
@@ -124,7 +120,7 @@ extension Workspace {
         } catch {
             nodes[rec.ino] = nil
             dir.entries![name] = nil
-            if kind == .file { Glibc.unlink(upperPath(rec.ino)) }
+            if kind == .file { upper.remove(rec.ino) }
             throw error
         }
         node.lookups += 1
@@ -168,7 +164,7 @@ extension Workspace {
         try change { () throws(AetherError) in
             try addEntry(dir, newName, n)
             n.rec.nlink += 1
-            n.rec.ctime = nanosecondsNow()
+            n.rec.ctime = fileTimeNow()
             try touch(n)
             stampChanged(dir)
             try save(dir)
@@ -186,7 +182,7 @@ extension Workspace {
         try change { () throws(AetherError) in
             try removeEntry(dir, name, n)
             n.rec.nlink -= 1
-            n.rec.ctime = nanosecondsNow()
+            n.rec.ctime = fileTimeNow()
             stampChanged(dir)
             try save(dir)
             if n.links.isEmpty { try releaseIfUnreferenced(n) } else { try touch(n) }
@@ -238,7 +234,7 @@ extension Workspace {
                     to.rec.nlink = UInt32(Int32(to.rec.nlink) + delta)
                     from.rec.nlink = UInt32(Int32(from.rec.nlink) - delta)
                 }
-                let now = nanosecondsNow()
+                let now = fileTimeNow()
                 src.rec.ctime = now; dst.rec.ctime = now
                 stampChanged(from); stampChanged(to)
                 try touch(src); try touch(dst); try save(from); try save(to)
@@ -260,13 +256,13 @@ extension Workspace {
             if let dst {
                 try removeEntry(to, newName, dst)
                 if dst.kind == .directory { dst.rec.nlink = 0; to.rec.nlink -= 1 } else { dst.rec.nlink -= 1 }
-                dst.rec.ctime = nanosecondsNow()
+                dst.rec.ctime = fileTimeNow()
                 if dst.links.isEmpty { try releaseIfUnreferenced(dst) } else { try touch(dst) }
             }
             try removeEntry(from, name, src)
             try addEntry(to, newName, src)
             if src.kind == .directory && from !== to { from.rec.nlink -= 1; to.rec.nlink += 1 }
-            src.rec.ctime = nanosecondsNow()
+            src.rec.ctime = fileTimeNow()
             stampChanged(from); stampChanged(to)
             try touch(src)
             try save(from)
@@ -290,7 +286,7 @@ extension Workspace {
 
     public func setAttributes(_ ino: UInt64, _ change: AttributeChange) throws(AetherError) -> Attributes {
         let n = try node(ino)
-        let now = nanosecondsNow()
+        let now = fileTimeNow()
         if let size = change.size {
             guard n.kind == .file else { throw n.kind == .directory ? .isDirectory : .invalid("truncate of a special file") }
             try truncate(n, to: size)
@@ -332,24 +328,20 @@ extension Workspace {
     }
 
     private func makeEmptyUpper(_ n: Node) throws(AetherError) {
-        let fd = Glibc.open(upperPath(n.rec.ino), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        if fd < 0 { throw AetherError.from(StoreError.fromErrno("create upper file")) }
-        close(fd)
+        try upper.createEmpty(n.rec.ino)
         n.rec.upper = true
     }
 
     /// Moves a file's bytes from the chunk store into its upper file, so it can be written.
     private func copyUp(_ n: Node) throws(AetherError) {
         try repo.ensureRoom(for: Int(min(n.rec.size, UInt64(Int32.max))))
-        let path = upperPath(n.rec.ino)
-        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        if fd < 0 { throw AetherError.from(StoreError.fromErrno("create upper file")) }
+        let fd = try upper.createEmpty(n.rec.ino, open: true)
         defer { close(fd) }
         do {
             if let id = n.contentID { try repo.content.copy(manifest: id, to: fd) }
             if ftruncate(fd, off_t(n.rec.size)) != 0 { throw StoreError.fromErrno("truncate upper file") }
         } catch {
-            Glibc.unlink(path)
+            upper.remove(n.rec.ino)
             throw AetherError.from(error)
         }
         n.rec.upper = true
@@ -445,7 +437,7 @@ extension Workspace {
         defer { if n.opens == 0 { close(fd); n.fd = -1 } }
         try domain { try FileIO.pwriteAll(fd, data, at: Int64(offset), "write") }
         n.rec.size = max(n.rec.size, offset + UInt64(data.count))
-        let now = nanosecondsNow()
+        let now = fileTimeNow()
         n.rec.mtime = now
         n.rec.ctime = now
         if n.dropPrivilegeBits() { modeChangedByWrites.append(n.rec.ino) }
@@ -478,7 +470,7 @@ extension Workspace {
         if create && exists { throw .exists("attribute \(name)") }
         if replace && !exists { throw .noAttribute }
         n.xattrs[name] = value
-        n.rec.ctime = nanosecondsNow()
+        n.rec.ctime = fileTimeNow()
         try change { () throws(AetherError) in try touch(n) }
     }
 
@@ -486,7 +478,7 @@ extension Workspace {
         let n = try node(ino)
         guard n.xattrs[name] != nil else { throw .noAttribute }
         n.xattrs[name] = nil
-        n.rec.ctime = nanosecondsNow()
+        n.rec.ctime = fileTimeNow()
         try change { () throws(AetherError) in try touch(n) }
     }
 

@@ -98,7 +98,7 @@ extension Workspace {
         for n in cleaned where n.kind == .file && n.rec.upper && n.opens == 0 && n.rec.content != nil {
             if n.fd >= 0 { close(n.fd); n.fd = -1 }
             n.rec.upper = false
-            Glibc.unlink(upperPath(n.rec.ino))
+            upper.remove(n.rec.ino)
         }
         return root
     }
@@ -322,7 +322,7 @@ extension Workspace {
     private func resetLeaf(_ n: Node, to e: TreeEntry) {
         if n.opens == 0 { n.generation += 1 }
         if n.fd >= 0 { close(n.fd); n.fd = -1 }
-        if n.rec.upper { Glibc.unlink(upperPath(n.rec.ino)) }
+        if n.rec.upper { upper.remove(n.rec.ino) }
         n.rec.mode = e.mode; n.rec.uid = e.uid; n.rec.gid = e.gid; n.rec.size = e.size
         n.rec.mtime = e.mtime; n.rec.atime = e.mtime; n.rec.ctime = e.mtime
         n.rec.nlink = e.nlink; n.rec.rdev = e.rdev; n.rec.target = e.target

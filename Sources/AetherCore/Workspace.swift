@@ -30,7 +30,7 @@ public final class Workspace: @unchecked Sendable {
     var rowed = Set<UInt64>()
     /// Nodes that were given a second name in this session (pruned by `hasHardLinks`).
     var linked = Set<UInt64>()
-    let upperDir: String
+    let upper: UpperFiles
     var catalog: Catalog { repo.catalog }
 
     /// Opens the session's working layer as the catalog and the upper files left it.
@@ -38,10 +38,9 @@ public final class Workspace: @unchecked Sendable {
         self.repo = repo
         self.session = session
         self.logger = repo.logger
-        upperDir = repo.sessionDirectory(session.id) + "/upper"
+        upper = try UpperFiles(directory: repo.sessionDirectory(session.id) + "/upper")
         nextIno = max(session.nextIno, 2)
         reservedIno = nextIno
-        try domain { try FileIO.makeDirectories(upperDir) }
         try load()
     }
 
@@ -67,7 +66,7 @@ public final class Workspace: @unchecked Sendable {
                         node.rec.size = UInt64(st.st_size)
                     } else {
                         logger.error("the upper file of inode \(r.ino) in session \(session.name) is missing; it reads as empty")
-                        close(Glibc.open(upperPath(r.ino), O_RDWR | O_CREAT | O_CLOEXEC, 0o600))
+                        try upper.createEmpty(r.ino)
                         node.rec.size = 0
                     }
                 }
@@ -92,22 +91,12 @@ public final class Workspace: @unchecked Sendable {
             // Nodes that lost their last name before a crash.
             for (ino, node) in nodes where ino != Workspace.rootIno && node.links.isEmpty {
                 try domain { try catalog.deleteNode(session: session.id, ino: ino) }
-                Glibc.unlink(upperPath(ino))
+                upper.remove(ino)
                 nodes[ino] = nil
             }
         }
         reservedIno = nextIno
-        removeStrayUpperFiles()
-    }
-
-    private func removeStrayUpperFiles() {
-        guard let dir = opendir(upperDir) else { return }
-        defer { closedir(dir) }
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard let ino = UInt64(name) else { continue }
-            if nodes[ino]?.rec.upper != true { Glibc.unlink(upperDir + "/" + name) }
-        }
+        upper.removeStrays { nodes[$0]?.rec.upper == true }
     }
 
     /// Makes the root a clean, unloaded directory over `tree`, with a row of its own.
@@ -123,7 +112,7 @@ public final class Workspace: @unchecked Sendable {
         try save(root)
     }
 
-    func upperPath(_ ino: UInt64) -> String { "\(upperDir)/\(ino)" }
+    func upperPath(_ ino: UInt64) -> String { upper.path(ino) }
 
     func allocateIno() throws(AetherError) -> UInt64 {
         if nextIno >= reservedIno {
@@ -268,7 +257,7 @@ public final class Workspace: @unchecked Sendable {
     }
 
     func stampChanged(_ dir: Node) {
-        let now = nanosecondsNow()
+        let now = fileTimeNow()
         dir.rec.mtime = now
         dir.rec.ctime = now
     }
@@ -283,7 +272,7 @@ public final class Workspace: @unchecked Sendable {
         }
         if node.lookups == 0 && node.opens == 0 {
             if node.fd >= 0 { close(node.fd); node.fd = -1 }
-            if node.rec.upper { Glibc.unlink(upperPath(node.rec.ino)) }
+            if node.rec.upper { upper.remove(node.rec.ino) }
             nodes[node.rec.ino] = nil
         }
     }

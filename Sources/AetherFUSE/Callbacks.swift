@@ -136,7 +136,7 @@ enum Callbacks {
         if toSet & FUSE_SET_ATTR_UID != 0 { change.uid = a.st_uid }
         if toSet & FUSE_SET_ATTR_GID != 0 { change.gid = a.st_gid }
         if toSet & FUSE_SET_ATTR_SIZE != 0 { change.size = UInt64(a.st_size) }
-        let now = nanosecondsNow()
+        let now = fileTimeNow()
         if toSet & FUSE_SET_ATTR_ATIME_NOW != 0 { change.atime = now }
         else if toSet & FUSE_SET_ATTR_ATIME != 0 { change.atime = Int64(a.st_atim.tv_sec) * 1_000_000_000 + Int64(a.st_atim.tv_nsec) }
         if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 { change.mtime = now }
