@@ -18,9 +18,14 @@ public final class ContentStore: @unchecked Sendable {
     var pages = LRUCache<ObjectID, [TreeEntry]>(budget: 8 << 20)
 
     private let writer: ChunkWriter
-    /// Reads the next chunks of a file being read in order into the cache, on another core.
-    private let prefetcher = DispatchQueue(label: "aetherfs.prefetch")
-    private var prefetching = Set<ObjectID>()
+    /// Read the next chunks of a file being read in order into the cache, on other threads: several, as
+    /// a cold read fetches one small file per chunk and is bound by the disk's latency, not its speed.
+    private let prefetchers = (0..<ContentStore.prefetchThreads).map { DispatchQueue(label: "aetherfs.prefetch.\($0)") }
+    static let prefetchThreads = 6
+    static let prefetchChunks = 32
+    /// Chunks on their way into the cache; a read that needs one waits for it instead of reading it too.
+    private var prefetching: [ObjectID: DispatchGroup] = [:]
+    private var prefetchTurn = 0
     /// Where the last read of each manifest ended (to tell reads in order from random ones).
     private var readEnds: [ObjectID: UInt64] = [:]
 
@@ -48,7 +53,12 @@ public final class ContentStore: @unchecked Sendable {
     }
 
     func chunk(_ id: ObjectID) throws -> [UInt8] {
-        if let c = lock.withLock({ chunks.get(id) }) { return c }
+        let (cached, coming) = lock.withLock { (chunks.get(id), prefetching[id]) }
+        if let cached { return cached }
+        if let coming {
+            coming.wait()
+            if let c = lock.withLock({ chunks.get(id) }) { return c }
+        }
         let c = try objects.get(id, .chunk)
         lock.withLock { chunks.put(id, c, cost: c.count + 64) }
         return c
@@ -69,6 +79,9 @@ public final class ContentStore: @unchecked Sendable {
             return offset + (2 << 20) >= last && offset <= last + (2 << 20)
         }
         var i = upperBound(m.starts, offset) - 1
+        // The chunks this read needs are fetched side by side (and, in order, those after them).
+        let last = upperBound(m.starts, end - 1) - 1
+        if inOrder || last > i { prefetch(m, from: i, count: inOrder ? max(last - i + 1, ContentStore.prefetchChunks) : last - i + 1) }
         var at = offset
         while at < end, i < m.starts.count {
             let start = m.starts[i]
@@ -85,26 +98,33 @@ public final class ContentStore: @unchecked Sendable {
             at = start + UInt64(to)
             i += 1
         }
-        if inOrder { prefetch(m, from: i) }
+        if inOrder { prefetch(m, from: i, count: ContentStore.prefetchChunks) }
     }
 
-    /// Starts reading up to 8 chunks of `m` from index `first` into the cache, unless cached or on
-    /// their way. Failures are left for the read that needs the chunk to report.
-    private func prefetch(_ m: IndexedManifest, from first: Int) {
-        let ids = lock.withLock { () -> [ObjectID] in
-            var ids: [ObjectID] = []
-            for k in first..<min(first + 8, m.manifest.chunks.count) {
+    /// Starts reading `count` chunks of `m` from index `first` on into the cache, unless cached or on
+    /// their way, spread over the prefetch threads. Failures are left for the read that needs the chunk
+    /// to report.
+    private func prefetch(_ m: IndexedManifest, from first: Int, count: Int) {
+        let ids = lock.withLock { () -> [(ObjectID, DispatchGroup, Int)] in
+            var ids: [(ObjectID, DispatchGroup, Int)] = []
+            for k in first..<min(first + count, m.manifest.chunks.count) {
                 let c = m.manifest.chunks[k].id
-                if c == Manifest.hole || chunks.contains(c) || !prefetching.insert(c).inserted { continue }
-                ids.append(c)
+                if c == Manifest.hole || chunks.contains(c) || prefetching[c] != nil { continue }
+                let g = DispatchGroup()
+                g.enter()
+                prefetching[c] = g
+                prefetchTurn = (prefetchTurn + 1) % prefetchers.count
+                ids.append((c, g, prefetchTurn))
             }
             return ids
         }
-        guard !ids.isEmpty else { return }
-        prefetcher.async { [self] in
-            for c in ids {
-                _ = try? chunk(c)
-                lock.withLock { _ = prefetching.remove(c) }
+        for (c, g, turn) in ids {
+            prefetchers[turn].async { [self] in
+                if let data = try? objects.get(c, .chunk) {
+                    lock.withLock { chunks.put(c, data, cost: data.count + 64) }
+                }
+                lock.withLock { _ = prefetching.removeValue(forKey: c) }
+                g.leave()
             }
         }
     }
@@ -114,7 +134,7 @@ public final class ContentStore: @unchecked Sendable {
         let m = try manifest(id)
         var at: Int64 = 0
         for (i, piece) in m.manifest.chunks.enumerated() {
-            if i % 4 == 0 { prefetch(m, from: i + 1) }
+            if i % 4 == 0 { prefetch(m, from: i + 1, count: ContentStore.prefetchChunks) }
             if piece.id != Manifest.hole {
                 let data = try chunk(piece.id)
                 try data.withUnsafeBytes { try FileIO.pwriteAll(fd, $0, at: at, "copy-up") }

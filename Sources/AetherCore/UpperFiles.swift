@@ -2,31 +2,57 @@
 import Glibc
 #endif
 import AetherStore
+import Dispatch
 
 /// A session's upper files: one file per inode whose bytes the working layer holds, named by the inode
-/// in one directory, and a pool of empty spare files in `spare/` that new upper files are renamed from.
+/// in one directory; a pool of empty spare files in `spare/` that new upper files are renamed from; and
+/// `reclaim/`, where removed upper files wait for a thread of their own to free their blocks.
 ///
-/// Why spares: ext4 without a journal (as here) skips inodes freed in the last minute or more when it
-/// allocates one, testing each in turn, so creating files after many were deleted (a checkpoint drops
-/// every upper file it stored, `rm -rf` drops a tree) cost ~500 µs each instead of ~25 µs. A rename
-/// allocates no inode. A spare is only ever empty; a crash leaves at most a spare unused or an upper
-/// file without a row, which loading removes as before.
-final class UpperFiles {
+/// Measured on this machine (ext4 without a journal, mounted with `discard`): creating a file after many
+/// were deleted costs ~500 µs, as ext4 then tests each inode freed in the last minute or more before it
+/// hands out one; unlinking or truncating a small written file ~185 µs (the blocks are discarded as they
+/// are freed); a rename ~26 µs. So a removal is a rename into `reclaim/` under the caller's lock, the
+/// freeing happens beside the requests, and a creation is a rename out of `spare/`. A spare is only
+/// ever empty; a crash leaves at most files in `reclaim/` (emptied when the session is next opened) or
+/// an upper file without a row, which loading removes as before.
+final class UpperFiles: @unchecked Sendable {
     let directory: String
     private let spareDirectory: String
-    /// The names of the spare files in `spare/`, and the next name to give one.
+    private let reclaimDirectory: String
+    private let reclaimer = DispatchQueue(label: "aetherfs.upper-reclaim")
+    private let lock = Lock()
+    /// The names of the empty files in `spare/` (guarded by `lock`).
     private var spares: [String] = []
-    private var nextSpare = 0
-    /// Beyond this many spares a removed upper file is unlinked.
+    /// Spares plus files on their way to become one (guarded by `lock`).
+    private var reserved = 0
+    /// The next name for a file in `reclaim/` or `spare/` (guarded by `lock`).
+    private var nextName = 0
+    /// Beyond this many spares a removed upper file is unlinked (on the reclaiming thread).
     static let maxSpares = 65_536
 
     init(directory: String) throws(AetherError) {
         self.directory = directory
         spareDirectory = directory + "/spare"
-        try domain { try FileIO.makeDirectories(spareDirectory) }
-        for name in UpperFiles.names(in: spareDirectory) {
-            if let n = Int(name) { spares.append(name); nextSpare = max(nextSpare, n + 1) } else { unlink(spareDirectory + "/" + name) }
+        reclaimDirectory = directory + "/reclaim"
+        try domain {
+            try FileIO.makeDirectories(spareDirectory)
+            try FileIO.makeDirectories(reclaimDirectory)
         }
+        for name in UpperFiles.names(in: spareDirectory) {
+            guard let n = Int(name) else { unlink(spareDirectory + "/" + name); continue }
+            spares.append(name)
+            nextName = max(nextName, n + 1)
+        }
+        for name in UpperFiles.names(in: reclaimDirectory) {
+            if let n = Int(name), spares.count < UpperFiles.maxSpares, truncate(reclaimDirectory + "/" + name, 0) == 0,
+               rename(reclaimDirectory + "/" + name, spareDirectory + "/" + name) == 0 {
+                spares.append(name)
+                nextName = max(nextName, n + 1)
+            } else {
+                unlink(reclaimDirectory + "/" + name)
+            }
+        }
+        reserved = spares.count
     }
 
     func path(_ ino: UInt64) -> String { "\(directory)/\(ino)" }
@@ -35,7 +61,11 @@ final class UpperFiles {
     @discardableResult
     func createEmpty(_ ino: UInt64, open: Bool = false) throws(AetherError) -> Int32 {
         let target = path(ino)
-        while let spare = spares.popLast() {
+        while let spare = lock.withLock({ () -> String? in
+            guard let s = spares.popLast() else { return nil }
+            reserved -= 1
+            return s
+        }) {
             if rename(spareDirectory + "/" + spare, target) == 0 {
                 guard open else { return -1 }
                 let fd = Glibc.open(target, O_RDWR | O_TRUNC | O_CLOEXEC)
@@ -49,19 +79,33 @@ final class UpperFiles {
         return fd
     }
 
-    /// Removes the upper file of `ino` (its bytes are freed now); it becomes a spare while there is room.
+    /// Removes the upper file of `ino` now; its blocks are freed soon after, on another thread, and it
+    /// becomes a spare while there is room.
     func remove(_ ino: UInt64) {
-        let source = path(ino)
-        if spares.count < UpperFiles.maxSpares, truncate(source, 0) == 0 {
-            let name = String(nextSpare)
-            if rename(source, spareDirectory + "/" + name) == 0 {
-                nextSpare += 1
-                spares.append(name)
-                return
+        let (name, keep) = lock.withLock { () -> (String, Bool) in
+            nextName += 1
+            let keep = reserved < UpperFiles.maxSpares
+            if keep { reserved += 1 }
+            return (String(nextName - 1), keep)
+        }
+        let pending = reclaimDirectory + "/" + name
+        guard rename(path(ino), pending) == 0 else {
+            if keep { lock.withLock { reserved -= 1 } }
+            unlink(path(ino))
+            return
+        }
+        reclaimer.async { [self] in
+            if keep, truncate(pending, 0) == 0, rename(pending, spareDirectory + "/" + name) == 0 {
+                lock.withLock { spares.append(name) }
+            } else {
+                unlink(pending)
+                if keep { lock.withLock { reserved -= 1 } }
             }
         }
-        unlink(source)
     }
+
+    /// Waits until every removed file is freed (tests).
+    func settle() { reclaimer.sync {} }
 
     /// Removes the upper files for which `keep` says no (a crash can leave some behind).
     func removeStrays(keep: (UInt64) -> Bool) {

@@ -120,10 +120,26 @@ public final class ObjectStore: @unchecked Sendable {
         let free = Int64(st.f_bavail) * Int64(st.f_frsize)
         room = (free: free, spent: 0, measured: now)
         if free - Int64(bytes) < ObjectStore.headroom {
+            // Space that removals are still freeing on other threads counts: wait for it, measure again.
+            for wait in spaceWaiters { wait() }
+            if !spaceWaiters.isEmpty, statvfs(directory, &st) == 0,
+               Int64(st.f_bavail) * Int64(st.f_frsize) - Int64(bytes) >= ObjectStore.headroom {
+                room = (free: Int64(st.f_bavail) * Int64(st.f_frsize), spent: 0, measured: now)
+                return
+            }
             room.measured = 0
             throw StoreError.noSpace("\(free >> 20) MiB free, \(ObjectStore.headroom >> 20) MiB are kept for metadata")
         }
     }
+
+    /// Adds a wait for space being freed elsewhere (files removed on another thread), run before a
+    /// write is refused for lack of space.
+    public func addSpaceWaiter(_ wait: @escaping () -> Void) {
+        pthread_mutex_lock(roomMutex)
+        defer { pthread_mutex_unlock(roomMutex) }
+        spaceWaiters.append(wait)
+    }
+    private var spaceWaiters: [() -> Void] = []
 
     private let roomMutex: UnsafeMutablePointer<pthread_mutex_t> = {
         let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)

@@ -73,8 +73,9 @@ final class Fixture {
         #expect(try again.text(try again.path("a")) == "one")
     }
 
-    /// Upper files a checkpoint or an unlink drops become empty spares; new files are made from them and
-    /// start empty; after a reopen the pool is still there and strays are gone.
+    /// Upper files a checkpoint or an unlink drops become empty spares (their blocks freed on another
+    /// thread); new files are made from them and start empty; after a reopen the pool is still there and
+    /// strays are gone.
     @Test func upperFilesAreReusedEmpty() throws {
         let f = try Fixture()
         var st = stat()
@@ -89,6 +90,7 @@ final class Fixture {
             try ws.unlink(parent: root, name: bytes("f0"))
             ws.forget(first, count: 1)
             _ = try ws.checkpoint(CheckpointRequest(message: "all"), author: 1)
+            ws.upper.settle()
             let spare = ws.upper.directory + "/spare"
             let spares = try FileManagerless.names(spare)
             #expect(spares.count == 20)
@@ -103,10 +105,17 @@ final class Fixture {
             #expect(try FileManagerless.names(spare).count == 18)
             // A stray upper file (as a crash between creating it and its row would leave).
             close(open(ws.upper.path(999_999), O_CREAT | O_WRONLY, 0o600))
+            // A removed file whose blocks were not freed yet (the daemon stopped first).
+            let fd = open(ws.upper.directory + "/reclaim/777777", O_CREAT | O_WRONLY, 0o600)
+            #expect(write(fd, "left", 4) == 4)
+            close(fd)
         }
         let ws = try f.open()
+        ws.upper.settle()
         #expect(stat(ws.upper.path(999_999), &st) != 0)
-        #expect(try FileManagerless.names(ws.upper.directory + "/spare").count == 19)
+        #expect(try FileManagerless.names(ws.upper.directory + "/reclaim").isEmpty)
+        #expect(try FileManagerless.names(ws.upper.directory + "/spare").count == 20)
+        #expect(stat(ws.upper.directory + "/spare/777777", &st) == 0 && st.st_size == 0)
         #expect(try ws.text(try ws.path("g")) == "")
         #expect(try ws.text(try ws.path("f3")).hasPrefix("new startta 3\ndata 3"))
         #expect(try ws.text(try ws.path("f5")) == String(repeating: "data 5\n", count: 500))
