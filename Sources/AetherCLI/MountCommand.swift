@@ -7,7 +7,6 @@ import AetherMeta
 import AetherStore
 import AetherVFS
 import AetherFUSE
-import Dispatch
 import Logging
 
 struct MountCommand: ParsableCommand {
@@ -100,8 +99,6 @@ struct MountCommand: ParsableCommand {
             let lock = try SessionLock(repository: repo, session: session)
             defer { lock.release() }
             let workspace = try Workspace(repo: repo, session: session)
-            let walCheckpointer = try domain { try repo.catalog.db.checkpointInBackground(every: .milliseconds(500)) }
-            defer { walCheckpointer.stop() }
             var options = MountOptions()
             options.showControl = showControl
             let vfs = VirtualFileSystem(workspace: workspace, mountpoint: mountpoint, options: options, logger: logger)

@@ -59,6 +59,11 @@ public final class ContentStore: @unchecked Sendable {
             coming.wait()
             if let c = lock.withLock({ chunks.get(id) }) { return c }
         }
+        return try fetch(id)
+    }
+
+    /// Reads a chunk from the object store into the cache.
+    private func fetch(_ id: ObjectID) throws -> [UInt8] {
         let c = try objects.get(id, .chunk)
         lock.withLock { chunks.put(id, c, cost: c.count + 64) }
         return c
@@ -120,9 +125,7 @@ public final class ContentStore: @unchecked Sendable {
         }
         for (c, g, turn) in ids {
             prefetchers[turn].async { [self] in
-                if let data = try? objects.get(c, .chunk) {
-                    lock.withLock { chunks.put(c, data, cost: data.count + 64) }
-                }
+                _ = try? fetch(c)
                 lock.withLock { _ = prefetching.removeValue(forKey: c) }
                 g.leave()
             }

@@ -1,5 +1,4 @@
 import CSQLite
-import Dispatch
 
 /// A value bound to or read from SQLite.
 public enum SQLValue: Equatable, Sendable {
@@ -184,31 +183,5 @@ public final class Database: @unchecked Sendable {
         try execute("PRAGMA wal_checkpoint(PASSIVE)")
     }
 
-    /// From now on a thread of its own copies the WAL into the database file, every `interval`, on a
-    /// connection of its own, instead of the commit that crosses SQLite's threshold (1,000 pages):
-    /// that commit waited for the copy and two fsyncs, a stall of milliseconds under the caller's lock
-    /// every few dozen created files. Call on the thread that owns this connection.
-    public func checkpointInBackground(every interval: DispatchTimeInterval) throws -> WALCheckpointer {
-        let checkpointer = try WALCheckpointer(path: path, every: interval)
-        try execute("PRAGMA wal_autocheckpoint=0")
-        return checkpointer
-    }
-
     public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
-}
-
-/// Copies a database's WAL into its file on a timer, with its own connection (a passive checkpoint: it
-/// never waits for readers or writers). `stop()` ends it.
-public final class WALCheckpointer: @unchecked Sendable {
-    private let timer: DispatchSourceTimer
-
-    init(path: String, every interval: DispatchTimeInterval) throws {
-        let db = try Database(path: path)
-        timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "aetherfs.wal-checkpoint"))
-        timer.schedule(deadline: .now() + interval, repeating: interval)
-        timer.setEventHandler { try? db.checkpointWAL() }
-        timer.resume()
-    }
-
-    public func stop() { timer.cancel() }
 }
