@@ -201,15 +201,11 @@ public func nanosecondsNow() -> Int64 {
 
 /// Removes a directory tree (the session's upper files); errors are ignored.
 func removeTree(_ path: String) {
-    guard let dir = opendir(path) else { unlink(path); return }
-    while let e = readdir(dir) {
-        let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if name == "." || name == ".." { continue }
-        let child = path + "/" + name
-        if e.pointee.d_type == UInt8(DT_DIR) { removeTree(child) } else { unlink(child) }
+    guard FileIO.exists(path) else { return }
+    for e in FileIO.entries(of: path) {
+        if e.isDirectory { removeTree(path + "/" + e.name) } else { unlink(path + "/" + e.name) }
     }
-    closedir(dir)
-    rmdir(path)
+    if rmdir(path) != 0 { unlink(path) }
 }
 
 extension String {

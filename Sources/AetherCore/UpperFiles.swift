@@ -115,14 +115,8 @@ final class UpperFiles: @unchecked Sendable {
         }
     }
 
+    /// The files (not directories) in `path`.
     private static func names(in path: String) -> [String] {
-        guard let dir = opendir(path) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." && e.pointee.d_type != UInt8(DT_DIR) { names.append(name) }
-        }
-        return names
+        FileIO.entries(of: path).filter { !$0.isDirectory }.map(\.name)
     }
 }

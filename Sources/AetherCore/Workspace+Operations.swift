@@ -73,7 +73,7 @@ extension Workspace {
         var a = n.attributes
         if n.rec.upper {
             var st = stat()
-            if n.fd >= 0 ? fstat(n.fd, &st) == 0 : stat(upperPath(ino), &st) == 0 { a.blocks = UInt64(st.st_blocks) }
+            if n.fd >= 0 ? fstat(n.fd, &st) == 0 : stat(upper.path(ino), &st) == 0 { a.blocks = UInt64(st.st_blocks) }
         }
         return a
     }
@@ -349,7 +349,7 @@ extension Workspace {
 
     func upperDescriptor(_ n: Node) throws(AetherError) -> Int32 {
         if n.fd >= 0 { return n.fd }
-        let fd = Glibc.open(upperPath(n.rec.ino), O_RDWR | O_CLOEXEC)
+        let fd = Glibc.open(upper.path(n.rec.ino), O_RDWR | O_CLOEXEC)
         if fd < 0 { throw AetherError.from(StoreError.fromErrno("open upper file of inode \(n.rec.ino)")) }
         n.fd = fd
         return fd

@@ -63,7 +63,7 @@ public final class Workspace: @unchecked Sendable {
                 rowed.insert(r.ino)
                 if r.upper {
                     var st = stat()
-                    if stat(upperPath(r.ino), &st) == 0 {
+                    if stat(upper.path(r.ino), &st) == 0 {
                         node.rec.size = UInt64(st.st_size)
                     } else {
                         logger.error("the upper file of inode \(r.ino) in session \(session.name) is missing; it reads as empty")
@@ -112,8 +112,6 @@ public final class Workspace: @unchecked Sendable {
         nodes[Workspace.rootIno] = root
         try save(root)
     }
-
-    func upperPath(_ ino: UInt64) -> String { upper.path(ino) }
 
     func allocateIno() throws(AetherError) -> UInt64 {
         if nextIno >= reservedIno {

@@ -94,6 +94,19 @@ public enum FileIO {
         return n < 0 ? nil : Array(buffer[0..<n])
     }
 
+    /// The names in a directory (without `.` and `..`), each with whether it is a directory; empty when
+    /// it cannot be opened.
+    public static func entries(of path: String) -> [(name: String, isDirectory: Bool)] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var out: [(name: String, isDirectory: Bool)] = []
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { out.append((name, e.pointee.d_type == UInt8(DT_DIR))) }
+        }
+        return out
+    }
+
     public static func exists(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0

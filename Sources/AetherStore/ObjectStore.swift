@@ -115,18 +115,18 @@ public final class ObjectStore: @unchecked Sendable {
         defer { pthread_mutex_unlock(roomMutex) }
         room.spent += Int64(bytes)
         if now - room.measured < 100_000_000 && room.free - room.spent > 4 * ObjectStore.headroom { return }
-        var st = statvfs()
-        guard statvfs(directory, &st) == 0 else { return }
-        let free = Int64(st.f_bavail) * Int64(st.f_frsize)
-        room = (free: free, spent: 0, measured: now)
-        if free - Int64(bytes) < ObjectStore.headroom {
+        func measure() -> Int64? {
+            var st = statvfs()
+            return statvfs(directory, &st) == 0 ? Int64(st.f_bavail) * Int64(st.f_frsize) : nil
+        }
+        guard var free = measure() else { return }
+        if free - Int64(bytes) < ObjectStore.headroom && !spaceWaiters.isEmpty {
             // Space that removals are still freeing on other threads counts: wait for it, measure again.
             for wait in spaceWaiters { wait() }
-            if !spaceWaiters.isEmpty, statvfs(directory, &st) == 0,
-               Int64(st.f_bavail) * Int64(st.f_frsize) - Int64(bytes) >= ObjectStore.headroom {
-                room = (free: Int64(st.f_bavail) * Int64(st.f_frsize), spent: 0, measured: now)
-                return
-            }
+            free = measure() ?? free
+        }
+        room = (free: free, spent: 0, measured: now)
+        if free - Int64(bytes) < ObjectStore.headroom {
             room.measured = 0
             throw StoreError.noSpace("\(free >> 20) MiB free, \(ObjectStore.headroom >> 20) MiB are kept for metadata")
         }

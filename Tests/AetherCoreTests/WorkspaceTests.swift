@@ -283,16 +283,9 @@ final class Fixture {
     }
 }
 
-/// Directory listing without Foundation.
 enum FileManagerless {
     static func names(_ path: String) throws -> [String] {
-        guard let dir = opendir(path) else { throw AetherError.notFound(path) }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
+        guard FileIO.exists(path) else { throw AetherError.notFound(path) }
+        return FileIO.entries(of: path).map(\.name)
     }
 }
