@@ -77,12 +77,8 @@ extension ContentStore {
             guard i >= 0 else { return nil }
             entries = try page(pageList[i])
         }
-        var lo = 0, hi = entries.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if bytesPrecede(entries[mid].name, name) { lo = mid + 1 } else { hi = mid }
-        }
-        return lo < entries.count && entries[lo].name == name ? entries[lo] : nil
+        let i = entries.partitionPoint { bytesPrecede($0.name, name) }
+        return i < entries.count && entries[i].name == name ? entries[i] : nil
     }
 
     /// Stores a tree (in pages when it is large) and returns its id.
@@ -163,12 +159,7 @@ extension ContentStore {
     /// The index of the page holding `name`: the last page whose first name is not above it (-1 when
     /// the name sorts before every page).
     static func pageIndex(_ pageList: [TreePage], _ name: [UInt8]) -> Int {
-        var lo = 0, hi = pageList.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if bytesPrecede(name, pageList[mid].first) { hi = mid } else { lo = mid + 1 }
-        }
-        return lo - 1
+        pageList.partitionPoint { !bytesPrecede(name, $0.first) } - 1
     }
 
     /// Sorted `entries` with sorted `changes` applied.

@@ -83,9 +83,9 @@ public final class ContentStore: @unchecked Sendable {
             guard let last else { return offset == 0 }
             return offset + (2 << 20) >= last && offset <= last + (2 << 20)
         }
-        var i = upperBound(m.starts, offset) - 1
+        var i = m.starts.partitionPoint { $0 <= offset } - 1
         // The chunks this read needs are fetched side by side (and, in order, those after them).
-        let last = upperBound(m.starts, end - 1) - 1
+        let last = m.starts.partitionPoint { $0 <= end - 1 } - 1
         if inOrder || last > i { prefetch(m, from: i, count: inOrder ? max(last - i + 1, ContentStore.prefetchChunks) : last - i + 1) }
         var at = offset
         while at < end, i < m.starts.count {
@@ -300,12 +300,3 @@ private func isZero(_ b: UnsafeRawBufferPointer) -> Bool {
     return true
 }
 
-/// The number of elements of sorted `a` that are <= `x`.
-private func upperBound(_ a: [UInt64], _ x: UInt64) -> Int {
-    var lo = 0, hi = a.count
-    while lo < hi {
-        let mid = (lo + hi) / 2
-        if a[mid] <= x { lo = mid + 1 } else { hi = mid }
-    }
-    return lo
-}

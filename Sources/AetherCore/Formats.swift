@@ -314,6 +314,21 @@ public struct Manifest: Equatable, Sendable {
     }
 }
 
+extension RandomAccessCollection {
+    /// The index of the first element for which `belongs` is false, when it holds for a prefix only
+    /// (a binary search).
+    @inlinable
+    public func partitionPoint(_ belongs: (Element) throws -> Bool) rethrows -> Index {
+        var lo = startIndex, n = count
+        while n > 0 {
+            let half = n / 2
+            let mid = index(lo, offsetBy: half)
+            if try belongs(self[mid]) { lo = index(after: mid); n -= half + 1 } else { n = half }
+        }
+        return lo
+    }
+}
+
 /// Whether `a` sorts before `b` as unsigned bytes (the order of tree entries).
 @inline(__always)
 func bytesPrecede(_ a: [UInt8], _ b: [UInt8]) -> Bool {

@@ -1,4 +1,5 @@
 import AetherMeta
+import Synchronization
 import AetherStore
 
 /// What `stat` reports for a node.
@@ -38,7 +39,14 @@ final class Node {
     let kind: NodeKind
     var xattrs: XattrMap
     /// A directory's names, once loaded from its tree or its dentry rows; nil until needed.
-    var entries: [[UInt8]: UInt64]?
+    var entries: [[UInt8]: UInt64]? {
+        didSet { listingStamp = Node.nextStamp() }  // no `oldValue`: changes stay in place (SE-0268)
+    }
+    /// Changes whenever `entries` does; unique across nodes, so a listing kept under this stamp is
+    /// never taken for another directory's.
+    private(set) var listingStamp = Node.nextStamp()
+    private static let stamps = Atomic<UInt64>(0)
+    private static func nextStamp() -> UInt64 { stamps.wrappingAdd(1, ordering: .relaxed).newValue }
     /// A directory's names added, removed, replaced or whose node changed since the tree in
     /// `rec.content` was written; nil when not known (the next checkpoint writes the whole tree again).
     var changedNames: Set<[UInt8]>? = []

@@ -85,6 +85,11 @@ extension Workspace {
             .sorted { bytesPrecede($0.name, $1.name) }
     }
 
+    /// Changes whenever the directory's names do: a listing taken under one stamp holds while it is current.
+    public func listingStamp(_ ino: UInt64) throws(AetherError) -> UInt64 {
+        try directory(ino).listingStamp
+    }
+
     public func parentOf(_ ino: UInt64) -> UInt64 { nodes[ino]?.links.first?.parent ?? Workspace.rootIno }
 
     // MARK: creating

@@ -80,6 +80,7 @@ enum Callbacks {
         // Writes stay in the kernel's page cache until it flushes them (close, fsync, memory pressure);
         // the VFS flushes them itself before anything reads the tree behind the kernel (`flushKernel`).
         if fs.writebackCache { wanted.append(UInt32(FUSE_CAP_WRITEBACK_CACHE)) }
+        fs.kernelSkipsOpendir = conn.pointee.capable & UInt32(FUSE_CAP_NO_OPENDIR_SUPPORT) != 0
         for cap in wanted where conn.pointee.capable & cap != 0 {
             conn.pointee.want |= cap
         }
@@ -257,8 +258,11 @@ enum Callbacks {
 
     static let opendir: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
         do {
-            let (handle, cacheable) = try vfs(req).opendir(ino)
-            fi!.pointee.fh = handle
+            let cacheable = try vfs(req).opendir(ino)
+            // The kernel then skips opendir and releasedir for good and caches every listing; the
+            // listings that change behind it (the control directory's, snapshots') change their mtime.
+            if vfs(req).kernelSkipsOpendir { fuse_reply_err(req, ENOSYS); return }
+            fi!.pointee.fh = 0
             fi!.pointee.cache_readdir = cacheable ? 1 : 0
             fi!.pointee.keep_cache = cacheable ? 1 : 0
             fuse_reply_open(req, fi)
@@ -272,7 +276,7 @@ enum Callbacks {
         var used = 0
         do {
             try buffer.withUnsafeMutableBufferPointer { (b) throws(FSFailure) in
-                try vfs(req).readdir(ino, handle: fi!.pointee.fh, offset: Int(off), plus: plus) { entryName, e, next in
+                try vfs(req).readdir(ino, offset: Int(off), plus: plus) { entryName, e, next in
                     let cname = entryName.map { CChar(bitPattern: $0) } + [0]
                     let dot = next <= 2
                     let needed: Int = cname.withUnsafeBufferPointer { n in
@@ -301,11 +305,6 @@ enum Callbacks {
 
     static let readdirplus: @convention(c) (fuse_req_t?, fuse_ino_t, Int, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, size, off, fi in
         listing(req, ino, size, off, fi, plus: true)
-    }
-
-    static let releasedir: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, fi in
-        vfs(req).releasedir(handle: fi!.pointee.fh)
-        fuse_reply_err(req, 0)
     }
 
     static let fsyncdir: @convention(c) (fuse_req_t?, fuse_ino_t, Int32, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, _, _ in

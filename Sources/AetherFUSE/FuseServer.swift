@@ -136,7 +136,6 @@ public final class FuseServer {
         ops.opendir = Callbacks.opendir
         ops.readdir = Callbacks.readdir
         ops.readdirplus = Callbacks.readdirplus
-        ops.releasedir = Callbacks.releasedir
         ops.fsyncdir = Callbacks.fsyncdir
         ops.statfs = Callbacks.statfs
         ops.setxattr = Callbacks.setxattr

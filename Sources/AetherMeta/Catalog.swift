@@ -188,6 +188,13 @@ public final class Catalog: @unchecked Sendable {
         try db.query("SELECT \(Catalog.snapshotColumns) FROM snapshots WHERE kind=? ORDER BY id DESC", .text(kind)).map(Catalog.snapshot)
     }
 
+    /// Changes whenever a snapshot is added or a branch is created, moved or deleted (snapshots are never
+    /// deleted, so the newest id tells whether one came).
+    public func snapshotsVersion() throws -> String {
+        let r = try db.query("SELECT (SELECT max(id) FROM snapshots), (SELECT group_concat(name || ':' || head, '/') FROM branches)").first
+        return "\(r?[0].int ?? 0) \(r?[1].text ?? "")"
+    }
+
     // MARK: branches
 
     public func branches() throws -> [(name: String, head: Int64)] {

@@ -55,6 +55,25 @@ final class SnapshotViews {
         return h | topBit
     }
 
+    /// The store's snapshots and branches as each listing last saw them (`Catalog.snapshotsVersion`).
+    private var listed: [UInt64: String] = [:]
+
+    /// A view's attributes now. A listing's mtime moves to now when snapshots or branches changed since
+    /// it was last asked for: the kernel keeps a directory's listing until its mtime changes (and, since
+    /// snapshots come and go, never caches a listing's attributes).
+    func currentAttributes(_ ino: UInt64) throws(AetherError) -> Attributes {
+        let v = try view(ino)
+        guard case .listing = v.content else { return v.attributes }
+        let print = try domain { try repo.catalog.snapshotsVersion() }
+        if let seen = listed[ino], seen != print {
+            let now = nanosecondsNow()
+            views[ino]!.attributes.mtime = now
+            views[ino]!.attributes.ctime = now
+        }
+        listed[ino] = print
+        return views[ino]!.attributes
+    }
+
     /// Whether a view lists snapshots (which come and go), rather than a snapshot's fixed tree.
     func isListing(_ ino: UInt64) -> Bool {
         if case .listing? = views[ino]?.content { return true }

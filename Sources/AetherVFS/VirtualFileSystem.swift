@@ -47,6 +47,9 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// adapter. Called without `lock`, since the writes it causes arrive as requests of their own.
     public var kernelFlush: @Sendable () -> Void = {}
     public var writebackCache: Bool { !snapshotsOnly && options.writebackCache }
+    /// Whether the kernel can do without opendir (set by the FUSE adapter from the connection's
+    /// capabilities): it then keeps every listing, as `opendir` explains.
+    public var kernelSkipsOpendir = false
 
     /// Open files whose size and time are being set again through the mount after a restore.
     var resizing = Set<UInt64>()
@@ -96,7 +99,6 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     enum Handle {
         case file(UInt64)
-        case directory([DirectoryEntry])
         case control(ControlFile, content: [UInt8], writing: Bool, wrote: Bool)
         case view(UInt64)
     }
@@ -124,11 +126,17 @@ public final class VirtualFileSystem: @unchecked Sendable {
         EntryReply(attributes: a, entryTimeout: options.cacheTimeout, attrTimeout: options.cacheTimeout)
     }
 
+    /// A view's entry: a listing of snapshots has its attributes asked for every time (see
+    /// `SnapshotViews.currentAttributes`). Under `lock`.
+    func viewReply(_ a: Attributes) -> EntryReply {
+        EntryReply(attributes: a, entryTimeout: options.cacheTimeout, attrTimeout: views.isListing(a.ino) ? 0 : options.cacheTimeout)
+    }
+
     // MARK: names
 
     /// The corresponding FUSE operation is `lookup`. Errors: ENOENT, ENOTDIR, ENAMETOOLONG, EIO.
     public func lookup(parent: UInt64, name: [UInt8]) throws(FSFailure) -> EntryReply {
-        if isView(parent) { return try run { () throws(AetherError) in reply(try views.lookup(parent, name)) } }
+        if isView(parent) { return try run { () throws(AetherError) in viewReply(try views.lookup(parent, name)) } }
         if let control = try controlLookup(parent: parent, name: name) { return control }
         return try run { () throws(AetherError) in reply(try workspace.lookup(parent: parent, name: name)) }
     }
@@ -142,7 +150,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// The corresponding FUSE operation is `getattr`.
     public func getattr(_ ino: UInt64) throws(FSFailure) -> EntryReply {
         if let a = controlAttributes(ino) { return EntryReply(attributes: a, entryTimeout: 0, attrTimeout: 0) }
-        if isView(ino) { return try run { () throws(AetherError) in reply(try views.view(ino).attributes) } }
+        if isView(ino) { return try run { () throws(AetherError) in viewReply(try views.currentAttributes(ino)) } }
         return try run { () throws(AetherError) in reply(try workspace.attributes(ino)) }
     }
 
@@ -320,63 +328,121 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     // MARK: directories
 
-    /// The corresponding FUSE operation is `opendir`: the listing is taken once, so `readdir` streams it by index.
+    /// The corresponding FUSE operation is `opendir`, sent only where the kernel cannot do without it
+    /// (the adapter answers ENOSYS where it can: the kernel then caches every listing and sends neither
+    /// opendir nor releasedir). Directories keep no handle: `readdir` is served from `listing`.
     /// `cacheable`: the kernel may keep the listing (it drops it itself when it changes a directory, and a
-    /// restore invalidates the directories it changes); not so the control directory, whose views come and go.
-    public func opendir(_ ino: UInt64) throws(FSFailure) -> (handle: UInt64, cacheable: Bool) {
-        if ino == ControlFile.directoryIno {
-            return lock.withLock {
-                var entries = ControlFile.allCases.map { DirectoryEntry(name: Array($0.name.utf8), ino: $0.ino, kind: .file) }
-                for name in ["checkpoints", "commits"] {
-                    if let v = viewListing(Array(name.utf8)) { entries.append(DirectoryEntry(name: Array(name.utf8), ino: v.attributes.ino, kind: .directory)) }
-                }
-                return (addHandle(.directory(entries)), false)
-            }
-        }
-        if isView(ino) {
-            return try run { () throws(AetherError) in
-                (addHandle(.directory(try views.children(ino).map { DirectoryEntry(name: $0.name, ino: $0.view.attributes.ino, kind: $0.view.attributes.kind) })),
-                 !views.isListing(ino))
-            }
-        }
-        return try run { () throws(AetherError) in
-            var entries = try workspace.list(ino)
-            if ino == Workspace.rootIno && options.showControl {
-                entries.insert(DirectoryEntry(name: ControlFile.directoryName, ino: ControlFile.directoryIno, kind: .directory), at: 0)
-            }
-            return (addHandle(.directory(entries)), true)
-        }
+    /// restore invalidates the directories it changes); not so the control directory or a listing of
+    /// snapshots, whose times change whenever they are asked for.
+    public func opendir(_ ino: UInt64) throws(FSFailure) -> Bool {
+        if ControlFile.isVirtual(ino) { return false }
+        if isView(ino) { return try run { () throws(AetherError) in _ = try views.view(ino); return !views.isListing(ino) } }
+        return try run { () throws(AetherError) in _ = try workspace.listingStamp(ino); return true }
     }
 
-    /// Entries of an open directory from `offset` on (offset 0 and 1 are `.` and `..`).
-    /// With `plus`, each returned entry counts one lookup; `accept` says whether it fit in the reply.
-    public func readdir(_ ino: UInt64, handle: UInt64, offset: Int, plus: Bool,
+    /// A directory's entries ordered by their cookies (the offsets readdir hands out), with the stamp
+    /// under which they hold (nil: taken again each time).
+    struct Listing {
+        var stamp: UInt64?
+        var entries: [DirectoryEntry]
+        var cookies: [Int]
+    }
+
+    /// Listings taken, kept while their directories do not change: the kernel reads a long directory in
+    /// many requests.
+    var listings: [UInt64: Listing] = [:]
+    static let listingsKept = 64
+
+    /// The cookie of a name: a hash, so that readdir resumes after the entry it last returned even when
+    /// entries were added or removed in between. Names of equal hash (58 bits) are told apart by their
+    /// rank among them; cookies are at least 2^62, clear of `.` and `..` (offsets 1 and 2).
+    static func cookies(of entries: [DirectoryEntry]) -> (entries: [DirectoryEntry], cookies: [Int]) {
+        func hash(_ name: [UInt8]) -> Int {
+            var h: UInt64 = 0xcbf2_9ce4_8422_2325
+            for b in name { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+            return Int(truncatingIfNeeded: (h >> 6) << 4) & ((1 << 62) - 1) | (1 << 62)
+        }
+        let keyed = entries.map { (hash($0.name), $0) }.sorted { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1.name.lexicographicallyPrecedes($1.1.name) }
+        var cookies: [Int] = []
+        cookies.reserveCapacity(keyed.count)
+        var rank = 0
+        for (i, (h, _)) in keyed.enumerated() {
+            rank = i > 0 && keyed[i - 1].0 == h ? min(rank + 1, 15) : 0
+            cookies.append(h | rank)
+        }
+        return (keyed.map(\.1), cookies)
+    }
+
+    /// The listing of a directory, from `listings` while it holds. Under `lock`.
+    func listing(_ ino: UInt64) throws(AetherError) -> Listing {
+        let stamp: UInt64?
+        let entries: () throws(AetherError) -> [DirectoryEntry]
+        if ino == ControlFile.directoryIno {
+            stamp = nil
+            entries = {
+                var out = ControlFile.allCases.map { DirectoryEntry(name: Array($0.name.utf8), ino: $0.ino, kind: .file) }
+                for name in ["checkpoints", "commits"] {
+                    if let v = self.viewListing(Array(name.utf8)) { out.append(DirectoryEntry(name: Array(name.utf8), ino: v.attributes.ino, kind: .directory)) }
+                }
+                return out
+            }
+        } else if isView(ino) {
+            stamp = views.isListing(ino) ? nil : 0  // a snapshot's tree never changes
+            entries = { () throws(AetherError) in
+                try self.views.children(ino).map { DirectoryEntry(name: $0.name, ino: $0.view.attributes.ino, kind: $0.view.attributes.kind) }
+            }
+        } else {
+            stamp = try workspace.listingStamp(ino)
+            entries = { () throws(AetherError) in
+                var out = try self.workspace.list(ino)
+                if ino == Workspace.rootIno && self.options.showControl {
+                    out.append(DirectoryEntry(name: ControlFile.directoryName, ino: ControlFile.directoryIno, kind: .directory))
+                }
+                return out
+            }
+        }
+        if let stamp, let kept = listings[ino], kept.stamp == stamp { return kept }
+        let (sorted, cookies) = VirtualFileSystem.cookies(of: try entries())
+        let l = Listing(stamp: stamp, entries: sorted, cookies: cookies)
+        if stamp != nil {
+            if listings.count >= VirtualFileSystem.listingsKept { listings.removeAll(keepingCapacity: true) }
+            listings[ino] = l
+        }
+        return l
+    }
+
+    /// Entries of a directory after `offset` (0: from the start; 1 and 2 follow `.` and `..`; else the
+    /// cookie of the entry last returned). With `plus`, each returned entry counts one lookup; `accept`
+    /// says whether it fit in the reply.
+    public func readdir(_ ino: UInt64, offset: Int, plus: Bool,
                         accept: (_ name: [UInt8], _ entry: EntryReply, _ nextOffset: Int) -> Bool) throws(FSFailure) {
         try run { () throws(AetherError) in
-            guard case .directory(let entries)? = handles[handle] else { throw AetherError.invalid("not a directory handle") }
-            var i = offset
-            while i < entries.count + 2 {
-                let name: [UInt8]
-                let target: UInt64
-                if i == 0 { name = [46]; target = ino }
-                else if i == 1 { name = [46, 46]; target = ControlFile.isVirtual(ino) || isView(ino) ? Workspace.rootIno : workspace.parentOf(ino) }
-                else { name = entries[i - 2].name; target = entries[i - 2].ino }
-                var attributes: Attributes
-                if let a = controlAttributes(target) { attributes = a }
-                else if isView(target) { attributes = (try? views.view(target).attributes) ?? controlAttributes(ControlFile.directoryIno)! }
-                else if plus && i >= 2 { attributes = try workspace.attributes(target) }
-                else { attributes = (try? workspace.attributes(target)) ?? Attributes(ino: target, kind: .directory, mode: 0o755, nlink: 2, uid: 0, gid: 0, size: 0, atime: 0, mtime: 0, ctime: 0, rdev: 0) }
-                let accepted = accept(name, EntryReply(attributes: attributes, entryTimeout: plus && i >= 2 ? options.cacheTimeout : 0,
-                                                       attrTimeout: plus && i >= 2 ? options.cacheTimeout : 0), i + 1)
-                if !accepted { break }
-                if plus && i >= 2 && !ControlFile.isVirtual(target) && !isView(target) { _ = try workspace.retain(target) }
+            let l = try listing(ino)
+            if offset < 2 {
+                let dots: [(name: [UInt8], target: UInt64)] = [([46], ino), ([46, 46], ControlFile.isVirtual(ino) || isView(ino) ? Workspace.rootIno : workspace.parentOf(ino))]
+                for i in offset..<2 {
+                    let attributes = (try? attributesForListing(dots[i].target)) ?? controlAttributes(ControlFile.directoryIno)!
+                    guard accept(dots[i].name, EntryReply(attributes: attributes, entryTimeout: 0, attrTimeout: 0), i + 1) else { return }
+                }
+            }
+            var i = offset <= 2 ? 0 : l.cookies.partitionPoint { $0 <= offset }
+            while i < l.entries.count {
+                let target = l.entries[i].ino
+                let attributes = try attributesForListing(target)
+                let cached = plus && !views.isListing(target) && !ControlFile.isVirtual(target)
+                guard accept(l.entries[i].name, EntryReply(attributes: attributes, entryTimeout: plus ? options.cacheTimeout : 0,
+                                                           attrTimeout: cached ? options.cacheTimeout : 0), l.cookies[i]) else { return }
+                if plus && !ControlFile.isVirtual(target) && !isView(target) { _ = try workspace.retain(target) }
                 i += 1
             }
         }
     }
 
-    public func releasedir(handle: UInt64) {
-        lock.withLock { _ = handles.removeValue(forKey: handle) }
+    /// Attributes of a listed entry. Under `lock`.
+    private func attributesForListing(_ ino: UInt64) throws(AetherError) -> Attributes {
+        if let a = controlAttributes(ino) { return a }
+        if isView(ino) { return try views.view(ino).attributes }
+        return try workspace.attributes(ino)
     }
 
     public func fsyncdir(_ ino: UInt64) throws(FSFailure) {

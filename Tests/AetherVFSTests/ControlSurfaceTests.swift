@@ -34,10 +34,9 @@ final class VFSFixture {
     }
 
     func names(_ ino: UInt64) throws -> [String] {
-        let h = try vfs.opendir(ino).handle
-        defer { vfs.releasedir(handle: h) }
+        _ = try vfs.opendir(ino)
         var out: [String] = []
-        try vfs.readdir(ino, handle: h, offset: 0, plus: false) { name, _, _ in out.append(String(decoding: name, as: UTF8.self)); return true }
+        try vfs.readdir(ino, offset: 0, plus: false) { name, _, _ in out.append(String(decoding: name, as: UTF8.self)); return true }
         return out
     }
 }
@@ -77,6 +76,57 @@ final class VFSFixture {
         #expect(f.request(.checkpoint, payload) == code)
         #expect(try f.read(.last).contains(words))
         #expect(try f.read(.checkpoint) == "null\n", "nothing was recorded")
+    }
+
+    /// readdir keeps no handle: it resumes after the cookie it was given, so names added or removed
+    /// between two requests never make it skip or repeat another name.
+    @Test func readdirResumesAcrossChangesWithoutSkippingOrRepeating() throws {
+        let f = try VFSFixture()
+        let d = try f.vfs.mkdir(parent: Workspace.rootIno, name: Array("d".utf8), mode: 0o755, caller: f.me).attributes.ino
+        func add(_ name: String) throws { _ = try f.vfs.mknod(parent: d, name: Array(name.utf8), mode: 0o100644, rdev: 0, caller: f.me) }
+        for i in 0..<300 { try add("f\(i)") }
+        var seen: [String] = [], offset = 0, round = 0
+        while true {
+            var got = 0
+            try f.vfs.readdir(d, offset: offset, plus: false) { name, _, next in
+                guard got < 7 else { return false }
+                seen.append(String(decoding: name, as: UTF8.self))
+                offset = next
+                got += 1
+                return true
+            }
+            if got == 0 { break }
+            // Between requests: one name already listed and one not yet go, a new one comes.
+            round += 1
+            func present(_ name: String) -> Bool { (try? f.vfs.lookup(parent: d, name: Array(name.utf8))) != nil }
+            if let gone = seen.last(where: { $0.hasPrefix("f") && present($0) }) { try f.vfs.unlink(parent: d, name: Array(gone.utf8)) }
+            let later = (0..<300).map { "f\($0)" }.first { !seen.contains($0) && present($0) }
+            if let later, round % 3 == 0 { try f.vfs.unlink(parent: d, name: Array(later.utf8)) }
+            try add("new\(round)")
+        }
+        #expect(Set(seen).count == seen.count, "a name was listed twice")
+        #expect(Array(seen.prefix(2)) == [".", ".."])
+        // Every name present from the first request to the last was listed.
+        let kept = (0..<300).map { "f\($0)" }.filter { (try? f.vfs.lookup(parent: d, name: Array($0.utf8))) != nil }
+        #expect(kept.allSatisfy(seen.contains))
+        #expect(seen.count >= kept.count + 2)
+    }
+
+    /// The kernel keeps every listing until the directory's mtime changes: a listing of snapshots moves
+    /// its mtime when a snapshot comes, keeps it otherwise, and has its attributes asked for each time.
+    @Test func snapshotListingMovesItsMtimeWhenItChanges() throws {
+        let f = try VFSFixture()
+        let control = try f.vfs.lookup(parent: Workspace.rootIno, name: Array(".aether".utf8)).attributes.ino
+        let listing = try f.vfs.lookup(parent: control, name: Array("checkpoints".utf8)).attributes.ino
+        let before = try f.vfs.getattr(listing)
+        #expect(before.attrTimeout == 0)
+        #expect(try f.vfs.getattr(listing).attributes.mtime == before.attributes.mtime)
+        #expect(try f.names(listing) == [".", ".."])
+        #expect(f.request(.checkpoint, "{\"message\":\"one\",\"name\":\"one\"}") == 0)
+        let after = try f.vfs.getattr(listing)
+        #expect(after.attributes.mtime != before.attributes.mtime)
+        #expect(try f.names(listing) == [".", "..", "one"])
+        #expect(try f.vfs.getattr(listing).attributes.mtime == after.attributes.mtime)
     }
 
     @Test func unknownRestoreTargetIsENOENT() throws {
