@@ -9,13 +9,16 @@ import Dispatch
 public final class ContentStore: @unchecked Sendable {
     public let objects: ObjectStore
     let lock = Lock()
-    private var chunks = LRUCache<ObjectID, [UInt8]>(budget: 32 << 20)
-    private var manifests = LRUCache<ObjectID, IndexedManifest>(budget: 16 << 20)
+    // Budgets in bytes, about what each cache holds (the daemon should stay under 200 MiB in all): chunks
+    // hold the prefetch window of a read in order (32 chunks of 64 KiB on average); an assembled tree of
+    // 100,000 entries (16 MB) still fits, so checkpoints and restores of such a directory read it once.
+    private var chunks = LRUCache<ObjectID, [UInt8]>(budget: 16 << 20)
+    private var manifests = LRUCache<ObjectID, IndexedManifest>(budget: 4 << 20)
     /// Trees as stored: version 1 with their entries, version 2 with their pages only.
-    var heads = LRUCache<ObjectID, Tree>(budget: 8 << 20)
+    var heads = LRUCache<ObjectID, Tree>(budget: 4 << 20)
     /// Version-2 trees with their pages' entries put together.
     var assembled = LRUCache<ObjectID, Tree>(budget: 16 << 20)
-    var pages = LRUCache<ObjectID, [TreeEntry]>(budget: 8 << 20)
+    var pages = LRUCache<ObjectID, [TreeEntry]>(budget: 4 << 20)
 
     private let writer: ChunkWriter
     /// Read the next chunks of a file being read in order into the cache, on other threads: several, as
@@ -48,7 +51,7 @@ public final class ContentStore: @unchecked Sendable {
         var at: UInt64 = 0
         for c in m.chunks { starts.append(at); at += UInt64(c.length) }
         let indexed = IndexedManifest(manifest: m, starts: starts)
-        lock.withLock { manifests.put(id, indexed, cost: 64 + m.chunks.count * 48) }
+        lock.withLock { manifests.put(id, indexed, cost: 256 + m.chunks.count * 56) }
         return indexed
     }
 
