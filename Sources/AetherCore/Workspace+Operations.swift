@@ -291,6 +291,14 @@ extension Workspace {
 
     public func setAttributes(_ ino: UInt64, _ change: AttributeChange) throws(AetherError) -> Attributes {
         let n = try node(ino)
+        // Under writeback caching the kernel keeps a file's times itself and, after every link and unlink
+        // of it (also the last one of `rm`), hands them back: the mtime it had from us and a ctime of its
+        // own. That changes nothing here (the link or unlink set the ctime) and costs no catalog write.
+        // (Setting only an mtime equal to the current one therefore leaves the ctime as it was.)
+        if change.mode == nil && change.uid == nil && change.gid == nil && change.size == nil && change.atime == nil
+            && (change.mtime == nil || change.mtime == n.rec.mtime) {
+            return n.attributes
+        }
         let now = fileTimeNow()
         if let size = change.size {
             guard n.kind == .file else { throw n.kind == .directory ? .isDirectory : .invalid("truncate of a special file") }

@@ -55,6 +55,29 @@ final class Fixture {
         #expect(try ws.list(try ws.path("d")).isEmpty)
     }
 
+    /// The kernel hands a file's times back after each link and unlink (writeback caching): with the
+    /// mtime it had from us that changes nothing; any other attribute or mtime is saved with a new ctime.
+    @Test func timesHandedBackChangeNothing() throws {
+        let f = try Fixture()
+        let a: Attributes
+        do {
+            let ws = try f.open()
+            let created = try ws.create(parent: root, name: bytes("a"), mode: 0o644, caller: me)
+            usleep(20_000)  // past the coarse clock's tick, so a new ctime would differ
+            var same = AttributeChange()
+            same.mtime = created.mtime
+            let handedBack = try ws.setAttributes(created.ino, same)
+            #expect(handedBack.ctime == created.ctime && handedBack.mtime == created.mtime)
+            var other = AttributeChange()
+            other.mtime = created.mtime - 1_000_000_000
+            a = try ws.setAttributes(created.ino, other)
+            #expect(a.mtime == created.mtime - 1_000_000_000)
+        }
+        let ws = try f.open()
+        let reopened = try ws.attributes(try ws.path("a"))
+        #expect(reopened.mtime == a.mtime && reopened.ctime == a.ctime)
+    }
+
     @Test func checkpointRestoreAndReopen() throws {
         let f = try Fixture()
         let ws = try f.open()
