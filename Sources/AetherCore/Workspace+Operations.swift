@@ -79,10 +79,10 @@ extension Workspace {
     }
 
     /// A directory's names, sorted by bytes, for one listing.
+    /// A directory's entries, in no particular order (readdir orders them by its cookies).
     public func list(_ ino: UInt64) throws(AetherError) -> [DirectoryEntry] {
         let dir = try directory(ino)
         return dir.entries!.compactMap { name, child in nodes[child].map { DirectoryEntry(name: name, ino: child, kind: $0.kind) } }
-            .sorted { bytesPrecede($0.name, $1.name) }
     }
 
     /// Changes whenever the directory's names do: a listing taken under one stamp holds while it is current.
