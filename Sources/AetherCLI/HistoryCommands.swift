@@ -17,7 +17,8 @@ struct ForkCommand: ParsableCommand {
     func run() throws {
         let repo = try global.open(create: false)
         let json = try fail { () throws(AetherError) -> String in
-            try SessionAccess.act(repo, session: session, file: "fork", payload: name + (at.map { "@" + $0 } ?? "")) { (ws) throws(AetherError) in
+            try Repository.validateName(name, what: "session")
+            return try SessionAccess.act(repo, session: session, file: "fork", payload: name + (at.map { "@" + $0 } ?? "")) { (ws) throws(AetherError) in
                 sessionSummaryJSON(try ws.fork(name: name, at: at, owner: getuid()))
             }
         }

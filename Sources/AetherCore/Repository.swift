@@ -69,6 +69,17 @@ public final class Repository: @unchecked Sendable {
         if !ok { throw .invalid("\(what) name \"\(name)\" must be 1-100 letters, digits, '.', '_' or '-', not starting with '.' or '-'") }
     }
 
+    /// Splits `NAME@REF` at its first `@` (a fork request `NAME@CHECKPOINT`, a snapshot reference
+    /// `SESSION@CHECKPOINT`): `at` is nil without an `@`; nothing on either side of it is `.invalid`.
+    public static func splitAt(_ text: String, what: String) throws(AetherError) -> (name: String, at: String?) {
+        guard let i = text.firstIndex(of: "@") else { return (text, nil) }
+        let name = String(text[..<i]), at = String(text[text.index(after: i)...])
+        guard !name.isEmpty, !at.isEmpty else {
+            throw .invalid("\(what) \"\(text)\" must be NAME or NAME@CHECKPOINT, with a name on each side of the '@'")
+        }
+        return (name, at)
+    }
+
     // MARK: sessions
 
     public func session(named name: String) throws(AetherError) -> SessionRecord {
@@ -136,12 +147,13 @@ public final class Repository: @unchecked Sendable {
     public func resolveSnapshot(_ ref: String, session: SessionRecord?) throws(AetherError) -> SnapshotRecord {
         let ref = ref.trimmingWhitespace()
         guard !ref.isEmpty else { throw .invalid("empty snapshot reference") }
-        if let session {
-            if let cp = try domain({ try catalog.checkpoints(session: session.id) }).last(where: { $0.name == ref }) { return cp }
-        } else if let at = ref.firstIndex(of: "@") {
+        if case let (name, at?) = try Repository.splitAt(ref, what: "snapshot reference") {
             // SESSION@CHECKPOINT
-            let s = try self.session(named: String(ref[..<at]))
-            return try resolveSnapshot(String(ref[ref.index(after: at)...]), session: s)
+            guard !at.contains("@") else { throw .invalid("snapshot reference \"\(ref)\" has more than one '@'") }
+            return try resolveSnapshot(at, session: try self.session(named: name))
+        }
+        if let session, let cp = try domain({ try catalog.checkpoints(session: session.id) }).last(where: { $0.name == ref }) {
+            return cp
         }
         if let head = try domain({ try catalog.branch(ref) }), let commit = try domain({ try catalog.snapshot(id: head) }) {
             return commit

@@ -108,8 +108,8 @@ extension VirtualFileSystem {
                     return .success(snapshotJSON(snapshot))
                 case .fork:
                     let line = try oneLine(text, "a new session's name (NAME or NAME@CHECKPOINT)")
-                    let parts = line.split(separator: "@", maxSplits: 1).map(String.init)
-                    let record = try workspace.fork(name: parts[0], at: parts.count > 1 ? parts[1] : nil, owner: caller.uid)
+                    let (name, at) = try Repository.splitAt(line, what: "a fork request")
+                    let record = try workspace.fork(name: name, at: at, owner: caller.uid)
                     return .success(sessionSummaryJSON(record))
                 case .commit:
                     return .success(snapshotJSON(try workspace.commit(try parseCommitRequest(text), author: caller.uid)))

@@ -7,10 +7,11 @@ import TestSupport
 /// The control surface without a kernel.
 final class VFSFixture {
     let dir = TempDir()
+    let repo: Repository
     let vfs: VirtualFileSystem
     let me = Caller(uid: 0, gid: 0)
     init() throws {
-        let repo = try Repository(path: dir.path + "/store")
+        repo = try Repository(path: dir.path + "/store")
         let s = try repo.createSession(name: "v", owner: 0)
         vfs = VirtualFileSystem(workspace: try Workspace(repo: repo, session: s), mountpoint: "/nowhere")
     }
@@ -134,5 +135,72 @@ final class VFSFixture {
         #expect(f.request(.restore, "ghost") == ENOENT)
         #expect(try f.read(.last).hasPrefix("error: restore: not found"))
         #expect(f.request(.restore, "a\nb") == EINVAL)
+    }
+
+    /// `@`, `@green`, `nm@` and `@@x` once crashed the daemon or forked a session of another name.
+    @Test(arguments: ["@", "@green", "nm@", "@@x", "a@", "@ "])
+    func forkRequestsWithoutANameOnEachSideOfTheAtAreEINVAL(payload: String) throws {
+        let f = try VFSFixture()
+        #expect(f.request(.checkpoint, "{\"message\":\"g\",\"name\":\"green\"}") == 0)
+        let before = try f.repo.sessions().map(\.name)
+        #expect(f.request(.fork, payload) == EINVAL)
+        #expect(try f.read(.last).contains("a name on each side"))
+        #expect(try f.repo.sessions().map(\.name) == before, "nothing was created")
+        #expect(f.request(.fork, "ok@green") == 0)
+        #expect(try f.repo.sessions().map(\.name).contains("ok"))
+    }
+
+    /// `.aether/restore` takes the CLI's own `SESSION@NAME`.
+    @Test func restoreTakesSessionAtCheckpoint() throws {
+        let f = try VFSFixture()
+        #expect(f.request(.checkpoint, "{\"message\":\"g\",\"name\":\"green\"}") == 0)
+        #expect(f.request(.restore, "v@green") == 0)
+        #expect(f.request(.restore, "v@") == EINVAL)
+        #expect(f.request(.restore, "v@green@x") == EINVAL)
+        #expect(f.request(.restore, "ghost@green") == ENOENT)
+    }
+
+    /// Random payloads, built from the characters and fragments the parsers split on, sent to every
+    /// request file: none may trap, each failure is an errno of the documented set with a reason in
+    /// `last`, and a failed request changes nothing (no session, checkpoint or branch appears).
+    @Test func fuzzedControlRequestsNeverTrapAndFailCleanly() throws {
+        let f = try VFSFixture()
+        #expect(f.request(.checkpoint, "{\"message\":\"g\",\"name\":\"green\"}") == 0)
+        var rng = SeededGenerator(seed: 0xAE7_4E5)
+        let pieces = ["@", "@@", "{", "}", "\"", ":", ",", "[", "]", "\\", "\n", "\t", " ", "message", "name", "meta", "branch",
+                      "allow_empty", "true", "null", "1", "-1", "1e999", "green", "v", "main", "x", ".", "-", "é", "\u{FFFD}",
+                      "{\"message\":", "\"m\"", "{\"meta\":{", "\u{0}", "\u{7}", String(repeating: "a", count: 101)]
+        let allowed: Set<Int32> = [EINVAL, ENOENT, EEXIST, EAGAIN, EACCES, EPERM]
+        var failures = 0
+        for round in 0..<1500 {
+            let file = [ControlFile.checkpoint, .restore, .fork, .commit][round % 4]
+            var payload = ""
+            for _ in 0..<Int.random(in: 0...8, using: &rng) { payload += pieces.randomElement(using: &rng)! }
+            let state = { () throws -> ([String], Int, Int) in
+                (try f.repo.sessions().map(\.name), try f.repo.checkpoints(of: f.repo.session(named: "v")).count, try f.repo.branches().count)
+            }
+            let before = try state()
+            let code = f.request(file, payload)
+            if code != 0 {
+                failures += 1
+                #expect(allowed.contains(code), "\(file.name) \(payload.debugDescription) -> errno \(code)")
+                #expect(try f.read(.last).hasPrefix("error: \(file.name): "), "\(payload.debugDescription)")
+                #expect(try state() == before, "a failed \(file.name) \(payload.debugDescription) changed the store")
+            }
+        }
+        #expect(failures > 500, "the generator must reach the parsers' error paths")
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so a fuzz failure can be replayed.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
