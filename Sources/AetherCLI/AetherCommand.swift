@@ -50,7 +50,8 @@ struct GlobalOptions: ParsableArguments {
         return String(cString: buffer) + "/" + path
     }
 
-    func open(create: Bool = true) throws -> Repository {
+    /// Opens the store; only `init`, `mount` and `session create` may create it (`create`).
+    func open(create: Bool) throws -> Repository {
         try fail { () throws(AetherError) in try Repository(path: storePath, create: create) }
     }
 }

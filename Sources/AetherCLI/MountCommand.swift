@@ -51,7 +51,7 @@ struct MountCommand: ParsableCommand {
             printError("\(mountpoint) is already a mount point")
             throw ExitCode(1)
         }
-        let repo = try global.open()
+        let repo = try global.open(create: true)
         if snapshots {
             if session != nil { throw ValidationError("--snapshots mounts no session; drop --session") }
             if foreground { return try serveSnapshots(repo: repo, mountpoint: mountpoint) }
@@ -237,7 +237,7 @@ enum Spawn {
         defer { posix_spawnattr_destroy(&attr) }
         if let log {
             posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-            posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
             posix_spawn_file_actions_adddup2(&actions, 1, 2)
         }
         if setsid { posix_spawnattr_setflags(&attr, Int16(0x80)) } // POSIX_SPAWN_SETSID

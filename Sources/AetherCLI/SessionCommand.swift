@@ -11,7 +11,7 @@ struct InitCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-        let repo = try global.open()
+        let repo = try global.open(create: true)
         say(global.json ? "{\"store\":\(jsonString(repo.path)),\"format\":\(Repository.formatVersion)}"
                         : "store \(repo.path) (format \(Repository.formatVersion))")
     }
@@ -29,7 +29,7 @@ struct SessionCommand: ParsableCommand {
         @Option(name: .long, help: "Start from this snapshot: a checkpoint id, or SESSION@CHECKPOINT.") var from: String?
 
         func run() throws {
-            let repo = try global.open()
+            let repo = try global.open(create: true)
             let s = try fail { () throws(AetherError) in try repo.createSession(name: name, from: from, owner: getuid()) }
             say(global.json ? sessionJSON(repo, s) : "created session \(s.name)")
         }
@@ -40,7 +40,7 @@ struct SessionCommand: ParsableCommand {
         @OptionGroup var global: GlobalOptions
 
         func run() throws {
-            let repo = try global.open()
+            let repo = try global.open(create: false)
             let all = try fail { () throws(AetherError) in try repo.sessions() }
             if global.json {
                 say("[" + all.map { sessionJSON(repo, $0) }.joined(separator: ",") + "]")

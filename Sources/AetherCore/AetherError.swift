@@ -52,7 +52,7 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
         case .invalid(let why): "invalid request: \(why)"
         case .nameTooLong: "name too long (255 bytes at most)"
         case .notPermitted(let why): "not permitted: \(why)"
-        case .accessDenied(let why): "access denied: \(why)"
+        case .accessDenied(let why): "permission denied: \(why)"
         case .readOnly: "read-only"
         case .busy(let why): "busy: \(why)"
         case .noAttribute: "no such attribute"

@@ -31,10 +31,20 @@ public final class Repository: @unchecked Sendable {
         self.path = path
         self.logger = logger
         let formatFile = path + "/FORMAT"
+        try Repository.checkAccess(path)
         try domain {
             if !FileIO.exists(formatFile) {
+                let names = FileIO.entries(of: path).map(\.name)
+                if names.contains("meta.db") || names.contains("objects") {
+                    throw AetherError.damaged("\(path) holds a store's files but no FORMAT file; refusing to make a new store over them")
+                }
                 guard create else { throw AetherError.notFound("no store at \(path) (run `aetherfs init`)") }
+                if !names.isEmpty {
+                    throw AetherError.invalid("\(path) is not empty and holds no store (no FORMAT file); refusing to make a store there")
+                }
                 try FileIO.makeDirectories(path + "/sessions")
+                // A store is private to its owner: its objects hold file data in plain text.
+                chmod(path, 0o700)
                 try FileIO.atomicWrite(formatFile, Array("aetherfs-store \(Repository.formatVersion)\n".utf8), sync: true)
             }
             let text = String(decoding: try FileIO.readFile(formatFile), as: UTF8.self)
@@ -50,6 +60,30 @@ public final class Repository: @unchecked Sendable {
         content = ContentStore(objects: objects)
         catalog = try domain { try Catalog(path: path + "/meta.db") }
         try domain { try FileIO.makeDirectories(path + "/sessions") }
+    }
+
+    /// Someone who may not read and write a store is told so in one line ("permission denied"), not
+    /// with what SQLite or the object files say when their opens fail.
+    static func checkAccess(_ path: String) throws(AetherError) {
+        var st = stat()
+        var probe = path
+        // The store, or the nearest existing directory it would be made in.
+        while stat(probe, &st) != 0 {
+            if errno == EACCES { break }
+            guard errno == ENOENT, let slash = probe.lastIndex(of: "/"), slash != probe.startIndex else { return }
+            probe = String(probe[..<slash])
+        }
+        let denied = { (what: String) -> AetherError in
+            .accessDenied("\(what) (owned by uid \(st.st_uid), mode \(String(st.st_mode & 0o7777, radix: 8))); the store belongs to its owner")
+        }
+        if stat(probe, &st) != 0 { throw .accessDenied("cannot reach the store at \(path)") }
+        if access(probe, R_OK | W_OK | X_OK) != 0 && errno == EACCES {
+            throw denied(probe == path ? "the store at \(path) is not yours to use" : "cannot make a store in \(probe)")
+        }
+        guard probe == path else { return }
+        for file in ["FORMAT", "meta.db"] where stat(path + "/" + file, &st) == 0 {
+            if access(path + "/" + file, R_OK | W_OK) != 0 && errno == EACCES { throw denied("\(path)/\(file) is not yours to use") }
+        }
     }
 
     func sessionDirectory(_ id: Int64) -> String { "\(path)/sessions/\(id)" }

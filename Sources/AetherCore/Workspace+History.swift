@@ -16,11 +16,20 @@ public struct CommitRequest: Sendable {
 }
 
 extension Workspace {
+    /// Until a store has a policy, only the session's owner and root may drive it (checkpoint, restore,
+    /// fork, commit); anyone else is `.accessDenied`, whichever route the request came by.
+    public func authorize(_ uid: UInt32) throws(AetherError) {
+        guard uid == 0 || uid == session.owner else {
+            throw .accessDenied("only the owner of session \(session.name) (uid \(session.owner)) and root may drive it, not uid \(uid)")
+        }
+    }
+
     /// Creates a new session from this one's current state, or from one of its checkpoints (`at`).
     ///
     /// The new session shares every object: its cost is that of writing what changed since the last
     /// checkpoint, never the tree's size. This session keeps working undisturbed.
     public func fork(name: String, at: String? = nil, owner: UInt32) throws(AetherError) -> SessionRecord {
+        try authorize(owner)
         try Repository.validateName(name, what: "session")
         if try domain({ try catalog.session(named: name) }) != nil { throw .exists("session \(name)") }
         var record = SessionRecord(name: name, baseRoot: [], baseSnapshot: nil, parentSession: session.id, owner: owner,
@@ -45,6 +54,7 @@ extension Workspace {
     /// Records the current state as a commit on `branch`, which moves only as a fast-forward from the
     /// commit this session builds on; otherwise `.branchMoved`, and nothing changes.
     public func commit(_ request: CommitRequest, author: UInt32) throws(AetherError) -> SnapshotRecord {
+        try authorize(author)
         let message = request.message.trimmingWhitespace()
         guard !message.isEmpty else { throw .invalid("a commit needs a non-empty message") }
         guard message.utf8.count <= 65536 else { throw .invalid("the message is longer than 64 KiB") }

@@ -21,6 +21,7 @@ extension Workspace {
     /// are cut into chunks, so the cost follows the change, not the session's size. The checkpoint is
     /// durable when this returns: objects are synced before the record commits.
     public func checkpoint(_ request: CheckpointRequest, author: UInt32) throws(AetherError) -> SnapshotRecord {
+        try authorize(author)
         let message = request.message.trimmingWhitespace()
         guard !message.isEmpty else { throw .invalid("a checkpoint needs a non-empty message") }
         guard message.utf8.count <= 65536 else { throw .invalid("the message is longer than 64 KiB") }
@@ -191,6 +192,7 @@ extension Workspace {
     /// numbers (so open files read the restored bytes), the rest come and go. Returns what the kernel
     /// must forget. Cost follows the directories the kernel has loaded, not the tree's size.
     public func restore(to snapshot: SnapshotRecord, caller: UInt32) throws(AetherError) -> [Invalidation] {
+        try authorize(caller)
         guard let rootID = ObjectID(bytes: snapshot.root) else { throw .damaged("snapshot \(snapshot.sid) has no root") }
         let tree = try domain { try repo.content.treeHead(rootID) }
         let root = try node(Workspace.rootIno)

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CSQLite
 
 /// A value bound to or read from SQLite.
@@ -48,6 +51,10 @@ public final class Database: @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
         var db: OpaquePointer?
+        // SQLite creates its files 0644 (less the umask) and gives the -wal and -shm files the main
+        // file's mode: a database made here is private to its owner.
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if fd >= 0 { close(fd) }
         let rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
         guard rc == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open \(path)"

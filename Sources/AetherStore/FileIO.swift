@@ -62,7 +62,7 @@ public enum FileIO {
     /// Publishes `bytes` at `path` atomically: a temp file beside it, optionally fsync'ed, renamed into place.
     public static func atomicWrite(_ path: String, _ bytes: [UInt8], sync: Bool) throws {
         let temp = "\(path).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = try open(temp, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        let fd = try open(temp, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         do {
             try bytes.withUnsafeBytes { (b) in try pwriteAll(fd, b, at: 0, "write \(temp)") }
             if sync && fsync(fd) != 0 { throw StoreError.fromErrno("fsync \(temp)") }
@@ -78,12 +78,12 @@ public enum FileIO {
         }
     }
 
-    /// Creates a directory and its parents; existing ones are fine.
+    /// Creates a directory and its parents (private to their owner); existing ones are fine.
     public static func makeDirectories(_ path: String) throws {
         var current = path.hasPrefix("/") ? "" : "."
         for part in path.split(separator: "/") {
             current += "/" + part
-            if mkdir(current, 0o755) != 0 && errno != EEXIST { throw StoreError.fromErrno("mkdir \(current)") }
+            if mkdir(current, 0o700) != 0 && errno != EEXIST { throw StoreError.fromErrno("mkdir \(current)") }
         }
     }
 

@@ -62,7 +62,7 @@ public final class ObjectStore: @unchecked Sendable {
             file += content
         }
         let dir = String(target.dropLast(62))
-        if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw StoreError.fromErrno("mkdir \(dir)") }
+        if mkdir(dir, 0o700) != 0 && errno != EEXIST { throw StoreError.fromErrno("mkdir \(dir)") }
         try FileIO.atomicWrite(target, file, sync: false)
     }
 

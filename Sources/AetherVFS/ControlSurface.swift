@@ -65,7 +65,8 @@ extension VirtualFileSystem {
             return Attributes(ino: ino, kind: .directory, mode: 0o555, nlink: 2, uid: 0, gid: 0, size: 0, atime: t, mtime: t, ctime: t, rdev: 0)
         }
         guard let file = ControlFile(ino: ino) else { return nil }
-        return Attributes(ino: ino, kind: .file, mode: file.writable ? 0o666 : 0o444, nlink: 1, uid: 0, gid: 0, size: 0,
+        // Only the session's owner (and root) may drive it: the request files are theirs alone to write.
+        return Attributes(ino: ino, kind: .file, mode: file.writable ? 0o644 : 0o444, nlink: 1, uid: sessionOwner, gid: 0, size: 0,
                           atime: t, mtime: t, ctime: t, rdev: 0)
     }
 

@@ -35,6 +35,8 @@ public final class VirtualFileSystem: @unchecked Sendable {
     let workspace: Workspace!
     let views: SnapshotViews
     let snapshotsOnly: Bool
+    /// The uid owning the session (root's in a snapshots-only mount): the control files are its.
+    let sessionOwner: UInt32
     let options: MountOptions
     let logger: Logger
     let lock = Lock()
@@ -74,6 +76,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
         self.workspace = workspace
         self.views = SnapshotViews(repo: workspace.repo) { workspace.session }
         self.snapshotsOnly = false
+        self.sessionOwner = workspace.session.owner
         self.options = options
         self.logger = logger
         self.mountpoint = mountpoint
@@ -84,6 +87,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
         self.workspace = nil
         self.views = SnapshotViews(repo: repo) { nil }
         self.snapshotsOnly = true
+        self.sessionOwner = 0
         self.options = options
         self.logger = logger
         self.mountpoint = mountpoint

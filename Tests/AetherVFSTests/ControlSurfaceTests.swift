@@ -17,7 +17,8 @@ final class VFSFixture {
     }
     deinit { dir.remove() }
 
-    func request(_ file: ControlFile, _ text: String) -> Int32 {
+    func request(_ file: ControlFile, _ text: String, as caller: Caller? = nil) -> Int32 {
+        let me = caller ?? me
         do {
             let h = try vfs.open(file.ino, writing: true, caller: me).handle
             defer { try? vfs.release(file.ino, handle: h) }
@@ -28,8 +29,8 @@ final class VFSFixture {
         }
     }
 
-    func read(_ file: ControlFile) throws -> String {
-        let h = try vfs.open(file.ino, writing: false, caller: me).handle
+    func read(_ file: ControlFile, as caller: Caller? = nil) throws -> String {
+        let h = try vfs.open(file.ino, writing: false, caller: caller ?? me).handle
         defer { try? vfs.release(file.ino, handle: h) }
         return String(decoding: try vfs.read(file.ino, handle: h, offset: 0, count: 1 << 20), as: UTF8.self)
     }
@@ -135,6 +136,27 @@ final class VFSFixture {
         #expect(f.request(.restore, "ghost") == ENOENT)
         #expect(try f.read(.last).hasPrefix("error: restore: not found"))
         #expect(f.request(.restore, "a\nb") == EINVAL)
+    }
+
+    /// Only the session's owner and root drive a session: another uid's requests, by file or xattr, are
+    /// EACCES with a reason and change nothing; the request files are the owner's, 0644.
+    @Test func onlyTheOwnerAndRootDriveTheSession() throws {
+        let f = try VFSFixture()
+        #expect(f.request(.checkpoint, "{\"message\":\"g\",\"name\":\"green\"}") == 0)
+        let other = Caller(uid: 1000, gid: 1000)
+        for (file, payload) in [(ControlFile.checkpoint, "x"), (.restore, "green"), (.fork, "theirs"), (.commit, "ship")] {
+            #expect(f.request(file, payload, as: other) == EACCES, "\(file.name)")
+            #expect(try f.read(.last, as: other).contains("only the owner of session v (uid 0) and root may drive it"))
+            #expect(throws: FSFailure.self) {
+                try f.vfs.setxattr(Workspace.rootIno, name: "user.aether.\(file.name)", value: Array(payload.utf8), create: false, replace: false, caller: other)
+            }
+        }
+        #expect(try f.repo.sessions().map(\.name) == ["v"])
+        #expect(try f.repo.checkpoints(of: f.repo.session(named: "v")).count == 1)
+        #expect(try f.repo.branches().isEmpty)
+        let a = try f.vfs.getattr(ControlFile.restore.ino).attributes
+        #expect(a.mode & 0o777 == 0o644 && a.uid == 0)
+        #expect(f.request(.checkpoint, "mine") == 0, "root may")
     }
 
     /// `@`, `@green`, `nm@` and `@@x` once crashed the daemon or forked a session of another name.

@@ -193,6 +193,15 @@ struct PosixOperations {
         [ "$(cat .aether/checkpoints/perm/priv)" = secret ]
         if as cat .aether/checkpoints/perm/priv 2>/dev/null; then exit 1; fi
         as cat .aether/checkpoints/perm/pub > /dev/null
+        # only the session's owner (root here) drives it: by control file and by xattr alike
+        echo unsaved > unsaved
+        [ "$(stat -c %a:%u .aether/restore)" = 644:0 ]
+        for f in checkpoint restore fork commit; do
+          if as sh -c "echo perm > .aether/$f" 2>$T/err; then echo "uid 1000 wrote .aether/$f" >&2; exit 1; fi
+          has 'Permission denied' $T/err
+          if as setfattr -n user.aether.$f -v perm . 2>/dev/null; then echo "uid 1000 set user.aether.$f" >&2; exit 1; fi
+        done
+        [ "$(cat unsaved)" = unsaved ]; [ "$($A checkpoints s | wc -l)" = 1 ]; [ "$($A session list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 1 ]
         echo ok
         """#)
         #expect(r.status == 0, "\(r)")
