@@ -35,7 +35,12 @@ struct MountCommand: ParsableCommand {
     @Flag(name: .long, help: "Mount the store's commits read-only (branches/, by-id/, by-time/) instead of a session.")
     var snapshots = false
 
+    @Flag(name: .long, help: "Mount over a directory that is not empty (its files are hidden until the unmount).")
+    var nonempty = false
+
     func run() throws {
+        // A mount whose daemon died answers ENOTCONN: detach it first (an aetherfs mount only).
+        MountTable.detachIfDead(absolutePath(directory))
         guard let real = realpath(directory, nil) else {
             printError("cannot mount at \(directory): \(String(cString: strerror(errno)))")
             throw ExitCode(1)
@@ -49,6 +54,10 @@ struct MountCommand: ParsableCommand {
         }
         if MountTable.isMounted(mountpoint) {
             printError("\(mountpoint) is already a mount point")
+            throw ExitCode(1)
+        }
+        if !nonempty && !FileIO.entries(of: mountpoint).isEmpty {
+            printError("\(mountpoint) is not empty: its files would be hidden by the mount (use --nonempty to mount over them)")
             throw ExitCode(1)
         }
         let repo = try global.open(create: true)
@@ -124,7 +133,8 @@ struct MountCommand: ParsableCommand {
 
     /// Starts `aetherfs mount --foreground` in a new session and waits until the mount is up.
     private func startDaemon(repo: Repository, arguments: [String], log: String, mountpoint: String) throws {
-        var args = ["aetherfs", "mount", "--foreground", "--store", repo.path] + arguments
+        // The directory was checked here; the daemon must not look again (the mount may be up by then).
+        var args = ["aetherfs", "mount", "--foreground", "--nonempty", "--store", repo.path] + arguments
         if allowOther { args.append("--allow-other") }
         if showControl { args.append("--show-control") }
         args.append(mountpoint)
@@ -184,8 +194,28 @@ struct UnmountCommand: ParsableCommand {
     }
 }
 
+/// `path` made absolute against the working directory, without touching the path itself.
+func absolutePath(_ path: String) -> String {
+    if path.hasPrefix("/") { return path }
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+    guard getcwd(&buffer, buffer.count) != nil else { return path }
+    return String(cString: buffer) + "/" + path
+}
+
 /// Reads /proc/self/mountinfo.
 enum MountTable {
+    /// Detaches the aetherfs mount at `path` when its daemon is gone (every access fails with
+    /// ENOTCONN, "Transport endpoint is not connected"). A live mount, or another file system, is left.
+    static func detachIfDead(_ path: String) {
+        var trimmed = path
+        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed.removeLast() }
+        guard isMounted(trimmed, type: "fuse.aetherfs") else { return }
+        // statvfs always reaches the daemon (a stat may be answered from the kernel's cache).
+        var st = statvfs()
+        guard statvfs(trimmed, &st) != 0, errno == ENOTCONN else { return }
+        if umount2(trimmed, Int32(MNT_DETACH)) != 0 { _ = try? Spawn.wait(["fusermount3", "-uz", trimmed]) }
+    }
+
     static func isMounted(_ path: String, type: String? = nil) -> Bool {
         guard let bytes = try? FileIO.readFile("/proc/self/mountinfo") else { return false }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {

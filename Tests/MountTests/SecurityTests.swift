@@ -50,3 +50,42 @@ struct StorePrivacy {
         #expect(r.status == 0, "\(r)")
     }
 }
+
+/// Mounting where something is, or was, mounted.
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(10)))
+struct MountPlaces {
+    /// After `kill -9` of the daemon, `mount` detaches the dead mount itself and serves the session again.
+    @Test func mountAfterTheDaemonDiedNeedsNoManualStep() throws {
+        let m = try MountedSession()
+        defer { m.close() }
+        #expect(m.sh("echo kept > f; sync -f f").status == 0)
+        if let pid = m.daemonPID { kill(pid, SIGKILL) }
+        usleep(300_000)
+        let r = m.sh(#"""
+        cd /
+        if ls $M 2>/dev/null; then echo "the mount still answered" >&2; exit 1; fi
+        $A mount --session s $M
+        [ "$(cat $M/f)" = kept ]
+        # a live mount is not detached
+        if $A mount --session s $M 2>$T/err; then exit 1; fi
+        has 'already' $T/err; [ "$(cat $M/f)" = kept ]
+        """#)
+        #expect(r.status == 0, "\(r)")
+    }
+
+    /// Mounting over files would hide them silently: refused unless `--nonempty`.
+    @Test func aNonEmptyDirectoryNeedsNonempty() throws {
+        let m = try MountedSession()
+        defer { m.close() }
+        m.unmount()
+        let r = m.sh(#"""
+        cd /; touch $M/hidden
+        if $A mount --session s $M 2>$T/err; then exit 1; fi
+        has 'is not empty' $T/err; [ -e $M/hidden ]
+        $A mount --nonempty --session s $M; [ ! -e $M/hidden ]
+        $A unmount $M; [ -e $M/hidden ]; rm $M/hidden
+        """#)
+        #expect(r.status == 0, "\(r)")
+        try m.mount()
+    }
+}
