@@ -38,6 +38,9 @@ struct MountCommand: ParsableCommand {
     @Flag(name: .long, help: "Mount over a directory that is not empty (its files are hidden until the unmount).")
     var nonempty = false
 
+    @Flag(name: .long, help: "Let the kernel cache writes and send them later (faster small writes; a checkpoint taken while a program writes without fsync may then hold some of its writes and not earlier ones).")
+    var writebackCache = false
+
     func run() throws {
         // A mount whose daemon died answers ENOTCONN: detach it first (an aetherfs mount only).
         MountTable.detachIfDead(absolutePath(directory))
@@ -110,6 +113,7 @@ struct MountCommand: ParsableCommand {
             let workspace = try Workspace(repo: repo, session: session)
             var options = MountOptions()
             options.showControl = showControl
+            options.writebackCache = writebackCache
             let vfs = VirtualFileSystem(workspace: workspace, mountpoint: mountpoint, options: options, logger: logger)
             let marker = repo.path + "/sessions/\(session.id).mount"
             let server = FuseServer(vfs: vfs, mountpoint: mountpoint, allowOther: allowOther, logger: logger)
@@ -137,6 +141,7 @@ struct MountCommand: ParsableCommand {
         var args = ["aetherfs", "mount", "--foreground", "--nonempty", "--store", repo.path] + arguments
         if allowOther { args.append("--allow-other") }
         if showControl { args.append("--show-control") }
+        if writebackCache { args.append("--writeback-cache") }
         args.append(mountpoint)
         // libfuse's worker threads would each get a malloc arena of their own (up to 8 per core),
         // holding freed memory apart; two keep the daemon's footprint near what it uses.

@@ -8,7 +8,10 @@ import AetherStore
 public struct Caller: Sendable {
     public var uid: UInt32
     public var gid: UInt32
-    public init(uid: UInt32, gid: UInt32) { self.uid = uid; self.gid = gid }
+    /// The caller's umask, applied to a new node's mode unless its directory has a default ACL (the
+    /// kernel leaves it to us when ACLs are on).
+    public var umask: UInt32
+    public init(uid: UInt32, gid: UInt32, umask: UInt32 = 0) { self.uid = uid; self.gid = gid; self.umask = umask }
 }
 
 /// Which attributes a `setattr` changes.
@@ -105,12 +108,25 @@ extension Workspace {
             gid = dir.rec.gid
             if kind == .directory { mode |= 0o2000 }
         }
+        // A directory's default ACL, where it has one, decides a new node's permissions (and becomes a
+        // new directory's default ACL); else the umask does. Symlinks have neither.
+        var xattrs = XattrMap()
+        if kind != .symlink {
+            if let inherited = dir.xattrs[PosixACL.defaultName], var acl = try? PosixACL(xattr: inherited), !acl.isEmpty {
+                mode = mode & ~0o777 | acl.create(mode: mode)
+                if !acl.isMinimal { xattrs[PosixACL.accessName] = acl.xattr }
+                if kind == .directory { xattrs[PosixACL.defaultName] = inherited }
+            } else {
+                mode &= ~(caller.umask & 0o777)
+            }
+        }
         let rec = NodeRecord(ino: try allocateIno(), kind: kind.rawValue, mode: mode, uid: caller.uid, gid: gid,
                              size: kind == .directory ? 4096 : UInt64(target.count), atime: now, mtime: now, ctime: now,
                              nlink: kind == .directory ? 2 : 1, rdev: rdev, target: target,
                              upper: kind == .file, materialized: kind == .directory,
                              overlay: kind == .directory, dirty: true)
         let node = Node(rec: rec, kind: kind)
+        node.xattrs = xattrs
         if kind == .directory { node.entries = [:] }
         if kind == .file { try upper.createEmpty(rec.ino) }
         nodes[rec.ino] = node
@@ -306,7 +322,14 @@ extension Workspace {
             n.rec.mtime = now
             n.dropPrivilegeBits()
         }
-        if let m = change.mode { n.rec.mode = m & 0o7777 }
+        if let m = change.mode {
+            n.rec.mode = m & 0o7777
+            // The access ACL follows a chmod (its owner, mask and other entries), as on ext4.
+            if let value = n.xattrs[PosixACL.accessName], var acl = try? PosixACL(xattr: value) {
+                acl.chmod(m)
+                n.xattrs[PosixACL.accessName] = acl.xattr
+            }
+        }
         if let u = change.uid { n.rec.uid = u }
         if let g = change.gid { n.rec.gid = g }
         if change.uid != nil || change.gid != nil, n.kind != .directory, change.mode == nil {
@@ -474,7 +497,13 @@ extension Workspace {
     }
 
     /// Sets an attribute; `create` fails when it exists, `replace` when it does not.
-    public func setXattr(_ ino: UInt64, name: String, value: [UInt8], create: Bool, replace: Bool) throws(AetherError) {
+    ///
+    /// An access ACL sets the mode's permission bits, and is kept only when it says more than they do
+    /// (ext4 keeps no minimal ACL: `cp -p` and `sed -i` set one on every file they write); setting it
+    /// clears setgid when the caller is neither in the file's group nor root. A default ACL is kept on
+    /// directories only.
+    public func setXattr(_ ino: UInt64, name: String, value: [UInt8], create: Bool, replace: Bool,
+                         caller: Caller = Caller(uid: 0, gid: 0)) throws(AetherError) {
         guard !name.isEmpty else { throw .invalid("empty attribute name") }
         guard name.utf8.count <= 255 else { throw .range }
         guard value.count <= Workspace.maxXattrValue else { throw .tooBig }
@@ -482,7 +511,21 @@ extension Workspace {
         let exists = n.xattrs[name] != nil
         if create && exists { throw .exists("attribute \(name)") }
         if replace && !exists { throw .noAttribute }
-        n.xattrs[name] = value
+        if PosixACL.isACL(name) {
+            let acl = try PosixACL(xattr: value)
+            guard n.kind != .symlink else { throw .notSupported("ACLs on symlinks") }
+            if name == PosixACL.accessName {
+                guard !acl.isEmpty else { throw .invalid("an access ACL needs entries") }
+                n.rec.mode = n.rec.mode & ~0o777 | acl.modeBits
+                if caller.uid != 0 && caller.gid != n.rec.gid { n.rec.mode &= ~0o2000 }
+                n.xattrs[name] = acl.isMinimal ? nil : acl.xattr
+            } else {
+                guard n.kind == .directory else { throw .accessDenied("only directories have default ACLs") }
+                n.xattrs[name] = acl.isEmpty ? nil : acl.xattr
+            }
+        } else {
+            n.xattrs[name] = value
+        }
         n.rec.ctime = fileTimeNow()
         try change { () throws(AetherError) in try touch(n) }
     }

@@ -15,7 +15,7 @@ enum Callbacks {
 
     static func caller(_ req: fuse_req_t?) -> Caller {
         let ctx = fuse_req_ctx(req)!.pointee
-        return Caller(uid: ctx.uid, gid: ctx.gid)
+        return Caller(uid: ctx.uid, gid: ctx.gid, umask: UInt32(ctx.umask))
     }
 
     static func name(_ p: UnsafePointer<CChar>?) -> [UInt8] {
@@ -80,6 +80,10 @@ enum Callbacks {
         // Writes stay in the kernel's page cache until it flushes them (close, fsync, memory pressure);
         // the VFS flushes them itself before anything reads the tree behind the kernel (`flushKernel`).
         if fs.writebackCache { wanted.append(UInt32(FUSE_CAP_WRITEBACK_CACHE)) }
+        // POSIX ACLs: the kernel enforces them; the workspace keeps them in step with modes and gives
+        // new nodes their directory's default ACL, so the umask is ours to apply (DONT_MASK).
+        let acl = UInt32(FUSE_CAP_POSIX_ACL) | UInt32(FUSE_CAP_DONT_MASK)
+        if conn.pointee.capable & acl == acl { wanted.append(acl) }
         fs.kernelSkipsOpendir = conn.pointee.capable & UInt32(FUSE_CAP_NO_OPENDIR_SUPPORT) != 0
         for cap in wanted where conn.pointee.capable & cap != 0 {
             conn.pointee.want |= cap

@@ -19,8 +19,12 @@ public struct MountOptions: Sendable {
     public var showControl = false
     /// Seconds the kernel may trust names and attributes of the tree (changes come only through us).
     public var cacheTimeout: Double = 86400
-    /// Let the kernel keep written pages and send them in large writes (FUSE writeback cache).
-    public var writebackCache = true
+    /// Let the kernel keep written pages and send them later in large writes (FUSE writeback cache).
+    /// Off by default: the kernel then writes its pages back in any order, so a checkpoint taken while
+    /// a program writes could hold a state that never existed (blocks of a later write without those of
+    /// an earlier one). Without it every write(2) reaches the daemon before it returns, in order, and a
+    /// checkpoint is the session's content at one instant.
+    public var writebackCache = false
     public init() {}
 }
 
@@ -66,9 +70,10 @@ public final class VirtualFileSystem: @unchecked Sendable {
     }
 
     /// Before anything reads the tree behind the kernel (checkpoints, forks, commits, restores, states
-    /// and digests), the writes the kernel still holds must be ours.
+    /// and digests), the writes the kernel still holds must be ours: with the writeback cache every
+    /// written page, without it the pages of shared writable mappings (mmap).
     func flushKernel() {
-        if writebackCache { kernelFlush() }
+        if !snapshotsOnly { kernelFlush() }
     }
     public let mountpoint: String
 
@@ -511,7 +516,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
             if let failure { throw failure }
             return
         }
-        try run { () throws(AetherError) in try workspace.setXattr(ino, name: name, value: value, create: create, replace: replace) }
+        try run { () throws(AetherError) in try workspace.setXattr(ino, name: name, value: value, create: create, replace: replace, caller: caller) }
     }
 
     public func removexattr(_ ino: UInt64, name: String) throws(FSFailure) {

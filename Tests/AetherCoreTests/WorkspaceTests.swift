@@ -112,7 +112,7 @@ final class Fixture {
             }
             try ws.unlink(parent: root, name: bytes("f0"))
             ws.forget(first, count: 1)
-            _ = try ws.checkpoint(CheckpointRequest(message: "all"), author: 1)
+            _ = try ws.checkpoint(CheckpointRequest(message: "all"), author: 1000)
             ws.upper.settle()
             let spare = ws.upper.directory + "/spare"
             let spares = try FileManagerless.names(spare)
@@ -151,12 +151,12 @@ final class Fixture {
             let n = try ws.create(parent: root, name: bytes("f\(i)"), mode: 0o644, caller: me)
             try ws.write(n.ino, String(repeating: "line \(i)\n", count: 100))
         }
-        let first = try ws.checkpoint(CheckpointRequest(message: "all"), author: 1)
+        let first = try ws.checkpoint(CheckpointRequest(message: "all"), author: 1000)
         #expect(first.filesChanged == 50)
         try ws.write(try ws.path("f7"), "changed", at: 3)
-        let second = try ws.checkpoint(CheckpointRequest(message: "one"), author: 1)
+        let second = try ws.checkpoint(CheckpointRequest(message: "one"), author: 1000)
         #expect(second.filesChanged == 1)
-        let third = try ws.checkpoint(CheckpointRequest(message: "none"), author: 1)
+        let third = try ws.checkpoint(CheckpointRequest(message: "none"), author: 1000)
         #expect(third.root == second.root && third.filesChanged == 0)
         #expect(try ws.text(try ws.path("f7")).hasPrefix("linchanged"))
     }
@@ -165,13 +165,13 @@ final class Fixture {
         let f = try Fixture()
         let ws = try f.open()
         #expect(throws: AetherError.invalid("a checkpoint needs a non-empty message")) {
-            try ws.checkpoint(CheckpointRequest(message: "  \n"), author: 1)
+            try ws.checkpoint(CheckpointRequest(message: "  \n"), author: 1000)
         }
-        _ = try ws.checkpoint(CheckpointRequest(message: "x", name: "keep"), author: 1)
+        _ = try ws.checkpoint(CheckpointRequest(message: "x", name: "keep"), author: 1000)
         #expect(throws: AetherError.exists("checkpoint keep in session w")) {
-            try ws.checkpoint(CheckpointRequest(message: "y", name: "keep"), author: 1)
+            try ws.checkpoint(CheckpointRequest(message: "y", name: "keep"), author: 1000)
         }
-        #expect(throws: AetherError.self) { try ws.checkpoint(CheckpointRequest(message: "y", name: "../bad"), author: 1) }
+        #expect(throws: AetherError.self) { try ws.checkpoint(CheckpointRequest(message: "y", name: "../bad"), author: 1000) }
         #expect(try f.repo.checkpoints(of: f.session).count == 1)
         #expect(throws: AetherError.self) { try f.repo.resolveSnapshot("nope", session: f.session) }
     }
@@ -183,14 +183,14 @@ final class Fixture {
         try ws.write(a.ino, "shared")
         let d = try ws.mkdir(parent: root, name: bytes("d"), mode: 0o755, caller: me)
         _ = try ws.link(a.ino, newParent: d.ino, newName: bytes("b"))
-        let cp = try ws.checkpoint(CheckpointRequest(message: "links"), author: 1)
+        let cp = try ws.checkpoint(CheckpointRequest(message: "links"), author: 1000)
         // A fresh session from the checkpoint sees one inode under two names.
         let other = try f.repo.createSession(name: "o", from: cp.sid, owner: 1)
         let ws2 = try Workspace(repo: f.repo, session: other)
         let x = try ws2.path("a"), y = try ws2.path("d/b")
         #expect(x == y)
         #expect(try ws2.attributes(x).nlink == 2)
-        _ = try ws.restore(to: cp, caller: 1)
+        _ = try ws.restore(to: cp, caller: 1000)
         #expect(try ws.text(try ws.path("d/b")) == "shared")
     }
 
@@ -216,20 +216,20 @@ final class Fixture {
                 try ws.write(n.ino, "\(i)")
             }
             _ = try ws.link(try ws.path("big/f1"), newParent: root, newName: bytes("h1"))
-            let cp1 = try ws.checkpoint(CheckpointRequest(message: "big"), author: 1)
+            let cp1 = try ws.checkpoint(CheckpointRequest(message: "big"), author: 1000)
             #expect(try f.repo.content.treeHead(try #require(storedTree(cp1, "").entries.first { $0.name == bytes("big") }?.content)).pages != nil)
             try ws.write(try ws.path("big/f5"), "five")
             try ws.unlink(parent: big.ino, name: bytes("f7"))
             try ws.rename(parent: big.ino, name: bytes("f8"), newParent: big.ino, newName: bytes("zz"), flags: [])
             _ = try ws.create(parent: big.ino, name: bytes("a-new"), mode: 0o600, caller: me)
             try ws.write(try ws.path("h1"), "one, through the other name")
-            cp2 = try ws.checkpoint(CheckpointRequest(message: "few changes"), author: 1)
+            cp2 = try ws.checkpoint(CheckpointRequest(message: "few changes"), author: 1000)
             #expect(cp2.filesChanged == 3)
         }
         // After reopening, which names changed is not known: the next checkpoint writes big whole.
         let ws = try f.open()
         try ws.write(try ws.path("big/f9"), "nine")
-        let cp3 = try ws.checkpoint(CheckpointRequest(message: "after reopening"), author: 1)
+        let cp3 = try ws.checkpoint(CheckpointRequest(message: "after reopening"), author: 1000)
         for (cp, nine) in [(cp2, "9"), (cp3, "nine")] {
             let tree = try storedTree(cp, "big")
             #expect(tree.entries.count == 1500)
@@ -256,13 +256,13 @@ final class Fixture {
         }
         let still = try ws.mkdir(parent: root, name: bytes("still"), mode: 0o755, caller: me)
         let kept = try ws.create(parent: still.ino, name: bytes("k"), mode: 0o644, caller: me)
-        let cp1 = try ws.checkpoint(CheckpointRequest(message: "before"), author: 1)
+        let cp1 = try ws.checkpoint(CheckpointRequest(message: "before"), author: 1000)
         try ws.write(try ws.path("big/f3"), "three")
-        _ = try ws.checkpoint(CheckpointRequest(message: "between"), author: 1)
+        _ = try ws.checkpoint(CheckpointRequest(message: "between"), author: 1000)
         try ws.write(try ws.path("big/f5"), "five")
         try ws.unlink(parent: big.ino, name: bytes("f7"))
         _ = try ws.create(parent: big.ino, name: bytes("new"), mode: 0o644, caller: me)
-        let inv = try ws.restore(to: cp1, caller: 1)
+        let inv = try ws.restore(to: cp1, caller: 1000)
         for name in ["f3", "f5", "f7", "new"] {
             #expect(inv.contains(.entry(parent: big.ino, name: bytes(name))), "\(name) is visited")
         }
@@ -283,12 +283,12 @@ final class Fixture {
             let ws = try f.open()
             let big = try ws.mkdir(parent: root, name: bytes("big"), mode: 0o755, caller: me)
             for i in 0..<1100 { _ = try ws.create(parent: big.ino, name: bytes("f\(i)"), mode: 0o644, caller: me) }
-            cp1 = try ws.checkpoint(CheckpointRequest(message: "before"), author: 1)
+            cp1 = try ws.checkpoint(CheckpointRequest(message: "before"), author: 1000)
             try ws.write(try ws.path("big/f9"), "nine")
             _ = try ws.create(parent: big.ino, name: bytes("extra"), mode: 0o644, caller: me)
         }
         let ws = try f.open()
-        _ = try ws.restore(to: cp1, caller: 1)
+        _ = try ws.restore(to: cp1, caller: 1000)
         #expect(try ws.text(try ws.path("big/f9")) == "")
         #expect(throws: AetherError.self) { try ws.path("big/extra") }
         let again = try f.open()

@@ -5,6 +5,15 @@ import TestSupport
 /// Eight writers, renamers and listers in one mount while another process loops checkpoints and forks.
 @Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(10)))
 struct Concurrency {
+    /// Every checkpoint is the session's content at one instant (Scripts/instant.py): an appender and a
+    /// rewriter write without fsync while 200 checkpoints are taken; each block of each checkpoint is
+    /// checked against the writers' logs (no zeros where a write had returned, no passes out of order).
+    @Test func everyCheckpointIsOneInstantUnderWriters() throws {
+        try inMount(#"""
+        python3 \#(repositoryRoot)/Scripts/instant.py --mount "$M" --checkpoints 200 --block-kib 256 --rewrite-blocks 16
+        """#, timeout: 900)
+    }
+
     @Test func checkpointsAreConsistentUnderLoad() throws {
         try inMount(#"""
         python3 - <<'PY'
