@@ -1,5 +1,7 @@
 import ArgumentParser
+import Foundation
 import AetherCore
+import AetherMeta
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -15,6 +17,7 @@ public struct AetherCommand: ParsableCommand {
         Inside a mount, .aether/checkpoint, .aether/restore, .aether/status, .aether/log and .aether/last
         are the control surface.
         """,
+        version: "aetherfs \(Repository.softwareVersion) (store format \(Repository.formatVersion), metadata schema \(Catalog.schemaVersion))",
         subcommands: [InitCommand.self, MountCommand.self, UnmountCommand.self, SessionCommand.self,
                       CheckpointCommand.self, CheckpointsCommand.self, RestoreCommand.self, ForkCommand.self,
                       CommitCommand.self, BranchCommand.self, LogCommand.self, ShowCommand.self, DiffCommand.self,
@@ -38,8 +41,10 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "The store directory (default: $AETHERFS_STORE, else ~/.local/share/aetherfs).")
     var store: String?
 
-    @Flag(name: .long, help: "Print JSON instead of text.")
+    @Flag(name: .long, help: "Print JSON instead of text (errors too: {\"error\":{\"code\",\"message\"}} on standard error).")
     var json = false
+
+    func validate() throws { CLIOutput.json = json }
 
     /// The store's absolute path (a daemon runs from `/`).
     var storePath: String {
@@ -56,12 +61,24 @@ struct GlobalOptions: ParsableArguments {
     }
 }
 
-/// Runs domain code; a domain error becomes one line on standard error and exit status 1.
+/// How this run prints (set from `--json` when the options are parsed).
+enum CLIOutput {
+    nonisolated(unsafe) static var json = false
+}
+
+/// An error as `--json` prints it.
+struct ErrorBody: Encodable {
+    struct Detail: Encodable { var code: String; var message: String }
+    var error: Detail
+}
+
+/// Runs domain code; a domain error becomes one line on standard error (a JSON object under `--json`)
+/// and exit status 1.
 func fail<T>(_ body: () throws(AetherError) -> T) throws -> T {
     do {
         return try body()
     } catch {
-        printError(error.description)
+        printError(error.description, code: error.code)
         throw ExitCode(1)
     }
 }
@@ -79,8 +96,15 @@ func clearProgress() {
     text.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
 }
 
-func printError(_ line: String) {
-    var line = "aetherfs: error: " + line + "\n"
+/// One line on standard error: `aetherfs: error: …`, or under `--json` an `ErrorBody` object.
+func printError(_ message: String, code: String = "failed") {
+    var line = "aetherfs: error: " + message + "\n"
+    if CLIOutput.json {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(ErrorBody(error: .init(code: code, message: message)))) ?? Data()
+        line = String(decoding: data, as: UTF8.self) + "\n"
+    }
     line.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
 }
 

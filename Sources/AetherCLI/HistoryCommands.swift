@@ -8,7 +8,7 @@ import AetherStore
 import AetherVFS
 
 struct ForkCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "fork", abstract: "Create a new session from a session's current state or one of its checkpoints.")
+    static let configuration = CommandConfiguration(commandName: "fork", abstract: "Create a new session from a session's current state or one of its checkpoints.", discussion: "Examples:\n  aetherfs fork work try-b\n  aetherfs fork work try-c --at green")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The session to fork.") var session: String
     @Argument(help: "The new session's name.") var name: String
@@ -27,7 +27,7 @@ struct ForkCommand: ParsableCommand {
 }
 
 struct CommitCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "commit", abstract: "Record a session's state as a commit on a branch (a fast-forward only).")
+    static let configuration = CommandConfiguration(commandName: "commit", abstract: "Record a session's state as a commit on a branch (a fast-forward only).", discussion: "Examples:\n  aetherfs commit work -m \"tests pass\"\n  aetherfs commit try-b -m \"winner\" --branch release --meta reviewer=ana")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The session.") var session: String
     @Option(name: .shortAndLong, help: "The commit message (required).") var message: String
@@ -37,9 +37,12 @@ struct CommitCommand: ParsableCommand {
 
     func run() throws {
         let repo = try global.open(create: false)
-        let metadata = try SessionAccess.meta(meta)
-        let payload = SessionAccess.object([("message", message), ("branch", branch)], meta: metadata,
-                                           extra: allowEmpty ? "\"allow_empty\":true" : "")
+        let (metadata, payload) = try fail { () throws(AetherError) in
+            let metadata = try SessionAccess.meta(meta)
+            _ = try Workspace.validateRecord(message: message, meta: metadata, what: "a commit")
+            return (metadata, SessionAccess.object([("message", message), ("branch", branch)], meta: metadata,
+                                                   extra: allowEmpty ? "\"allow_empty\":true" : ""))
+        }
         let json = try fail { () throws(AetherError) -> String in
             try SessionAccess.act(repo, session: session, file: "commit", payload: payload) { (ws) throws(AetherError) in
                 snapshotJSON(try ws.commit(CommitRequest(message: message, branch: branch, meta: metadata, allowEmpty: allowEmpty), author: getuid()))
@@ -54,7 +57,7 @@ struct BranchCommand: ParsableCommand {
                                                     subcommands: [List.self, Create.self, Delete.self], defaultSubcommand: List.self)
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List branches and their head commits.")
+        static let configuration = CommandConfiguration(abstract: "List branches and their head commits.", discussion: "Example:\n  aetherfs branch list --json")
         @OptionGroup var global: GlobalOptions
         func run() throws {
             let repo = try global.open(create: false)
@@ -70,31 +73,34 @@ struct BranchCommand: ParsableCommand {
     }
 
     struct Create: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a branch at a commit.")
+        static let configuration = CommandConfiguration(abstract: "Create a branch at a commit.", discussion: "Example:\n  aetherfs branch create release --from main")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The new branch.") var name: String
         @Option(name: .long, help: "A branch or commit id (default main).") var from = "main"
         func run() throws {
             let repo = try global.open(create: false)
-            try fail { () throws(AetherError) in try repo.createBranch(name, at: from, uid: getuid()) }
-            if !global.json { say("created branch \(name) at \(from)") }
+            let head = try fail { () throws(AetherError) -> SnapshotRecord in
+                try repo.createBranch(name, at: from, uid: getuid())
+                return try repo.resolveSnapshot(name, session: nil)
+            }
+            say(global.json ? "{\"name\":\(jsonString(name)),\"head\":\(snapshotJSON(head))}" : "created branch \(name) at \(from) (\(head.sid))")
         }
     }
 
     struct Delete: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete a branch (its commits stay while something reaches them).")
+        static let configuration = CommandConfiguration(abstract: "Delete a branch (its commits stay while something reaches them).", discussion: "Example:\n  aetherfs branch delete release")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The branch.") var name: String
         func run() throws {
             let repo = try global.open(create: false)
             try fail { () throws(AetherError) in try repo.deleteBranch(name, uid: getuid()) }
-            if !global.json { say("deleted branch \(name)") }
+            say(global.json ? "{\"deleted\":{\"branch\":\(jsonString(name))}}" : "deleted branch \(name)")
         }
     }
 }
 
 struct LogCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "log", abstract: "Show the commits of a branch (or reachable from a commit), newest first.")
+    static let configuration = CommandConfiguration(commandName: "log", abstract: "Show the commits of a branch (or reachable from a commit), newest first.", discussion: "Examples:\n  aetherfs log\n  aetherfs log release -n 5")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "A branch or commit (default main).") var ref = "main"
     @Option(name: .shortAndLong, help: "At most this many commits.") var number = 10_000
@@ -107,7 +113,7 @@ struct LogCommand: ParsableCommand {
 }
 
 struct ShowCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show a snapshot's record and its top-level entries.")
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show a snapshot's record and its top-level entries.", discussion: "Examples:\n  aetherfs show main\n  aetherfs show work@green")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "A checkpoint id, SESSION@CHECKPOINT, a branch or a commit id.") var snapshot: String
 
@@ -138,7 +144,7 @@ struct ShowCommand: ParsableCommand {
 struct DiffCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "diff", abstract: "Show what changed between two snapshots, or a snapshot and a live session.",
-        discussion: "Each side is a snapshot reference (checkpoint id, SESSION@CHECKPOINT, branch, commit id) or a session's name for its live state.")
+        discussion: "Each side is a snapshot reference (checkpoint id, SESSION@CHECKPOINT, branch, commit id) or a session's name for its live state.\n\nExamples:\n  aetherfs diff work@green work\n  aetherfs diff main try-b --stat")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The older side.") var from: String
     @Argument(help: "The newer side.") var to: String

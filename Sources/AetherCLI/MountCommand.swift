@@ -13,7 +13,7 @@ struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount",
         abstract: "Mount a session at a directory (creating the store and the session when absent).",
-        discussion: "Without --session the session is named after the directory. Returns once the mount is up; the filesystem runs in the background until `aetherfs unmount DIR`.")
+        discussion: "Without --session the session is named after the directory. Returns once the mount is up; the filesystem runs in the background until `aetherfs unmount DIR`. A dead mount of the directory (its daemon killed) is detached first.\n\nExamples:\n  aetherfs mount ~/work\n  aetherfs mount --session agent-7 --allow-other /mnt/a7\n  aetherfs mount --snapshots /mnt/commits")
 
     @OptionGroup var global: GlobalOptions
 
@@ -166,7 +166,7 @@ struct MountCommand: ParsableCommand {
 }
 
 struct UnmountCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "unmount", abstract: "Unmount a session's mount and wait for its filesystem to stop.")
+    static let configuration = CommandConfiguration(commandName: "unmount", abstract: "Unmount a session's mount and wait for its filesystem to stop.", discussion: "Examples:\n  aetherfs unmount ~/work\n  aetherfs unmount --lazy ~/work")
 
     @OptionGroup var global: GlobalOptions
 
@@ -195,7 +195,7 @@ struct UnmountCommand: ParsableCommand {
             let deadline = nanosecondsNow() + 30_000_000_000
             while nanosecondsNow() < deadline, repo.mountpoint(of: s) != nil { usleep(20_000) }
         }
-        if !global.json { say("unmounted \(path)") }
+        say(global.json ? "{\"unmounted\":\(jsonString(path))}" : "unmounted \(path)")
     }
 }
 

@@ -37,10 +37,10 @@ enum SessionAccess {
     }
 
     /// Parses repeated `--meta key=value` options.
-    static func meta(_ items: [String]) throws -> [String: String] {
+    static func meta(_ items: [String]) throws(AetherError) -> [String: String] {
         var out: [String: String] = [:]
         for item in items {
-            guard let eq = item.firstIndex(of: "="), eq != item.startIndex else { throw ValidationError("--meta takes key=value, got \"\(item)\"") }
+            guard let eq = item.firstIndex(of: "="), eq != item.startIndex else { throw .invalid("--meta takes key=value, got \"\(item)\"") }
             out[String(item[..<eq])] = String(item[item.index(after: eq)...])
         }
         return out

@@ -7,7 +7,7 @@ import AetherMeta
 import AetherVFS
 
 struct InitCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "init", abstract: "Create a store (mount does this on first use).")
+    static let configuration = CommandConfiguration(commandName: "init", abstract: "Create a store (mount does this on first use).", discussion: "Example:\n  aetherfs init --store /srv/aether")
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
@@ -23,7 +23,7 @@ struct SessionCommand: ParsableCommand {
         subcommands: [Create.self, List.self, Show.self, Delete.self])
 
     struct Create: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a session, empty or from a snapshot.")
+        static let configuration = CommandConfiguration(abstract: "Create a session, empty or from a snapshot.", discussion: "Examples:\n  aetherfs session create scratch\n  aetherfs session create review --from work@green")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The new session's name.") var name: String
         @Option(name: .long, help: "Start from this snapshot: a checkpoint id, or SESSION@CHECKPOINT.") var from: String?
@@ -36,7 +36,7 @@ struct SessionCommand: ParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List sessions.")
+        static let configuration = CommandConfiguration(abstract: "List sessions.", discussion: "Example:\n  aetherfs session list --json")
         @OptionGroup var global: GlobalOptions
 
         func run() throws {
@@ -69,7 +69,7 @@ struct SessionCommand: ParsableCommand {
     }
 
     struct Show: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show one session.")
+        static let configuration = CommandConfiguration(abstract: "Show one session.", discussion: "Example:\n  aetherfs session show work")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The session's name.") var name: String
 
@@ -91,14 +91,14 @@ struct SessionCommand: ParsableCommand {
     }
 
     struct Delete: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete a session and its working layer (refused while mounted).")
+        static let configuration = CommandConfiguration(abstract: "Delete a session and its working layer (refused while mounted).", discussion: "Example:\n  aetherfs session delete review")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The session's name.") var name: String
 
         func run() throws {
             let repo = try global.open(create: false)
             try fail { () throws(AetherError) in try repo.deleteSession(name: name, uid: getuid()) }
-            if !global.json { say("deleted session \(name)") }
+            say(global.json ? "{\"deleted\":{\"session\":\(jsonString(name))}}" : "deleted session \(name)")
         }
     }
 }
@@ -113,7 +113,7 @@ func sessionJSON(_ repo: Repository, _ s: SessionRecord) -> String {
 }
 
 struct CheckpointCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "checkpoint", abstract: "Record a session's current state as a checkpoint.")
+    static let configuration = CommandConfiguration(commandName: "checkpoint", abstract: "Record a session's current state as a checkpoint.", discussion: "Examples:\n  aetherfs checkpoint work -m \"before the refactor\"\n  aetherfs checkpoint work -m nightly --name n-42 --meta job=42")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The session.") var session: String
     @Option(name: .shortAndLong, help: "What the checkpoint holds (required).") var message: String
@@ -122,8 +122,11 @@ struct CheckpointCommand: ParsableCommand {
 
     func run() throws {
         let repo = try global.open(create: false)
-        let metadata = try SessionAccess.meta(meta)
-        let payload = SessionAccess.object([("message", message), ("name", name)], meta: metadata)
+        let (metadata, payload) = try fail { () throws(AetherError) in
+            let metadata = try SessionAccess.meta(meta)
+            _ = try Workspace.validateRecord(message: message, meta: metadata, what: "a checkpoint")
+            return (metadata, SessionAccess.object([("message", message), ("name", name)], meta: metadata))
+        }
         let json = try fail { () throws(AetherError) -> String in
             try SessionAccess.act(repo, session: session, file: "checkpoint", payload: payload) { (ws) throws(AetherError) in
                 snapshotJSON(try ws.checkpoint(CheckpointRequest(message: message, name: name, meta: metadata), author: getuid()))
@@ -134,7 +137,7 @@ struct CheckpointCommand: ParsableCommand {
 }
 
 struct CheckpointsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "checkpoints", abstract: "List a session's checkpoints, newest first.")
+    static let configuration = CommandConfiguration(commandName: "checkpoints", abstract: "List a session's checkpoints, newest first.", discussion: "Example:\n  aetherfs checkpoints work --json")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The session.") var session: String
 
@@ -148,7 +151,7 @@ struct CheckpointsCommand: ParsableCommand {
 }
 
 struct RestoreCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "restore", abstract: "Make a session's tree that of one of its checkpoints.")
+    static let configuration = CommandConfiguration(commandName: "restore", abstract: "Make a session's tree that of one of its checkpoints.", discussion: "Examples:\n  aetherfs restore work green\n  aetherfs restore work 3f2a")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The session.") var session: String
     @Argument(help: "A checkpoint name or id.") var checkpoint: String

@@ -4,7 +4,8 @@ import AetherVFS
 
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "verify", abstract: "Check the whole store; report each problem with what it affects (exit 1 when any).")
+        commandName: "verify", abstract: "Check the whole store; report each problem with what it affects (exit 1 when any).",
+        discussion: "Examples:\n  aetherfs verify\n  aetherfs verify --read-data --store /srv/aether")
     @OptionGroup var global: GlobalOptions
     @Flag(name: .long, help: "Also read every chunk and check its hash (slower).") var readData = false
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import AetherStore
 import AetherMeta
 
@@ -63,6 +66,45 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
         case .noSpace(let what): "store full: \(what)"
         case .damaged(let what): "store damaged: \(what)"
         case .system(_, let what): what
+        }
+    }
+
+    /// A stable name for the kind of error, for `--json` output (and, later, HTTP bodies). A system
+    /// error (as a mounted session's control file answers) is named by its errno's kind.
+    public var code: String {
+        switch self {
+        case .notFound: "not_found"
+        case .exists: "exists"
+        case .notEmpty: "not_empty"
+        case .notDirectory: "not_directory"
+        case .isDirectory: "is_directory"
+        case .invalid: "invalid"
+        case .nameTooLong: "name_too_long"
+        case .notPermitted: "not_permitted"
+        case .accessDenied: "permission_denied"
+        case .readOnly: "read_only"
+        case .busy: "busy"
+        case .noAttribute: "no_attribute"
+        case .range: "range"
+        case .tooBig: "too_big"
+        case .notSupported: "not_supported"
+        case .branchMoved: "branch_moved"
+        case .noSpace: "no_space"
+        case .damaged: "damaged"
+        case .system(let errno, _):
+            switch errno {
+            case ENOENT: "not_found"
+            case EEXIST: "exists"
+            case EINVAL: "invalid"
+            case EACCES: "permission_denied"
+            case EPERM: "not_permitted"
+            case EAGAIN: "branch_moved"
+            case ENOSPC: "no_space"
+            case EIO: "damaged"
+            case EBUSY: "busy"
+            case EROFS: "read_only"
+            default: "system"
+            }
         }
     }
 

@@ -12,6 +12,8 @@ import Logging
 /// (held by the process serving the session), `sessions/ID.mount` (where it is mounted).
 public final class Repository: @unchecked Sendable {
     public static let formatVersion = 1
+    /// This software's version, as `aetherfs --version` prints it.
+    public static let softwareVersion = "0.3.0"
     public let path: String
     public let objects: ObjectStore
     public let content: ContentStore

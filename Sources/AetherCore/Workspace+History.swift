@@ -24,6 +24,23 @@ extension Workspace {
         }
     }
 
+    /// The limits of what a checkpoint or commit records, one set for every route (control files,
+    /// xattrs, the CLI mounted or not): a message of 1 byte to 8 KiB after trimming, metadata keys of
+    /// 1–200 bytes, at most 8 KiB of metadata: escaped as JSON, both fit in one control request.
+    /// Returns the trimmed message.
+    public static let maxMessage = 8 * 1024, maxMeta = 8 * 1024
+    public static func validateRecord(message: String, meta: [String: String], what: String) throws(AetherError) -> String {
+        let message = message.trimmingWhitespace()
+        guard !message.isEmpty else { throw .invalid("\(what) needs a non-empty message") }
+        guard message.utf8.count <= maxMessage else {
+            throw .invalid("the message is \(message.utf8.count) bytes; messages are at most \(maxMessage)")
+        }
+        for key in meta.keys where key.isEmpty || key.utf8.count > 200 { throw .invalid("metadata keys must be 1-200 bytes") }
+        let size = meta.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+        guard size <= maxMeta else { throw .invalid("the metadata is \(size) bytes; at most \(maxMeta)") }
+        return message
+    }
+
     /// Creates a new session from this one's current state, or from one of its checkpoints (`at`).
     ///
     /// The new session shares every object: its cost is that of writing what changed since the last
@@ -55,13 +72,8 @@ extension Workspace {
     /// commit this session builds on; otherwise `.branchMoved`, and nothing changes.
     public func commit(_ request: CommitRequest, author: UInt32) throws(AetherError) -> SnapshotRecord {
         try authorize(author)
-        let message = request.message.trimmingWhitespace()
-        guard !message.isEmpty else { throw .invalid("a commit needs a non-empty message") }
-        guard message.utf8.count <= 65536 else { throw .invalid("the message is longer than 64 KiB") }
+        let message = try Workspace.validateRecord(message: request.message, meta: request.meta, what: "a commit")
         try Repository.validateName(request.branch, what: "branch")
-        for key in request.meta.keys where key.isEmpty || key.utf8.count > 200 {
-            throw .invalid("metadata keys must be 1-200 bytes")
-        }
         let branch = request.branch
         let head = try domain { try catalog.branch(branch) }
         if let head, head != session.baseCommit {

@@ -22,9 +22,7 @@ extension Workspace {
     /// durable when this returns: objects are synced before the record commits.
     public func checkpoint(_ request: CheckpointRequest, author: UInt32) throws(AetherError) -> SnapshotRecord {
         try authorize(author)
-        let message = request.message.trimmingWhitespace()
-        guard !message.isEmpty else { throw .invalid("a checkpoint needs a non-empty message") }
-        guard message.utf8.count <= 65536 else { throw .invalid("the message is longer than 64 KiB") }
+        let message = try Workspace.validateRecord(message: request.message, meta: request.meta, what: "a checkpoint")
         let existing = try domain { try catalog.checkpoints(session: session.id) }
         let taken = Set(existing.map(\.name))
         var name = request.name ?? "cp-\(existing.count + 1)"
@@ -34,9 +32,6 @@ extension Workspace {
         }
         try Repository.validateName(name, what: "checkpoint")
         if taken.contains(name) { throw .exists("checkpoint \(name) in session \(session.name)") }
-        for key in request.meta.keys where key.isEmpty || key.utf8.count > 200 {
-            throw .invalid("metadata keys must be 1-200 bytes")
-        }
 
         var record = SnapshotRecord(sid: Workspace.newSnapshotID(), kind: "checkpoint", session: session.id, name: name,
                                     root: [], parent: session.head, time: now(), author: author,

@@ -35,7 +35,7 @@ enum Callbacks {
         st.st_uid = a.uid
         st.st_gid = a.gid
         st.st_size = Int(a.size)
-        st.st_blksize = 4096
+        st.st_blksize = Int(ControlFile.blockSize(a.ino))
         st.st_blocks = Int(a.blocks)
         st.st_rdev = UInt(a.rdev)
         st.st_atim = timespecOf(a.atime)

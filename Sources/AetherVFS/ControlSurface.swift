@@ -33,6 +33,11 @@ public enum ControlFile: UInt64, CaseIterable, Sendable {
 
     public static func isVirtual(_ ino: UInt64) -> Bool { ino >= directoryIno && ino < SnapshotViews.topBit }
 
+    /// The block size a node reports: stdio and Python buffer that much before they write, and write
+    /// longer data in multiples of it, so a control file's is larger than any request (a request is
+    /// one write). Files and directories report 4 KiB.
+    public static func blockSize(_ ino: UInt64) -> UInt32 { ControlFile(ino: ino) != nil ? 128 * 1024 : 4096 }
+
     var writable: Bool { [.checkpoint, .restore, .fork, .commit].contains(self) }
 }
 
@@ -83,10 +88,57 @@ extension VirtualFileSystem {
         }
     }
 
-    func controlWrite(_ file: ControlFile, data: UnsafeRawBufferPointer, caller: Caller) throws(FSFailure) -> Int {
+    /// A write to a request file. A request is what one open writes (at most 64 KiB), run before the
+    /// write that completes it returns: shells and stdio write long data in pieces whose sizes are
+    /// multiples of 4 KiB (bash's printf 8 KiB, its echo 16 KiB), so such a write is kept and the
+    /// request runs with the next write of another size, or at close (its error then comes from
+    /// close). A write after the request ran is refused. The corresponding FUSE operation is `write`.
+    func controlWrite(_ file: ControlFile, handle: UInt64, data: UnsafeRawBufferPointer, caller: Caller) throws(FSFailure) -> Int {
         guard file.writable else { throw FSFailure(code: EBADF, message: "\(file.name) is read-only") }
-        try perform(file, payload: data, caller: caller)
-        return data.count
+        enum Next { case keep, run([UInt8]), refuse(String) }
+        let next = lock.withLock { () -> Next in
+            guard case .control(var h)? = handles[handle] else { return .refuse("the file is not open for a request") }
+            defer { handles[handle] = .control(h) }
+            if h.done { return .refuse("a request is what one open writes, and this open already carried one") }
+            h.pending += UnsafeRawBufferPointer(data)
+            if h.pending.count > ControlFile.maxPayload {
+                h.done = true
+                return .refuse("the request is more than \(ControlFile.maxPayload) bytes; control requests are at most \(ControlFile.maxPayload)")
+            }
+            if !data.isEmpty && data.count % 4096 == 0 { return .keep }
+            h.done = true
+            return .run(h.pending)
+        }
+        switch next {
+        case .keep: return data.count
+        case .refuse(let why):
+            lock.withLock { lastResults[caller.uid] = "error: \(file.name): invalid request: \(why) (EINVAL)\n" }
+            throw FSFailure(code: EINVAL, message: why)
+        case .run(let payload):
+            try perform(file, payload: payload, caller: caller)
+            return data.count
+        }
+    }
+
+    /// The close of a request file: runs a request still kept (see `controlWrite`); a file opened for
+    /// writing and closed without a request fails with EINVAL. Every close of a descriptor sends a
+    /// flush, also the shell's close of the one it opened before it writes through its dup (`echo x >
+    /// f`), so an empty flush leaves the open file free to carry its request. The corresponding FUSE
+    /// operation is `flush`.
+    func controlFlush(_ file: ControlFile, handle: UInt64, caller: Caller) throws(FSFailure) {
+        let payload = lock.withLock { () -> [UInt8]? in
+            guard case .control(var h)? = handles[handle], h.writing, !h.done else { return nil }
+            if h.pending.isEmpty {
+                lastResults[caller.uid] = "error: \(file.name): invalid request: the request is empty (EINVAL)\n"
+            } else {
+                h.done = true
+                handles[handle] = .control(h)
+            }
+            return h.pending
+        }
+        guard let payload else { return }
+        if payload.isEmpty { throw FSFailure(code: EINVAL, message: "empty control request") }
+        try perform(file, payload: payload, caller: caller)
     }
 
     /// Runs one control request (from a control file or an xattr on the root), records its result or
@@ -94,7 +146,7 @@ extension VirtualFileSystem {
     ///
     /// From an xattr on the root, the kernel holds the root's inode lock until we reply, and invalidating
     /// a name in the root takes that lock: those invalidations (`deferRoot`) go out right after the reply.
-    func perform(_ action: ControlFile, payload: UnsafeRawBufferPointer, caller: Caller, deferRoot: Bool = false) throws(FSFailure) {
+    func perform(_ action: ControlFile, payload: [UInt8], caller: Caller, deferRoot: Bool = false) throws(FSFailure) {
         var invalidations: [Invalidation] = []
         flushKernel()
         let result: Result<String, AetherError> = lock.withLock {
@@ -147,11 +199,11 @@ extension VirtualFileSystem {
     }
 
     /// The payload as text: at most 64 KiB of UTF-8 without control characters but tab and newline.
-    func requestText(_ data: UnsafeRawBufferPointer) throws(AetherError) -> String {
+    func requestText(_ data: [UInt8]) throws(AetherError) -> String {
         guard data.count <= ControlFile.maxPayload else {
             throw .invalid("the request is \(data.count) bytes; control requests are at most \(ControlFile.maxPayload)")
         }
-        guard let text = String(validating: Array(data), as: UTF8.self),
+        guard let text = String(validating: data, as: UTF8.self),
               !text.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\n" && $0 != "\t" && $0 != "\r" }) else {
             throw .invalid("the request is not text")
         }

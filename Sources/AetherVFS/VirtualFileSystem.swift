@@ -108,8 +108,19 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     enum Handle {
         case file(UInt64)
-        case control(ControlFile, content: [UInt8], writing: Bool, wrote: Bool)
+        case control(ControlHandle)
         case view(UInt64)
+    }
+
+    /// An open control file: what a read shows, and for a writer the request being written.
+    struct ControlHandle {
+        var file: ControlFile
+        var content: [UInt8]
+        var writing: Bool
+        /// Bytes of a request written so far and not yet run (see `write`).
+        var pending: [UInt8] = []
+        /// Whether this open carried its request (run, or refused).
+        var done = false
     }
 
     /// Runs a request under the lock, mapping domain errors to errno.
@@ -243,7 +254,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
             if !writing { flushKernel() }
             return lock.withLock {
                 let content = writing ? [] : controlContent(control, caller: caller)
-                return (addHandle(.control(control, content: content, writing: writing, wrote: false)), true)
+                return (addHandle(.control(ControlHandle(file: control, content: content, writing: writing))), true)
             }
         }
         if isView(ino) {
@@ -275,7 +286,8 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// read, decompressed and verified outside it, so reads of the chunk store run side by side.
     public func read(_ ino: UInt64, handle: UInt64, offset: UInt64, count: Int) throws(FSFailure) -> [UInt8] {
         let plan = try run { () throws(AetherError) -> ReadPlan in
-            if case .control(_, let content, _, _)? = handles[handle] {
+            if case .control(let h)? = handles[handle] {
+                let content = h.content
                 guard offset < UInt64(content.count) else { return .bytes([]) }
                 return .bytes(Array(content[Int(offset)..<min(content.count, Int(offset) + count)]))
             }
@@ -287,14 +299,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     }
 
     public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, caller: Caller) throws(FSFailure) -> Int {
-        if let control = ControlFile(ino: ino) {
-            lock.withLock {
-                if case .control(let c, let content, let writing, _)? = handles[handle] {
-                    handles[handle] = .control(c, content: content, writing: writing, wrote: true)
-                }
-            }
-            return try controlWrite(control, data: data, caller: caller)
-        }
+        if let control = ControlFile(ino: ino) { return try controlWrite(control, handle: handle, data: data, caller: caller) }
         if isView(ino) { throw VirtualFileSystem.readOnly }
         let (count, modeChanged) = try run { () throws(AetherError) in
             (try workspace.write(ino, offset: offset, data: data), workspace.takeModesChangedByWrites())
@@ -310,15 +315,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// The corresponding FUSE operation is `flush`: a control file opened for writing and closed
     /// without a request fails here with EINVAL, so an empty payload is an error too.
     public func flush(_ ino: UInt64, handle: UInt64, caller: Caller) throws(FSFailure) {
-        if let control = ControlFile(ino: ino) {
-            let empty = lock.withLock { () -> Bool in
-                guard case .control(_, _, true, false)? = handles[handle] else { return false }
-                lastResults[caller.uid] = "error: \(control.name): invalid request: the request is empty (EINVAL)\n"
-                return true
-            }
-            if empty { throw FSFailure(code: EINVAL, message: "empty control request") }
-            return
-        }
+        if let control = ControlFile(ino: ino) { return try controlFlush(control, handle: handle, caller: caller) }
         if isView(ino) { return }
         try run { () throws(AetherError) in try workspace.flush(ino) }
     }
@@ -510,10 +507,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
             guard ino == Workspace.rootIno, let action = ControlFile(name: key), action.writable else {
                 throw FSFailure(code: EPERM, message: "the user.aether. prefix is reserved")
             }
-            let failure: FSFailure? = value.withUnsafeBytes { b in
-                do throws(FSFailure) { try perform(action, payload: b, caller: caller, deferRoot: true); return nil } catch { return error }
-            }
-            if let failure { throw failure }
+            try perform(action, payload: value, caller: caller, deferRoot: true)
             return
         }
         try run { () throws(AetherError) in try workspace.setXattr(ino, name: name, value: value, create: create, replace: replace, caller: caller) }

@@ -17,12 +17,19 @@ final class VFSFixture {
     }
     deinit { dir.remove() }
 
-    func request(_ file: ControlFile, _ text: String, as caller: Caller? = nil) -> Int32 {
+    /// Writes a request as a program would: one write (or `pieces`), then close (flush, release).
+    func request(_ file: ControlFile, _ text: String, as caller: Caller? = nil, pieces: [Int]? = nil) -> Int32 {
         let me = caller ?? me
         do {
             let h = try vfs.open(file.ino, writing: true, caller: me).handle
             defer { try? vfs.release(file.ino, handle: h) }
-            _ = try Array(text.utf8).withUnsafeBytes { (b) throws(FSFailure) in try vfs.write(file.ino, handle: h, offset: 0, data: b, caller: me) }
+            let bytes = Array(text.utf8)
+            var at = 0
+            for n in pieces ?? [bytes.count] {
+                _ = try Array(bytes[at..<at + n]).withUnsafeBytes { (b) throws(FSFailure) in try vfs.write(file.ino, handle: h, offset: UInt64(at), data: b, caller: me) }
+                at += n
+            }
+            try vfs.flush(file.ino, handle: h, caller: me)
             return 0
         } catch {
             return (error as? FSFailure)?.code ?? -1
@@ -136,6 +143,22 @@ final class VFSFixture {
         #expect(f.request(.restore, "ghost") == ENOENT)
         #expect(try f.read(.last).hasPrefix("error: restore: not found"))
         #expect(f.request(.restore, "a\nb") == EINVAL)
+    }
+
+    /// A request written in pieces (as shells and stdio write long data: multiples of 4 KiB, then the
+    /// rest) is one request; a write after it ran is refused; a request of whole 4 KiB pieces runs at close.
+    @Test func aRequestWrittenInPiecesIsOneRequest() throws {
+        let f = try VFSFixture()
+        let message = String(repeating: "m", count: 5000)
+        #expect(f.request(.checkpoint, message, pieces: [4096, 904]) == 0)
+        #expect(try f.repo.checkpoints(of: f.repo.session(named: "v")).map(\.message) == [message])
+        #expect(f.request(.checkpoint, String(repeating: "n", count: 8192), pieces: [4096, 4096]) == 0, "runs at close")
+        #expect(f.request(.checkpoint, String(repeating: "o", count: 9000), pieces: [8192, 808]) == EINVAL)
+        #expect(try f.read(.last).contains("at most 8192"))
+        // A write of another size completes the request: what follows on the same open is refused.
+        #expect(f.request(.checkpoint, "one two", pieces: [3, 4]) == EINVAL)
+        #expect(try f.read(.last).contains("already carried one"))
+        #expect(try f.repo.checkpoints(of: f.repo.session(named: "v")).map(\.message).suffix(2) == [String(repeating: "n", count: 8192), "one"])
     }
 
     /// Only the session's owner and root drive a session: another uid's requests, by file or xattr, are

@@ -38,3 +38,45 @@ struct ArgumentFuzz {
         #expect(seen.contains(1) && seen.contains(64), "the generator must reach refusals and usage errors: \(seen)")
     }
 }
+
+/// What the command line promises: --version, examples in every verb's help, JSON under --json (errors
+/// too), one line per error, usage errors exit 64, one limit on messages mounted or not.
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(5)))
+struct CommandLineContract {
+    @Test func versionHelpJSONAndOneLimit() throws {
+        let m = try MountedSession()
+        defer { m.close() }
+        let r = m.sh(#"""
+        $A --version | has '^aetherfs [0-9.]* (store format 1, metadata schema [0-9]*)$'
+        for verb in init mount unmount "session create" "session list" "session show" "session delete" checkpoint checkpoints \
+                    restore fork commit "branch list" "branch create" "branch delete" log show diff verify; do
+          $A $verb --help | has -i '^Examples*:' || { echo "no example in $verb --help" >&2; exit 1; }
+        done
+        # usage errors exit 64, refused requests 1, each with one line
+        set +e; $A checkpoint 2>$T/err; rc=$?; set -e; [ $rc = 64 ]
+        set +e; $A checkpoint s -m x --meta =v 2>$T/err; rc=$?; set -e
+        [ $rc = 1 ] && [ "$(wc -l < $T/err)" = 1 ] && has 'key=value' $T/err
+        # one message limit, mounted (through the control file) or not
+        big=$(head -c 20000 /dev/zero | tr '\0' a)
+        if $A checkpoint s -m "$big" 2>$T/mounted; then exit 1; fi
+        if echo "$big" > .aether/checkpoint 2>/dev/null; then exit 1; fi
+        # (the shell wrote it in two pieces, 16 KiB and the rest: one request all the same)
+        cat .aether/last | has 'at most 8192'
+        if printf '%s' "${big:0:9000}" > .aether/checkpoint 2>/dev/null; then exit 1; fi
+        cat .aether/last | has 'at most 8192'
+        cd /; $A unmount $M >/dev/null
+        if $A checkpoint s -m "$big" 2>$T/unmounted; then exit 1; fi
+        [ "$(cat $T/mounted)" = "$(cat $T/unmounted)" ] || { cat $T/mounted $T/unmounted >&2; exit 1; }
+        $A checkpoints s | has '^no checkpoints' || { echo "a piece of a long message became a checkpoint" >&2; exit 1; }
+        # --json: every verb answers JSON, errors too (on standard error)
+        $A checkpoint s -m one --name one >/dev/null; $A commit s -m c >/dev/null
+        $A branch create rel --from main --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["name"]=="rel" and d["head"]["kind"]=="commit", d'
+        $A branch delete rel --json | python3 -c 'import json,sys; assert json.load(sys.stdin)=={"deleted":{"branch":"rel"}}'
+        $A session create gone --json >/dev/null
+        $A session delete gone --json | python3 -c 'import json,sys; assert json.load(sys.stdin)=={"deleted":{"session":"gone"}}'
+        if $A restore s nope --json 2>$T/err; then exit 1; fi
+        python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["error"]["code"]=="not_found" and "nope" in d["error"]["message"], d' $T/err
+        """#)
+        #expect(r.status == 0, "\(r)")
+    }
+}
