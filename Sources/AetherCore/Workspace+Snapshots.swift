@@ -63,7 +63,8 @@ extension Workspace {
         let saved = session
         let root: ObjectID
         do {
-            root = try snapshotDirectory(try node(Workspace.rootIno), stats: &stats, cleaned: &cleaned)
+            let ingested = try ingestWrittenFiles()
+            root = try snapshotDirectory(try node(Workspace.rootIno), stats: &stats, cleaned: &cleaned, ingested: ingested)
             try domain { try repo.objects.sync() }
             let rootNode = try node(Workspace.rootIno)
             var rootRecord = rootNode.record
@@ -99,6 +100,49 @@ extension Workspace {
         return root
     }
 
+    /// Cuts every written file on a changed path into the chunk store, outside the session lock
+    /// (`outsideLock`: changes wait meanwhile, so the files stay as they were when this started).
+    /// Returns each file's manifest and new bytes by inode.
+    private func ingestWrittenFiles() throws(AetherError) -> [UInt64: ContentStore.Ingested] {
+        var work: [(ino: UInt64, fd: Int32, size: UInt64)] = []
+        defer { for w in work { close(w.fd) } }
+        var seen = Set<UInt64>()
+        // The walk `snapshotDirectory` makes: changed directories, and in one whose changed names are
+        // known, only those.
+        func collect(_ dir: Node) throws(AetherError) {
+            guard dir.rec.dirty || dir.contentID == nil else { return }
+            try ensureLoaded(dir)
+            let entries = dir.entries!
+            let inos: [UInt64] = dir.contentID != nil && dir.changedNames != nil
+                ? dir.changedNames!.compactMap { entries[$0] } : Array(entries.values)
+            for ino in inos {
+                guard let n = nodes[ino] else { continue }
+                if n.kind == .directory { try collect(n); continue }
+                guard n.rec.dirty, n.kind == .file, n.rec.upper, seen.insert(ino).inserted else { continue }
+                let fd = try upperDescriptor(n)
+                let copy = dup(fd)
+                if n.opens == 0 { close(fd); n.fd = -1 }
+                if copy < 0 { throw AetherError.from(StoreError.fromErrno("dup upper file of inode \(ino)")) }
+                work.append((ino, copy, n.rec.size))
+            }
+        }
+        try collect(try node(Workspace.rootIno))
+        guard !work.isEmpty else { return [:] }
+        var results: [UInt64: ContentStore.Ingested] = [:]
+        var failure: AetherError?
+        let content = repo.content
+        outsideLock {
+            for w in work {
+                do { results[w.ino] = try content.ingest(fd: w.fd, size: w.size) } catch {
+                    failure = AetherError.from(error)
+                    return
+                }
+            }
+        }
+        if let failure { throw failure }
+        return results
+    }
+
     /// Whether a node of this session has more than one name now (git, for one, links and unlinks).
     private func hasHardLinks() -> Bool {
         linked = linked.filter { (nodes[$0]?.rec.nlink ?? 0) > 1 }
@@ -127,7 +171,8 @@ extension Workspace {
     /// When the directory's names changed since its last tree are known (`changedNames`: names added,
     /// removed or whose node changed), only their entries are written over that tree (of a paged tree,
     /// only the pages holding them).
-    private func snapshotDirectory(_ dir: Node, stats: inout (files: Int64, bytes: Int64), cleaned: inout [Node]) throws(AetherError) -> ObjectID {
+    private func snapshotDirectory(_ dir: Node, stats: inout (files: Int64, bytes: Int64), cleaned: inout [Node],
+                                   ingested: [UInt64: ContentStore.Ingested]) throws(AetherError) -> ObjectID {
         if !dir.rec.dirty, let id = dir.contentID { return id }
         try ensureLoaded(dir)
         let entries = dir.entries!
@@ -138,7 +183,7 @@ extension Workspace {
             changes.reserveCapacity(names.count)
             for name in names.sorted(by: bytesPrecede) {
                 if let ino = entries[name] {
-                    changes.append((name, try entry(for: try node(ino), name: name, stats: &stats, cleaned: &cleaned)))
+                    changes.append((name, try entry(for: try node(ino), name: name, stats: &stats, cleaned: &cleaned, ingested: ingested)))
                 } else {
                     changes.append((name, nil))
                 }
@@ -147,7 +192,7 @@ extension Workspace {
         } else {
             tree.entries.reserveCapacity(entries.count)
             for (name, ino) in entries {
-                tree.entries.append(try entry(for: try node(ino), name: name, stats: &stats, cleaned: &cleaned))
+                tree.entries.append(try entry(for: try node(ino), name: name, stats: &stats, cleaned: &cleaned, ingested: ingested))
             }
             tree.entries.sort { bytesPrecede($0.name, $1.name) }
             id = try domain { try repo.content.putTree(tree) }
@@ -159,15 +204,21 @@ extension Workspace {
         return id
     }
 
-    private func entry(for n: Node, name: [UInt8], stats: inout (files: Int64, bytes: Int64), cleaned: inout [Node]) throws(AetherError) -> TreeEntry {
+    private func entry(for n: Node, name: [UInt8], stats: inout (files: Int64, bytes: Int64), cleaned: inout [Node],
+                       ingested: [UInt64: ContentStore.Ingested]) throws(AetherError) -> TreeEntry {
         if n.kind == .directory {
-            return TreeEntry(name: name, kind: .directory, content: try snapshotDirectory(n, stats: &stats, cleaned: &cleaned))
+            return TreeEntry(name: name, kind: .directory, content: try snapshotDirectory(n, stats: &stats, cleaned: &cleaned, ingested: ingested))
         }
         if n.rec.dirty {
             if n.kind == .file && n.rec.upper {
-                let fd = try upperDescriptor(n)
-                defer { if n.opens == 0 { close(fd); n.fd = -1 } }
-                let got = try domain { try repo.content.ingest(fd: fd, size: n.rec.size) }
+                let got: ContentStore.Ingested
+                if let done = ingested[n.rec.ino] {
+                    got = done
+                } else {
+                    let fd = try upperDescriptor(n)
+                    defer { if n.opens == 0 { close(fd); n.fd = -1 } }
+                    got = try domain { try repo.content.ingest(fd: fd, size: n.rec.size) }
+                }
                 n.rec.content = got.manifest.bytes
                 stats.files += 1
                 stats.bytes += got.newBytes

@@ -32,6 +32,10 @@ public final class Workspace: @unchecked Sendable {
     var linked = Set<UInt64>()
     let upper: UpperFiles
     var catalog: Catalog { repo.catalog }
+    /// Runs a checkpoint's data work (cutting, hashing, compressing and storing written files) without
+    /// the caller's lock while changes wait, so reads, lookups and opens go on beside it. Set by the VFS,
+    /// which owns the lock; a workspace the CLI opened alone runs the work in place.
+    public var outsideLock: (() -> Void) -> Void = { $0() }
 
     /// Opens the session's working layer as the catalog and the upper files left it.
     public init(repo: Repository, session: SessionRecord) throws(AetherError) {

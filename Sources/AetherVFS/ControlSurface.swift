@@ -150,6 +150,7 @@ extension VirtualFileSystem {
         var invalidations: [Invalidation] = []
         flushKernel()
         let result: Result<String, AetherError> = lock.withLock {
+            waitUntilThawed()
             do throws(AetherError) {
                 let text = try requestText(payload)
                 switch action {

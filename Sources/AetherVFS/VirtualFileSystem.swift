@@ -33,7 +33,9 @@ public struct MountOptions: Sendable {
 /// method per request, and kernel invalidations leave through `invalidator`.
 ///
 /// Lock order: `lock` guards the workspace and the handle table; it is never held while the
-/// invalidator runs.
+/// invalidator runs. A checkpoint (fork, commit) lets `lock` go while it cuts written files into the
+/// store (`frozen`): reads, lookups, opens and closes go on, and every request that changes the tree
+/// or reads it whole waits on `thawed` (`change`).
 public final class VirtualFileSystem: @unchecked Sendable {
     /// The session served; nil in a snapshots-only mount, where every inode is a view.
     let workspace: Workspace!
@@ -56,6 +58,10 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// Whether the kernel can do without opendir (set by the FUSE adapter from the connection's
     /// capabilities): it then keeps every listing, as `opendir` explains.
     public var kernelSkipsOpendir = false
+
+    /// A checkpoint is working outside `lock`; changes wait on `thawed`. Guarded by `lock`.
+    var frozen = false
+    let thawed = Condition()
 
     /// Open files whose size and time are being set again through the mount after a restore.
     var resizing = Set<UInt64>()
@@ -85,6 +91,13 @@ public final class VirtualFileSystem: @unchecked Sendable {
         self.options = options
         self.logger = logger
         self.mountpoint = mountpoint
+        // Called with `lock` held, from a request that waited for no other freeze (`change`).
+        workspace.outsideLock = { [unowned self] body in
+            frozen = true
+            lock.unlocked(body)
+            frozen = false
+            thawed.broadcast()
+        }
     }
 
     /// A read-only file system of a store's commits: `branches/BRANCH/{ID,latest}`, `by-id/ID`, `by-time/TIME-ID`.
@@ -126,6 +139,22 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// Runs a request under the lock, mapping domain errors to errno.
     func run<T>(_ body: () throws(AetherError) -> T) throws(FSFailure) -> T {
         try mappingErrors { () throws(AetherError) -> T in try lock.withLock { () throws(AetherError) -> T in try body() } }
+    }
+
+    /// Runs a request that changes the tree, or reads it whole, under the lock once no checkpoint is
+    /// working outside it.
+    func change<T>(_ body: () throws(AetherError) -> T) throws(FSFailure) -> T {
+        try mappingErrors { () throws(AetherError) -> T in
+            try lock.withLock { () throws(AetherError) -> T in
+                waitUntilThawed()
+                return try body()
+            }
+        }
+    }
+
+    /// Under `lock`: waits while a checkpoint works outside it.
+    func waitUntilThawed() {
+        while frozen { lock.wait(thawed) }
     }
 
     /// Runs `body` (without the lock), mapping domain errors to errno and logging the serious ones.
@@ -178,7 +207,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     public func setattr(_ ino: UInt64, _ change: AttributeChange) throws(FSFailure) -> EntryReply {
         if let a = controlAttributes(ino) { return EntryReply(attributes: a, entryTimeout: 0, attrTimeout: 0) }
         if isView(ino) { throw VirtualFileSystem.readOnly }
-        return try run { () throws(AetherError) in
+        return try self.change { () throws(AetherError) in
             if resizing.contains(ino) { return reply(try workspace.attributes(ino)) }
             return reply(try workspace.setAttributes(ino, change))
         }
@@ -200,7 +229,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     public func mknod(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, caller: Caller) throws(FSFailure) -> EntryReply {
         try checkNotControl(parent, name)
-        return try run { () throws(AetherError) in
+        return try change { () throws(AetherError) in
             NodeKind(typeBits: mode) == .file || mode & 0o170000 == 0
                 ? reply(try workspace.create(parent: parent, name: name, mode: mode, caller: caller))
                 : reply(try workspace.mknod(parent: parent, name: name, mode: mode, rdev: rdev, caller: caller))
@@ -209,35 +238,35 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     public func mkdir(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller) throws(FSFailure) -> EntryReply {
         try checkNotControl(parent, name)
-        return try run { () throws(AetherError) in reply(try workspace.mkdir(parent: parent, name: name, mode: mode, caller: caller)) }
+        return try change { () throws(AetherError) in reply(try workspace.mkdir(parent: parent, name: name, mode: mode, caller: caller)) }
     }
 
     public func symlink(parent: UInt64, name: [UInt8], target: [UInt8], caller: Caller) throws(FSFailure) -> EntryReply {
         try checkNotControl(parent, name)
-        return try run { () throws(AetherError) in reply(try workspace.symlink(parent: parent, name: name, target: target, caller: caller)) }
+        return try change { () throws(AetherError) in reply(try workspace.symlink(parent: parent, name: name, target: target, caller: caller)) }
     }
 
     public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(FSFailure) -> EntryReply {
         if ControlFile.isVirtual(ino) { throw FSFailure(code: EPERM, message: "control files cannot be linked") }
         if isView(ino) { throw VirtualFileSystem.readOnly }
         try checkNotControl(newParent, newName)
-        return try run { () throws(AetherError) in reply(try workspace.link(ino, newParent: newParent, newName: newName)) }
+        return try change { () throws(AetherError) in reply(try workspace.link(ino, newParent: newParent, newName: newName)) }
     }
 
     public func unlink(parent: UInt64, name: [UInt8]) throws(FSFailure) {
         try checkNotControl(parent, name)
-        try run { () throws(AetherError) in try workspace.unlink(parent: parent, name: name) }
+        try change { () throws(AetherError) in try workspace.unlink(parent: parent, name: name) }
     }
 
     public func rmdir(parent: UInt64, name: [UInt8]) throws(FSFailure) {
         try checkNotControl(parent, name)
-        try run { () throws(AetherError) in try workspace.rmdir(parent: parent, name: name) }
+        try change { () throws(AetherError) in try workspace.rmdir(parent: parent, name: name) }
     }
 
     public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], flags: Workspace.RenameFlags) throws(FSFailure) {
         try checkNotControl(parent, name)
         try checkNotControl(newParent, newName)
-        try run { () throws(AetherError) in
+        try change { () throws(AetherError) in
             try workspace.rename(parent: parent, name: name, newParent: newParent, newName: newName, flags: flags)
         }
     }
@@ -264,15 +293,16 @@ public final class VirtualFileSystem: @unchecked Sendable {
                 return (addHandle(.view(ino)), false)
             }
         }
-        return try run { () throws(AetherError) in
+        let open = { () throws(AetherError) -> (handle: UInt64, direct: Bool) in
             if truncate && writing {
                 var change = AttributeChange()
                 change.size = 0
-                _ = try workspace.setAttributes(ino, change)
+                _ = try self.workspace.setAttributes(ino, change)
             }
-            try workspace.open(ino)
-            return (addHandle(.file(ino)), false)
+            try self.workspace.open(ino)
+            return (self.addHandle(.file(ino)), false)
         }
+        return truncate && writing ? try change(open) : try run(open)
     }
 
     func addHandle(_ h: Handle) -> UInt64 {
@@ -301,7 +331,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, caller: Caller) throws(FSFailure) -> Int {
         if let control = ControlFile(ino: ino) { return try controlWrite(control, handle: handle, data: data, caller: caller) }
         if isView(ino) { throw VirtualFileSystem.readOnly }
-        let (count, modeChanged) = try run { () throws(AetherError) in
+        let (count, modeChanged) = try change { () throws(AetherError) in
             (try workspace.write(ino, offset: offset, data: data), workspace.takeModesChangedByWrites())
         }
         if !modeChanged.isEmpty {
@@ -329,7 +359,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     public func fsync(_ ino: UInt64, dataOnly: Bool) throws(FSFailure) {
         if ControlFile.isVirtual(ino) || isView(ino) { return }
-        try run { () throws(AetherError) in try workspace.fsync(ino, dataOnly: dataOnly) }
+        try change { () throws(AetherError) in try workspace.fsync(ino, dataOnly: dataOnly) }
     }
 
     // MARK: directories
@@ -453,7 +483,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     public func fsyncdir(_ ino: UInt64) throws(FSFailure) {
         if snapshotsOnly { return }
-        try run { () throws(AetherError) in try workspace.syncAll() }
+        try change { () throws(AetherError) in try workspace.syncAll() }
     }
 
     // MARK: extended attributes
@@ -472,7 +502,8 @@ public final class VirtualFileSystem: @unchecked Sendable {
             }
         }
         if name.hasPrefix(VirtualFileSystem.reservedPrefix) { flushKernel() }
-        return try run { () throws(AetherError) in
+        // `root` and `digest` write the tree or a file into the store: they wait for a freeze, as changes do.
+        return try change { () throws(AetherError) in
             guard name.hasPrefix(VirtualFileSystem.reservedPrefix) else { return try workspace.getXattr(ino, name: name) }
             let key = String(name.dropFirst(VirtualFileSystem.reservedPrefix.count))
             switch (key, ino == Workspace.rootIno) {
@@ -510,14 +541,14 @@ public final class VirtualFileSystem: @unchecked Sendable {
             try perform(action, payload: value, caller: caller, deferRoot: true)
             return
         }
-        try run { () throws(AetherError) in try workspace.setXattr(ino, name: name, value: value, create: create, replace: replace, caller: caller) }
+        try change { () throws(AetherError) in try workspace.setXattr(ino, name: name, value: value, create: create, replace: replace, caller: caller) }
     }
 
     public func removexattr(_ ino: UInt64, name: String) throws(FSFailure) {
         if ControlFile.isVirtual(ino) { throw FSFailure(code: ENODATA, message: "no such attribute") }
         if isView(ino) { throw VirtualFileSystem.readOnly }
         if name.hasPrefix(VirtualFileSystem.reservedPrefix) { throw FSFailure(code: EPERM, message: "the user.aether. prefix is reserved") }
-        try run { () throws(AetherError) in try workspace.removeXattr(ino, name: name) }
+        try change { () throws(AetherError) in try workspace.removeXattr(ino, name: name) }
     }
 
     // MARK: the file system as a whole

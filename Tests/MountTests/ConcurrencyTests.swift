@@ -8,6 +8,48 @@ struct Concurrency {
     /// Every checkpoint is the session's content at one instant (Scripts/instant.py): an appender and a
     /// rewriter write without fsync while 200 checkpoints are taken; each block of each checkpoint is
     /// checked against the writers' logs (no zeros where a write had returned, no passes out of order).
+    /// A checkpoint cuts written files into the store without the session lock: reads of other files,
+    /// lookups, opens and listings finish while it runs; a write waits for it and is not in it.
+    @Test func aLargeCheckpointStallsNoRead() throws {
+        try inMount(#"""
+        python3 - <<'PY'
+        import os, subprocess, threading, time
+        os.makedirs("small", exist_ok=True)
+        for i in range(20):
+            open("small/f%d" % i, "wb").write(b"small %d\n" % i)
+        open(".aether/checkpoint", "w").write("small files")
+        with open("big", "wb") as f:
+            for _ in range(96):
+                f.write(os.urandom(1 << 20))
+        done = {}
+        def checkpoint():
+            t0 = time.monotonic()
+            open(".aether/checkpoint", "w").write('{"message":"big","name":"big"}')
+            done["checkpoint"] = (t0, time.monotonic())
+        t = threading.Thread(target=checkpoint); t.start()
+        time.sleep(0.5)
+        reads = []
+        for i in range(20):
+            r0 = time.monotonic()
+            assert open("small/f%d" % i, "rb").read() == b"small %d\n" % i
+            assert sorted(os.listdir("small"))[0] == "f0"
+            os.stat("small/f%d" % i)
+            reads.append(time.monotonic())
+        w0 = time.monotonic()
+        with open("small/after", "w") as f:
+            f.write("written during the checkpoint")
+        wrote = time.monotonic()
+        t.join()
+        c0, c1 = done["checkpoint"]
+        print("checkpoint %.2fs; 20 reads done %.2fs after it started; the write returned %.2fs after it ended"
+              % (c1 - c0, reads[-1] - c0, wrote - c1))
+        assert reads[-1] < c1, "reads waited for the checkpoint"
+        assert wrote >= c1 - 0.05, "a write did not wait for the checkpoint"
+        assert not os.path.exists(".aether/checkpoints/big/small/after"), "a write during the checkpoint is in it"
+        PY
+        """#, timeout: 600)
+    }
+
     @Test func everyCheckpointIsOneInstantUnderWriters() throws {
         try inMount(#"""
         python3 \#(repositoryRoot)/Scripts/instant.py --mount "$M" --checkpoints 200 --block-kib 256 --rewrite-blocks 16
