@@ -33,7 +33,9 @@ enum SessionAccess {
                     direct: (Workspace) throws(AetherError) -> String) throws(AetherError) -> String {
         let s = try repo.session(named: name)
         if let mount = repo.mountpoint(of: s) { return try viaMount(mount, file: file, payload: payload) }
-        return try SessionAccess.direct(repo, s, direct)
+        return try SessionAccess.direct(repo, s) { (ws) throws(AetherError) in
+            try Interruption.during(ws, verb: file) { () throws(AetherError) in try direct(ws) }
+        }
     }
 
     /// Parses repeated `--meta key=value` options.
@@ -71,5 +73,34 @@ extension String {
         while let f = s.first, f.isWhitespace { s.removeFirst() }
         while let l = s.last, l.isWhitespace { s.removeLast() }
         return String(s)
+    }
+}
+
+/// SIGINT during a checkpoint, fork or commit on an unmounted session: the work stops at the next
+/// 4 MiB it reads and changes nothing (`.cancelled`); on a terminal, progress shows meanwhile.
+enum Interruption {
+    nonisolated(unsafe) static var requested: sig_atomic_t = 0
+
+    static func during<T>(_ ws: Workspace, verb: String, _ body: () throws(AetherError) -> T) throws(AetherError) -> T {
+        requested = 0
+        let previous = signal(SIGINT) { _ in Interruption.requested = 1 }
+        // A parent may have blocked SIGINT (test runners do), and the mask is inherited.
+        var set = sigset_t(), old = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &set, &old)
+        defer {
+            pthread_sigmask(SIG_SETMASK, &old, nil)
+            signal(SIGINT, previous)
+            ws.progress = nil
+            clearProgress()
+        }
+        var shown = UInt64.max
+        ws.progress = { (done, total) throws(AetherError) in
+            if Interruption.requested != 0 { throw .cancelled("\(verb) interrupted; nothing changed") }
+            let mib = done >> 20
+            if mib != shown { shown = mib; printProgress("\(verb): \(mib) of \(total >> 20) MiB cut into the store") }
+        }
+        return try body()
     }
 }

@@ -42,6 +42,8 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
     case noSpace(String)
     /// The store is damaged or an object failed verification. (EIO)
     case damaged(String)
+    /// The caller asked to stop (SIGINT); nothing changed. (ECANCELED)
+    case cancelled(String)
     /// A system call failed with this errno.
     case system(Int32, String)
 
@@ -65,6 +67,7 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
         case .branchMoved(let why): why
         case .noSpace(let what): "store full: \(what)"
         case .damaged(let what): "store damaged: \(what)"
+        case .cancelled(let what): "cancelled: \(what)"
         case .system(_, let what): what
         }
     }
@@ -91,6 +94,7 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
         case .branchMoved: "branch_moved"
         case .noSpace: "no_space"
         case .damaged: "damaged"
+        case .cancelled: "cancelled"
         case .system(let errno, _):
             switch errno {
             case ENOENT: "not_found"

@@ -159,8 +159,9 @@ public final class ContentStore: @unchecked Sendable {
     }
 
     /// Cuts the first `size` bytes of `fd` into chunks, stores the new ones and the manifest. Holes of a
-    /// sparse file (found with SEEK_DATA/SEEK_HOLE) become hole entries without being read.
-    public func ingest(fd: Int32, size: UInt64) throws -> Ingested {
+    /// sparse file (found with SEEK_DATA/SEEK_HOLE) become hole entries without being read. `progress`
+    /// hears of every 4 MiB read (bytes so far); what it throws ends the ingest.
+    public func ingest(fd: Int32, size: UInt64, progress: ((UInt64) throws -> Void)? = nil) throws -> Ingested {
         var chunksOut: [(id: ObjectID, length: UInt32)] = []
         var newBytes: Int64 = 0
         func hole(_ length: UInt64) {
@@ -180,7 +181,7 @@ public final class ContentStore: @unchecked Sendable {
             let holeAt = lseek(fd, off_t(data), seekHole)
             let end = holeAt < 0 ? size : min(size, UInt64(holeAt))
             do {
-                try cut(fd: fd, from: UInt64(data), to: end, into: &chunksOut, newBytes: &newBytes)
+                try cut(fd: fd, from: UInt64(data), to: end, into: &chunksOut, newBytes: &newBytes, progress: progress)
             } catch {
                 try? writer.drain()  // let the queued chunks land; this ingest fails with its own error
                 throw error
@@ -196,7 +197,7 @@ public final class ContentStore: @unchecked Sendable {
 
     /// Cuts bytes `start..<end` of `fd` into content-defined chunks.
     private func cut(fd: Int32, from start: UInt64, to end: UInt64, into chunksOut: inout [(id: ObjectID, length: UInt32)],
-                     newBytes: inout Int64) throws {
+                     newBytes: inout Int64, progress: ((UInt64) throws -> Void)?) throws {
         let window = 4 << 20
         var buffer = [UInt8](repeating: 0, count: window)
         var fileOffset = start   // file offset of buffer[0]
@@ -217,6 +218,7 @@ public final class ContentStore: @unchecked Sendable {
                                      at: Int64(fileOffset) + Int64(filled), "read for checkpoint")
                 }
                 filled += got
+                try progress?(fileOffset + UInt64(filled))
                 if got < want {
                     // The file is shorter than recorded: what is missing reads as zeros (as a hole would).
                     buffer.withUnsafeMutableBytes { b in

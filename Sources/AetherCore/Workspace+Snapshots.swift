@@ -131,12 +131,19 @@ extension Workspace {
         var results: [UInt64: ContentStore.Ingested] = [:]
         var failure: AetherError?
         let content = repo.content
+        let total = work.reduce(UInt64(0)) { $0 + $1.size }
+        let progress = self.progress
         outsideLock {
+            var before: UInt64 = 0
             for w in work {
-                do { results[w.ino] = try content.ingest(fd: w.fd, size: w.size) } catch {
+                do {
+                    try progress?(before, total)
+                    results[w.ino] = try content.ingest(fd: w.fd, size: w.size) { (done) throws(AetherError) in try progress?(before + done, total) }
+                } catch {
                     failure = AetherError.from(error)
                     return
                 }
+                before += w.size
             }
         }
         if let failure { throw failure }

@@ -36,6 +36,9 @@ public final class Workspace: @unchecked Sendable {
     /// the caller's lock while changes wait, so reads, lookups and opens go on beside it. Set by the VFS,
     /// which owns the lock; a workspace the CLI opened alone runs the work in place.
     public var outsideLock: (() -> Void) -> Void = { $0() }
+    /// Hears how far a checkpoint's data work is (bytes read, bytes to read); what it throws (such as
+    /// `.cancelled`) ends the checkpoint, which then changes nothing.
+    public var progress: ((_ done: UInt64, _ total: UInt64) throws(AetherError) -> Void)?
 
     /// Opens the session's working layer as the catalog and the upper files left it.
     public init(repo: Repository, session: SessionRecord) throws(AetherError) {

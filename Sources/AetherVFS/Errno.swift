@@ -32,6 +32,7 @@ public func errnoCode(for error: AetherError) -> Int32 {
     case .branchMoved: EAGAIN
     case .noSpace: ENOSPC
     case .damaged: EIO
+    case .cancelled: ECANCELED
     case .system(let code, _): code
     }
 }

@@ -80,3 +80,28 @@ struct CommandLineContract {
         #expect(r.status == 0, "\(r)")
     }
 }
+
+extension CommandLineContract {
+    /// A CLI checkpoint of a large unmounted session shows progress on a terminal and stops cleanly on
+    /// SIGINT, changing nothing; the next one succeeds.
+    @Test func aLongCheckpointShowsProgressAndCancelsCleanly() throws {
+        let m = try MountedSession()
+        defer { m.close() }
+        let r = m.sh(#"""
+        head -c $((192 << 20)) /dev/urandom > big; echo small > small
+        cd /; $A unmount $M >/dev/null
+        $A checkpoint s -m first 2>$T/err & pid=$!
+        sleep 1; kill -INT $pid
+        set +e; wait $pid; rc=$?; set -e
+        [ $rc = 1 ] || { echo "exit $rc after SIGINT" >&2; cat $T/err >&2; $A checkpoints s >&2; exit 1; }
+        has 'cancelled: checkpoint interrupted; nothing changed' $T/err
+        $A checkpoints s | has '^no checkpoints'
+        # progress on a terminal (script(1) gives the command one)
+        script -qec "$A checkpoint s -m second --store $S" /dev/null > $T/tty
+        has 'MiB cut into the store' $T/tty
+        $A checkpoints s | has 'second'
+        $A verify --read-data >/dev/null
+        """#, timeout: 600)
+        #expect(r.status == 0, "\(r)")
+    }
+}
