@@ -38,6 +38,12 @@ struct MountCommand: ParsableCommand {
     @Flag(name: .long, help: "Mount over a directory that is not empty (its files are hidden until the unmount).")
     var nonempty = false
 
+    @Flag(name: .long, help: "Let device nodes in the mount be opened (root only; mounts are nodev by default).")
+    var dev = false
+
+    @Flag(name: .long, help: "Let setuid and setgid bits in the mount take effect (root only; mounts are nosuid by default).")
+    var suid = false
+
     @Flag(name: .long, help: "Let the kernel cache writes and send them later (faster small writes; a checkpoint taken while a program writes without fsync may then hold some of its writes and not earlier ones).")
     var writebackCache = false
 
@@ -57,6 +63,10 @@ struct MountCommand: ParsableCommand {
         }
         if MountTable.isMounted(mountpoint) {
             printError("\(mountpoint) is already a mount point")
+            throw ExitCode(1)
+        }
+        if (dev || suid) && getuid() != 0 {
+            printError("--dev and --suid are root's (as mount(8)'s dev and suid options)", code: "permission_denied")
             throw ExitCode(1)
         }
         if !nonempty && !FileIO.entries(of: mountpoint).isEmpty {
@@ -116,7 +126,8 @@ struct MountCommand: ParsableCommand {
             options.writebackCache = writebackCache
             let vfs = VirtualFileSystem(workspace: workspace, mountpoint: mountpoint, options: options, logger: logger)
             let marker = repo.path + "/sessions/\(session.id).mount"
-            let server = FuseServer(vfs: vfs, mountpoint: mountpoint, allowOther: allowOther, logger: logger)
+            let server = FuseServer(vfs: vfs, mountpoint: mountpoint, allowOther: allowOther,
+                                    extraOptions: (dev ? ["dev"] : []) + (suid ? ["suid"] : []), logger: logger)
             defer { Glibc.unlink(marker) }
             try server.run {
                 try? FileIO.atomicWrite(marker, Array("\(mountpoint)\n\(getpid())\n".utf8), sync: false)
@@ -142,6 +153,8 @@ struct MountCommand: ParsableCommand {
         if allowOther { args.append("--allow-other") }
         if showControl { args.append("--show-control") }
         if writebackCache { args.append("--writeback-cache") }
+        if dev { args.append("--dev") }
+        if suid { args.append("--suid") }
         args.append(mountpoint)
         // libfuse's worker threads would each get a malloc arena of their own (up to 8 per core),
         // holding freed memory apart; two keep the daemon's footprint near what it uses.

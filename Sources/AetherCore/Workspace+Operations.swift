@@ -311,8 +311,9 @@ extension Workspace {
         // of it (also the last one of `rm`), hands them back: the mtime it had from us and a ctime of its
         // own. That changes nothing here (the link or unlink set the ctime) and costs no catalog write.
         // (Setting only an mtime equal to the current one therefore leaves the ctime as it was.)
+        // (An empty change is chown(f, -1, -1): it sets the ctime alone, as on ext4.)
         if change.mode == nil && change.uid == nil && change.gid == nil && change.size == nil && change.atime == nil
-            && (change.mtime == nil || change.mtime == n.rec.mtime) {
+            && change.mtime != nil && change.mtime == n.rec.mtime {
             return n.attributes
         }
         let now = fileTimeNow()
@@ -333,7 +334,9 @@ extension Workspace {
         if let u = change.uid { n.rec.uid = u }
         if let g = change.gid { n.rec.gid = g }
         if change.uid != nil || change.gid != nil, n.kind != .directory, change.mode == nil {
-            n.rec.mode &= ~0o6000 // chown clears setuid and setgid, as on ext4
+            // chown clears setuid, and setgid where the group may execute (else it marks mandatory
+            // locking and stays), as on ext4
+            _ = n.dropPrivilegeBits()
         }
         if let a = change.atime { n.rec.atime = a }
         if let m = change.mtime { n.rec.mtime = m }
@@ -485,6 +488,29 @@ extension Workspace {
         return data.count
     }
 
+    /// Allocates, keeps or punches space of a file (fallocate(2)): mode 0 (allocate, growing the
+    /// file), KEEP_SIZE (allocate only), PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE (with or without
+    /// KEEP_SIZE). Other modes are `.notSupported` (EOPNOTSUPP), so programs fall back to writing.
+    public func fallocate(_ ino: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws(AetherError) {
+        let keepSize: Int32 = 0x01, punchHole: Int32 = 0x02, zeroRange: Int32 = 0x10
+        guard [0, keepSize, punchHole | keepSize, zeroRange, zeroRange | keepSize].contains(mode) else {
+            throw .notSupported("fallocate mode \(mode)")
+        }
+        let n = try node(ino)
+        guard n.kind == .file else { throw n.kind == .directory ? .isDirectory : .notSupported("fallocate of a special file") }
+        guard length > 0, offset <= UInt64(Int64.max) - length else { throw .invalid("fallocate range") }
+        if mode & punchHole == 0 { try repo.ensureRoom(for: Int(min(length, UInt64(Int.max)))) }
+        if !n.rec.upper { try copyUp(n) }
+        let fd = try upperDescriptor(n)
+        defer { if n.opens == 0 { close(fd); n.fd = -1 } }
+        try domain { try FileIO.fallocate(fd, mode: mode, offset: offset, length: length, "fallocate of inode \(ino)") }
+        let now = fileTimeNow()
+        if mode & keepSize == 0 && offset + length > n.rec.size { n.rec.size = offset + length }
+        if mode & (punchHole | zeroRange) != 0 || mode & keepSize == 0 { n.rec.mtime = now }
+        n.rec.ctime = now
+        try change { () throws(AetherError) in try touch(n) }
+    }
+
     // MARK: extended attributes
 
     public func getXattr(_ ino: UInt64, name: String) throws(AetherError) -> [UInt8] {
@@ -511,6 +537,14 @@ extension Workspace {
         let exists = n.xattrs[name] != nil
         if create && exists { throw .exists("attribute \(name)") }
         if replace && !exists { throw .noAttribute }
+        // ext4 refuses an attribute that does not fit (ENOSPC) long before the kernel's 64 KiB list of
+        // names overflows; past that, getfattr -d, cp -a and rsync -X would fail with E2BIG.
+        if !exists {
+            let list = n.xattrs.keys.reduce(name.utf8.count + 1) { $0 + $1.utf8.count + 1 }
+            guard list <= Workspace.maxXattrList else {
+                throw .system(ENOSPC, "the names of a file's extended attributes fit in \(Workspace.maxXattrList) bytes")
+            }
+        }
         if PosixACL.isACL(name) {
             let acl = try PosixACL(xattr: value)
             guard n.kind != .symlink else { throw .notSupported("ACLs on symlinks") }

@@ -17,6 +17,9 @@ public final class Workspace: @unchecked Sendable {
     public static let rootIno: UInt64 = 1
     public static let maxNameLength = 255
     public static let maxXattrValue = 65536
+    /// The most bytes a file's attribute names take in a listxattr reply (each with its NUL): the
+    /// kernel's list is 64 KiB; some room is left for the names it adds.
+    public static let maxXattrList = 60 * 1024
 
     public let repo: Repository
     public internal(set) var session: SessionRecord

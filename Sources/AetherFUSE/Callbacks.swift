@@ -256,6 +256,13 @@ enum Callbacks {
         replyStatus(req) { () throws(FSFailure) in try vfs(req).release(ino, handle: fi!.pointee.fh) }
     }
 
+    static let fallocate: @convention(c) (fuse_req_t?, fuse_ino_t, Int32, off_t, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, mode, off, length, _ in
+        replyStatus(req) { () throws(FSFailure) in
+            guard off >= 0, length > 0 else { throw FSFailure(code: EINVAL, message: "fallocate range") }
+            try vfs(req).fallocate(ino, mode: mode, offset: UInt64(off), length: UInt64(length))
+        }
+    }
+
     static let fsync: @convention(c) (fuse_req_t?, fuse_ino_t, Int32, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, datasync, _ in
         replyStatus(req) { () throws(FSFailure) in try vfs(req).fsync(ino, dataOnly: datasync != 0) }
     }

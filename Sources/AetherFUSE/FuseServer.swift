@@ -16,13 +16,17 @@ public final class FuseServer {
     let mountpoint: String
     let allowOther: Bool
     let readOnly: Bool
+    /// Extra mount(8) options: `dev` (device nodes open), `suid` (setuid bits count); root's only.
+    let extraOptions: [String]
     let logger: Logger
 
-    public init(vfs: VirtualFileSystem, mountpoint: String, allowOther: Bool, readOnly: Bool = false, logger: Logger) {
+    public init(vfs: VirtualFileSystem, mountpoint: String, allowOther: Bool, readOnly: Bool = false,
+                extraOptions: [String] = [], logger: Logger) {
         self.vfs = vfs
         self.mountpoint = mountpoint
         self.allowOther = allowOther
         self.readOnly = readOnly
+        self.extraOptions = extraOptions
         self.logger = logger
     }
 
@@ -32,6 +36,7 @@ public final class FuseServer {
         var options = "default_permissions,fsname=aetherfs:\(vfs.sessionName),subtype=aetherfs"
         if allowOther { options += ",allow_other" }
         if readOnly { options += ",ro" }
+        for o in extraOptions { options += "," + o }
         let argv = ["aetherfs", "-o", options]
         var cargs = argv.map { strdup($0) }
         defer { cargs.forEach { free($0) } }
@@ -133,6 +138,7 @@ public final class FuseServer {
         ops.flush = Callbacks.flush
         ops.release = Callbacks.release
         ops.fsync = Callbacks.fsync
+        ops.fallocate = Callbacks.fallocate
         ops.opendir = Callbacks.opendir
         ops.readdir = Callbacks.readdir
         ops.readdirplus = Callbacks.readdirplus

@@ -59,6 +59,11 @@ public enum FileIO {
         return out
     }
 
+    /// fallocate(2) on a descriptor (Glibc's Swift module does not show it).
+    public static func fallocate(_ fd: Int32, mode: Int32, offset: UInt64, length: UInt64, _ what: String) throws {
+        if CSystem.fallocate(fd, mode, Int(offset), Int(length)) != 0 { throw StoreError.fromErrno(what) }
+    }
+
     /// Publishes `bytes` at `path` atomically: a temp file beside it, optionally fsync'ed, renamed into place.
     public static func atomicWrite(_ path: String, _ bytes: [UInt8], sync: Bool) throws {
         let temp = "\(path).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"

@@ -357,6 +357,14 @@ public final class VirtualFileSystem: @unchecked Sendable {
         }
     }
 
+    /// The corresponding FUSE operation is `fallocate`. Errors: EOPNOTSUPP (other modes, control
+    /// files), EROFS (views), ENOSPC, EISDIR, EINVAL.
+    public func fallocate(_ ino: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws(FSFailure) {
+        if ControlFile.isVirtual(ino) { throw FSFailure(code: EOPNOTSUPP, message: "control files take no fallocate") }
+        if isView(ino) { throw VirtualFileSystem.readOnly }
+        try change { () throws(AetherError) in try workspace.fallocate(ino, mode: mode, offset: offset, length: length) }
+    }
+
     public func fsync(_ ino: UInt64, dataOnly: Bool) throws(FSFailure) {
         if ControlFile.isVirtual(ino) || isView(ino) { return }
         try change { () throws(AetherError) in try workspace.fsync(ino, dataOnly: dataOnly) }
