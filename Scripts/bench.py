@@ -9,7 +9,7 @@ write after a fork, cold reads from the chunk store, chunker speed) and ingest b
 Usage: Scripts/bench [--quick | --smoke] [--json FILE] [--only NAME,...] [--binary PATH]
 """
 from concurrent.futures import ThreadPoolExecutor
-import argparse, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, threading, signal, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = "/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c"
@@ -299,6 +299,44 @@ def aether_only(aether, sizes, rounds, results):
         results.append({"workload": f"checkpoint of {changed} changes, {n}+ files", "unit": "ms", "aetherfs": t * 1e3})
 
 
+def read_during_checkpoint(aether, mib, results):
+    """Reads 40 small files that live in the chunk store (page cache dropped) while a checkpoint of `mib`
+    MiB of new data runs, and the same reads with nothing running: the checkpoint must not hold them up."""
+    d = os.path.join(aether.dir, "rdcp")
+    os.makedirs(d, exist_ok=True)
+    for i in range(40):
+        with open(os.path.join(d, f"small{i}"), "wb") as f:
+            f.write(os.urandom(8192))
+    control(aether.dir, "checkpoint", "small files for reads during a checkpoint")
+    with open(os.path.join(d, "big"), "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1 << 20))
+    def reads():
+        out = []
+        for i in range(40):
+            t = time.perf_counter()
+            with open(os.path.join(d, f"small{i}"), "rb") as f:
+                f.read()
+            out.append(time.perf_counter() - t)
+        return out
+    took = {}
+    def checkpoint():
+        took["cp"] = control(aether.dir, "checkpoint", "a large checkpoint")
+    drop_caches()
+    t = threading.Thread(target=checkpoint)
+    t.start()
+    time.sleep(0.1)
+    during = reads()
+    t.join()
+    drop_caches()
+    idle = reads()
+    results.append({"workload": f"read of a small file during a {mib} MiB checkpoint", "unit": "ms",
+                    "aetherfs": statistics.median(during) * 1e3, "worst": max(during) * 1e3})
+    results.append({"workload": "  the same read, nothing running", "unit": "ms", "aetherfs": statistics.median(idle) * 1e3,
+                    "worst": max(idle) * 1e3})
+    results.append({"workload": f"  the {mib} MiB checkpoint", "unit": "ms", "aetherfs": took["cp"] * 1e3})
+
+
 def first_write_after_fork(native, aether, files, results):
     """Writes 4 KiB over each of `files` 4 KiB files right after a fork (their bytes are in the chunk
     store), against the same writes over native files. Reports the write call alone and open+write+close."""
@@ -450,11 +488,11 @@ def main():
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     rounds = args.rounds or {"smoke": 1, "quick": 2, "full": 3}[mode]
     size = {"smoke": dict(seq="4M", rnd_time="100ms", tree=60, repo=60, units=2, sessions=[10], cp_rounds=2,
-                          ingest_mib=4, fork_files=5, chunk_mib=1),
+                          ingest_mib=4, fork_files=5, chunk_mib=1, cp_mib=8),
             "quick": dict(seq="256M", rnd_time=5, tree=3000, repo=5000, units=60, sessions=[10, 1000, 10_000],
-                          cp_rounds=7, ingest_mib=256, fork_files=200, chunk_mib=256),
+                          cp_rounds=7, ingest_mib=256, fork_files=200, chunk_mib=256, cp_mib=256),
             "full": dict(seq="1G", rnd_time=10, tree=10_000, repo=50_000, units=200, sessions=[10, 1000, 10_000, 100_000],
-                         cp_rounds=20, ingest_mib=1024, fork_files=500, chunk_mib=256)}[mode]
+                         cp_rounds=20, ingest_mib=1024, fork_files=500, chunk_mib=256, cp_mib=700)}[mode]
 
     work = args.work
     if os.path.exists(work):
@@ -532,6 +570,7 @@ def main():
             ingest_vs_restic(native, aether, size["ingest_mib"], restic_init, results, extra)
             print(f"ingest and restic done {elapsed()}", file=sys.stderr)
         if wanted("checkpoint"):
+            read_during_checkpoint(aether, size["cp_mib"], results)
             aether_only(aether, size["sessions"], size["cp_rounds"], results)
             print(f"checkpoint, fork and restore done {elapsed()}", file=sys.stderr)
         rss = aether.rss_mib()
