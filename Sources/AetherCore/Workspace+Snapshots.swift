@@ -104,8 +104,9 @@ extension Workspace {
     /// (`outsideLock`: changes wait meanwhile, so the files stay as they were when this started).
     /// Returns each file's manifest and new bytes by inode.
     private func ingestWrittenFiles() throws(AetherError) -> [UInt64: ContentStore.Ingested] {
-        var work: [(ino: UInt64, fd: Int32, size: UInt64)] = []
-        defer { for w in work { close(w.fd) } }
+        // Upper files are opened one at a time by path (a session may have written more files than a
+        // process may hold open); with changes waiting, none is renamed or removed meanwhile.
+        var work: [(ino: UInt64, path: String, size: UInt64)] = []
         var seen = Set<UInt64>()
         // The walk `snapshotDirectory` makes: changed directories, and in one whose changed names are
         // known, only those.
@@ -119,11 +120,7 @@ extension Workspace {
                 guard let n = nodes[ino] else { continue }
                 if n.kind == .directory { try collect(n); continue }
                 guard n.rec.dirty, n.kind == .file, n.rec.upper, seen.insert(ino).inserted else { continue }
-                let fd = try upperDescriptor(n)
-                let copy = dup(fd)
-                if n.opens == 0 { close(fd); n.fd = -1 }
-                if copy < 0 { throw AetherError.from(StoreError.fromErrno("dup upper file of inode \(ino)")) }
-                work.append((ino, copy, n.rec.size))
+                work.append((ino, upper.path(ino), n.rec.size))
             }
         }
         try collect(try node(Workspace.rootIno))
@@ -138,7 +135,9 @@ extension Workspace {
             for w in work {
                 do {
                     try progress?(before, total)
-                    results[w.ino] = try content.ingest(fd: w.fd, size: w.size) { (done) throws(AetherError) in try progress?(before + done, total) }
+                    let fd = try FileIO.open(w.path, O_RDONLY | O_CLOEXEC)
+                    defer { close(fd) }
+                    results[w.ino] = try content.ingest(fd: fd, size: w.size) { (done) throws(AetherError) in try progress?(before + done, total) }
                 } catch {
                     failure = AetherError.from(error)
                     return
