@@ -36,7 +36,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherFUSE", dependencies: [
-            "AetherVFS", "AetherStore", "CFuse",
+            "AetherVFS", "AetherStore", "CFuse", "CSystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherCLI", dependencies: [

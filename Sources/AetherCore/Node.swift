@@ -57,6 +57,14 @@ final class Node {
     var links: [Link] = []
     /// Whether the node has a row in the catalog.
     var persisted = false
+    /// Whether the catalog holds every extended attribute of the node as a row of its own (then one set
+    /// or removal writes one row); until then the next save writes them all.
+    var xattrRowsSaved = false
+    /// Names of extended attributes set or removed since the node was last saved.
+    var changedXattrs: Set<String> = []
+    /// Whether every name in `links` has its dentry row and its directory is materialized (then a
+    /// change of the node writes its own row only, however many names it has).
+    var linksRecorded = false
     /// Kernel references (lookup counts).
     var lookups: UInt64 = 0
     /// Open file handles.
@@ -72,6 +80,7 @@ final class Node {
         self.rec = rec
         self.kind = kind
         self.xattrs = decodeXattrs(rec.xattrs)
+        self.rec.xattrs = []
     }
 
     var attributes: Attributes {
@@ -79,6 +88,12 @@ final class Node {
                            size: rec.size, atime: rec.atime, mtime: rec.mtime, ctime: rec.ctime, rdev: rec.rdev)
         a.generation = generation
         return a
+    }
+
+    /// Sets (or with nil removes) an extended attribute; the next save writes its row.
+    func setXattr(_ name: String, _ value: [UInt8]?) {
+        xattrs[name] = value
+        if xattrRowsSaved { changedXattrs.insert(name) }
     }
 
     var contentID: ObjectID? { rec.content.flatMap { ObjectID(bytes: $0) } }
@@ -92,13 +107,6 @@ final class Node {
         rec.mode &= ~0o4000
         if rec.mode & 0o010 != 0 { rec.mode &= ~0o2000 }
         return rec.mode != before
-    }
-
-    /// The record as it should be saved (xattrs encoded).
-    var record: NodeRecord {
-        var r = rec
-        r.xattrs = encodeXattrs(xattrs)
-        return r
     }
 }
 

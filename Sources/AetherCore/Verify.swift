@@ -72,6 +72,9 @@ extension Repository {
             for d in try domain({ try catalog.dentries(session: s.id) }) where (d.ino != 0 && !inos.contains(d.ino)) || !inos.contains(d.parent) {
                 report.problems.append(Problem(what: "a name in directory \(d.parent) of the working layer points at a missing inode \(d.ino)", affects: [label]))
             }
+            for ino in Set(try domain({ try catalog.xattrs(session: s.id) }).map(\.ino)) where !inos.contains(ino) {
+                report.problems.append(Problem(what: "extended attributes in the working layer belong to a missing inode \(ino)", affects: [label]))
+            }
             progress("checked \(label)")
         }
         report.problems += walker.problems.values.sorted { $0.what < $1.what }

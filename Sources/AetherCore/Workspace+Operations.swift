@@ -11,7 +11,12 @@ public struct Caller: Sendable {
     /// The caller's umask, applied to a new node's mode unless its directory has a default ACL (the
     /// kernel leaves it to us when ACLs are on).
     public var umask: UInt32
-    public init(uid: UInt32, gid: UInt32, umask: UInt32 = 0) { self.uid = uid; self.gid = gid; self.umask = umask }
+    /// Whether the caller's writes and truncates keep setuid and setgid: it holds CAP_FSETID (root
+    /// does), so the kernel did not ask for them to be cleared, as ext4 keeps them for it.
+    public var keepsPrivilegeBits: Bool
+    public init(uid: UInt32, gid: UInt32, umask: UInt32 = 0, keepsPrivilegeBits: Bool = false) {
+        self.uid = uid; self.gid = gid; self.umask = umask; self.keepsPrivilegeBits = keepsPrivilegeBits
+    }
 }
 
 /// Which attributes a `setattr` changes.
@@ -22,6 +27,8 @@ public struct AttributeChange: Sendable {
     public var size: UInt64?
     public var atime: Int64?
     public var mtime: Int64?
+    /// A truncate by a caller holding CAP_FSETID keeps setuid and setgid (see `Caller`).
+    public var keepsPrivilegeBits = false
     public init() {}
 }
 
@@ -321,14 +328,14 @@ extension Workspace {
             guard n.kind == .file else { throw n.kind == .directory ? .isDirectory : .invalid("truncate of a special file") }
             try truncate(n, to: size)
             n.rec.mtime = now
-            n.dropPrivilegeBits()
+            if !change.keepsPrivilegeBits { n.dropPrivilegeBits() }
         }
         if let m = change.mode {
             n.rec.mode = m & 0o7777
             // The access ACL follows a chmod (its owner, mask and other entries), as on ext4.
             if let value = n.xattrs[PosixACL.accessName], var acl = try? PosixACL(xattr: value) {
                 acl.chmod(m)
-                n.xattrs[PosixACL.accessName] = acl.xattr
+                n.setXattr(PosixACL.accessName, acl.xattr)
             }
         }
         if let u = change.uid { n.rec.uid = u }
@@ -465,7 +472,7 @@ extension Workspace {
         return .stored(id, offset: offset, count: want)
     }
 
-    public func write(_ ino: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(AetherError) -> Int {
+    public func write(_ ino: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, keepsPrivilegeBits: Bool = false) throws(AetherError) -> Int {
         let n = try node(ino)
         guard n.kind == .file else { throw n.kind == .directory ? .isDirectory : .invalid("write to a special file") }
         guard offset <= UInt64(Int64.max) - UInt64(data.count) else { throw .tooBig }
@@ -479,7 +486,7 @@ extension Workspace {
         let now = fileTimeNow()
         n.rec.mtime = now
         n.rec.ctime = now
-        if n.dropPrivilegeBits() { modeChangedByWrites.append(n.rec.ino) }
+        if !keepsPrivilegeBits && n.dropPrivilegeBits() { modeChangedByWrites.append(n.rec.ino) }
         if first {
             try change { () throws(AetherError) in try touch(n) }
         } else {
@@ -552,13 +559,13 @@ extension Workspace {
                 guard !acl.isEmpty else { throw .invalid("an access ACL needs entries") }
                 n.rec.mode = n.rec.mode & ~0o777 | acl.modeBits
                 if caller.uid != 0 && caller.gid != n.rec.gid { n.rec.mode &= ~0o2000 }
-                n.xattrs[name] = acl.isMinimal ? nil : acl.xattr
+                n.setXattr(name, acl.isMinimal ? nil : acl.xattr)
             } else {
                 guard n.kind == .directory else { throw .accessDenied("only directories have default ACLs") }
-                n.xattrs[name] = acl.isEmpty ? nil : acl.xattr
+                n.setXattr(name, acl.isEmpty ? nil : acl.xattr)
             }
         } else {
-            n.xattrs[name] = value
+            n.setXattr(name, value)
         }
         n.rec.ctime = fileTimeNow()
         try change { () throws(AetherError) in try touch(n) }
@@ -567,7 +574,7 @@ extension Workspace {
     public func removeXattr(_ ino: UInt64, name: String) throws(AetherError) {
         let n = try node(ino)
         guard n.xattrs[name] != nil else { throw .noAttribute }
-        n.xattrs[name] = nil
+        n.setXattr(name, nil)
         n.rec.ctime = fileTimeNow()
         try change { () throws(AetherError) in try touch(n) }
     }

@@ -67,7 +67,7 @@ extension Workspace {
             root = try snapshotDirectory(try node(Workspace.rootIno), stats: &stats, cleaned: &cleaned, ingested: ingested)
             try domain { try repo.objects.sync() }
             let rootNode = try node(Workspace.rootIno)
-            var rootRecord = rootNode.record
+            var rootRecord = rootNode.rec
             rootRecord.materialized = false
             rootRecord.overlay = false
             try change(durable: true) { () throws(AetherError) in
@@ -76,6 +76,7 @@ extension Workspace {
                     try catalog.setSessionRoot(session.id, baseRoot: root.bytes)
                     try catalog.clearWorkingLayer(session: session.id)
                     try catalog.upsertNode(session: session.id, rootRecord)
+                    try saveXattrs(Workspace.rootIno, rootNode.xattrs)
                 }
             }
             forgetWorkingLayerRows()
@@ -161,6 +162,8 @@ extension Workspace {
         for ino in rowed {
             guard let n = nodes[ino] else { continue }
             n.persisted = false
+            n.xattrRowsSaved = false
+            n.linksRecorded = false
             n.metaPending = false
             if n.kind == .directory { n.rec.materialized = false; n.rec.overlay = false; n.overrides = [:] }
         }
@@ -254,11 +257,11 @@ extension Workspace {
         rootRecord.mode = tree.mode; rootRecord.uid = tree.uid; rootRecord.gid = tree.gid
         rootRecord.mtime = tree.mtime; rootRecord.ctime = tree.mtime; rootRecord.atime = tree.mtime
         rootRecord.content = rootID.bytes; rootRecord.dirty = false; rootRecord.materialized = false; rootRecord.overlay = false
-        rootRecord.xattrs = encodeXattrs(tree.xattrs)
         try change(durable: true) { () throws(AetherError) in
             try domain {
                 try catalog.clearWorkingLayer(session: session.id)
                 try catalog.upsertNode(session: session.id, rootRecord)
+                try saveXattrs(Workspace.rootIno, tree.xattrs)
                 try catalog.updateSessionBase(session.id, baseRoot: snapshot.root, baseSnapshot: snapshot.id, head: snapshot.id)
                 try catalog.audit(uid: caller, action: "restore", session: session.name, detail: "\(snapshot.name) \(snapshot.sid)")
             }

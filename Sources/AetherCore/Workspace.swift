@@ -70,6 +70,9 @@ public final class Workspace: @unchecked Sendable {
                 guard let kind = NodeKind(rawValue: r.kind) else { throw .damaged("node \(r.ino) has unknown kind \(r.kind)") }
                 let node = Node(rec: r, kind: kind)
                 node.persisted = true
+                // A row of schema 3 or earlier holds its xattrs itself; the next save makes them rows.
+                node.xattrRowsSaved = r.xattrs.isEmpty
+                node.linksRecorded = r.dirty
                 rowed.insert(r.ino)
                 if r.upper {
                     var st = stat()
@@ -88,6 +91,9 @@ public final class Workspace: @unchecked Sendable {
                 if kind != .directory && r.nlink > 1 { linked.insert(r.ino) }
                 nodes[r.ino] = node
                 nextIno = max(nextIno, r.ino + 1)
+            }
+            for x in try domain({ try catalog.xattrs(session: session.id) }) {
+                nodes[x.ino]?.xattrs[String(decoding: x.name, as: UTF8.self)] = x.value
             }
             for d in try domain({ try catalog.dentries(session: session.id) }) {
                 guard let parent = nodes[d.parent] else { continue }
@@ -164,6 +170,7 @@ public final class Workspace: @unchecked Sendable {
     func adopt(_ e: TreeEntry, into dir: Node, canShare: (UInt64, Node) -> Bool = { _, _ in true }) throws(AetherError) -> UInt64 {
         if e.linkGroup != 0, let ino = linkGroups[e.linkGroup], let existing = nodes[ino], canShare(ino, existing) {
             existing.links.append(Link(parent: dir.rec.ino, name: e.name))
+            existing.linksRecorded = false
             return ino
         }
         let child = try makeNode(from: e)
@@ -196,17 +203,36 @@ public final class Workspace: @unchecked Sendable {
     // MARK: persistence of changes
 
     func save(_ node: Node) throws(AetherError) {
-        try domain { try catalog.upsertNode(session: session.id, node.record) }
+        try domain {
+            try catalog.upsertNode(session: session.id, node.rec)
+            if !node.xattrRowsSaved {
+                if !node.xattrs.isEmpty { try saveXattrs(node.rec.ino, node.xattrs) }
+            } else {
+                for name in node.changedXattrs {
+                    try catalog.setXattr(session: session.id, ino: node.rec.ino, name: Array(name.utf8), value: node.xattrs[name])
+                }
+            }
+        }
+        node.changedXattrs = []
+        node.xattrRowsSaved = true
         node.persisted = true
         rowed.insert(node.rec.ino)
         node.metaPending = false
     }
 
-    /// Marks `node` changed since the last checkpoint and saves it, materializing every directory above it.
+    /// Writes every extended attribute of a node as its rows (replacing any it had).
+    func saveXattrs(_ ino: UInt64, _ xattrs: XattrMap) throws {
+        try catalog.replaceXattrs(session: session.id, ino: ino, xattrs.map { (Array($0.key.utf8), $0.value) })
+    }
+
+    /// Marks `node` changed since the last checkpoint and saves it, materializing every directory above
+    /// it. A node changed again writes only its own row: its names were recorded the first time (a
+    /// hard link's new name records itself), so N links cost N rows, not N².
     func touch(_ node: Node) throws(AetherError) {
+        let recorded = node.rec.dirty && node.persisted && node.linksRecorded
         node.rec.dirty = true
         try save(node)
-        try markNamesChanged(node)
+        if !recorded { try markNamesChanged(node) }
     }
 
     /// Marks a directory and its ancestors changed, each with a row; from now on its names that differ
@@ -231,6 +257,7 @@ public final class Workspace: @unchecked Sendable {
             try materialize(parent)
             try domain { try catalog.setDentry(session: session.id, parent: l.parent, name: l.name, ino: node.rec.ino) }
         }
+        node.linksRecorded = true
     }
 
     /// Runs one change atomically in the catalog.
@@ -277,6 +304,8 @@ public final class Workspace: @unchecked Sendable {
         if node.persisted {
             try domain { try catalog.deleteNode(session: session.id, ino: node.rec.ino) }
             node.persisted = false
+            node.xattrRowsSaved = false
+            node.linksRecorded = false
             rowed.remove(node.rec.ino)
         }
         if node.lookups == 0 && node.opens == 0 {

@@ -15,7 +15,7 @@ enum Callbacks {
 
     static func caller(_ req: fuse_req_t?) -> Caller {
         let ctx = fuse_req_ctx(req)!.pointee
-        return Caller(uid: ctx.uid, gid: ctx.gid, umask: UInt32(ctx.umask))
+        return Caller(uid: ctx.uid, gid: ctx.gid, umask: UInt32(ctx.umask), keepsPrivilegeBits: InitReplyPatch.requestKeepsPrivilegeBits)
     }
 
     static func name(_ p: UnsafePointer<CChar>?) -> [UInt8] {
@@ -141,6 +141,7 @@ enum Callbacks {
         if toSet & FUSE_SET_ATTR_UID != 0 { change.uid = a.st_uid }
         if toSet & FUSE_SET_ATTR_GID != 0 { change.gid = a.st_gid }
         if toSet & FUSE_SET_ATTR_SIZE != 0 { change.size = UInt64(a.st_size) }
+        change.keepsPrivilegeBits = InitReplyPatch.requestKeepsPrivilegeBits
         let now = fileTimeNow()
         if toSet & FUSE_SET_ATTR_ATIME_NOW != 0 { change.atime = now }
         else if toSet & FUSE_SET_ATTR_ATIME != 0 { change.atime = Int64(a.st_atim.tv_sec) * 1_000_000_000 + Int64(a.st_atim.tv_nsec) }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CFuse
+import CSystem
 import AetherCore
 import AetherVFS
 import AetherStore
@@ -199,10 +200,38 @@ enum InitReplyPatch {
     static let killprivV2: UInt32 = 1 << 28
     static let opcodeInit: UInt32 = 26
 
+    /// Whether the kernel agreed that the file system clears setuid/setgid (then it says when to).
+    nonisolated(unsafe) static var negotiated = false
+
+    /// Of the request this thread serves: a write, truncate or O_TRUNC open that the kernel did not ask
+    /// to clear setuid/setgid (its caller holds CAP_FSETID), with FUSE_HANDLE_KILLPRIV_V2 agreed.
+    /// Without it the kernel clears the bits itself (a setattr of the mode), so none is ours to clear.
+    static var requestKeepsPrivilegeBits: Bool { aether_request_flags().pointee & keepsBits != 0 }
+    static let keepsBits: UInt32 = 1
+
+    static let opcodeSetattr: UInt32 = 4, opcodeOpen: UInt32 = 14, opcodeWrite: UInt32 = 16
+
     static let read: @convention(c) (Int32, UnsafeMutableRawPointer?, Int, UnsafeMutableRawPointer?) -> Int = { fd, buf, len, _ in
         let n = Glibc.read(fd, buf, len)
-        // fuse_in_header (40 bytes: len, opcode, unique, …) then fuse_init_in (major, minor, max_readahead, flags).
-        if n >= 56, let buf, buf.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == opcodeInit {
+        guard n >= 48, let buf else { return n }
+        // fuse_in_header (40 bytes: len, opcode, unique, …) then the request's own fields.
+        let opcode = buf.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+        // The flag saying "clear them": fuse_write_in.write_flags FUSE_WRITE_KILL_SUIDGID,
+        // fuse_setattr_in.valid FATTR_KILL_SUIDGID, fuse_open_in.open_flags FUSE_OPEN_KILL_SUIDGID.
+        let kill: (offset: Int, bit: UInt32)? = switch opcode {
+        case opcodeWrite: (40 + 20, 1 << 2)
+        case opcodeSetattr: (40, 1 << 11)
+        case opcodeOpen: (40 + 4, 1 << 0)
+        default: nil
+        }
+        if let kill, n >= kill.offset + 4 {
+            let asked = buf.loadUnaligned(fromByteOffset: kill.offset, as: UInt32.self) & kill.bit != 0
+            aether_request_flags().pointee = negotiated && !asked ? keepsBits : 0
+        } else {
+            aether_request_flags().pointee = 0
+        }
+        // fuse_init_in (major, minor, max_readahead, flags).
+        if n >= 56, opcode == opcodeInit {
             pendingInit = buf.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
             offered = buf.loadUnaligned(fromByteOffset: 52, as: UInt32.self) & killprivV2 != 0
         }
@@ -217,6 +246,7 @@ enum InitReplyPatch {
             if offered, header.loadUnaligned(fromByteOffset: 4, as: Int32.self) == 0, let body = iov[1].iov_base {
                 let flags = body.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
                 body.storeBytes(of: flags | killprivV2, toByteOffset: 12, as: UInt32.self)
+                negotiated = true
             }
         }
         return Glibc.writev(fd, iov, count)

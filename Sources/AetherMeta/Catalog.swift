@@ -12,7 +12,7 @@ import Glibc
 /// with inode 0 hides a name of the tree (earlier stores list every name of a materialized directory).
 public final class Catalog: @unchecked Sendable {
     /// The schema this code writes. Older databases are migrated; newer ones are refused.
-    public static let schemaVersion = 3
+    public static let schemaVersion = 4
     public let db: Database
 
     public init(path: String) throws {
@@ -71,6 +71,18 @@ public final class Catalog: @unchecked Sendable {
         if found < 3 {
             // Overlay dentries (materialized = 2); rows of earlier schemas keep their meaning.
             try db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '3')")
+        }
+        if found < 4 {
+            // A live node's extended attributes, one row each, so that setting one costs one row. Node rows
+            // of earlier schemas keep theirs in `nodes.xattrs` until the node is saved again.
+            try db.transaction {
+                try db.execute("""
+                CREATE TABLE xattrs(
+                  session INTEGER NOT NULL, ino INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL,
+                  PRIMARY KEY(session, ino, name)) WITHOUT ROWID;
+                INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '4');
+                """)
+            }
         }
     }
 
@@ -134,8 +146,7 @@ public final class Catalog: @unchecked Sendable {
 
     /// Deletes a session with its live nodes; its snapshots stay until pruned.
     public func deleteSession(_ id: Int64) throws {
-        try db.run("DELETE FROM dentries WHERE session=?", .int(id))
-        try db.run("DELETE FROM nodes WHERE session=?", .int(id))
+        try clearWorkingLayer(session: id)
         try db.run("DELETE FROM sessions WHERE id=?", .int(id))
     }
 
@@ -235,6 +246,33 @@ public final class Catalog: @unchecked Sendable {
     public func deleteNode(session: Int64, ino: UInt64) throws {
         try db.run("DELETE FROM nodes WHERE session=? AND ino=?", .int(session), .int(Int64(bitPattern: ino)))
         try db.run("DELETE FROM dentries WHERE session=? AND parent=?", .int(session), .int(Int64(bitPattern: ino)))
+        try db.run("DELETE FROM xattrs WHERE session=? AND ino=?", .int(session), .int(Int64(bitPattern: ino)))
+    }
+
+    /// Sets (`value` non-nil) or removes one extended attribute of a live node.
+    public func setXattr(session: Int64, ino: UInt64, name: [UInt8], value: [UInt8]?) throws {
+        if let value {
+            try db.run("INSERT OR REPLACE INTO xattrs(session, ino, name, value) VALUES(?,?,?,?)",
+                       .int(session), .int(Int64(bitPattern: ino)), .blob(name), .blob(value))
+        } else {
+            try db.run("DELETE FROM xattrs WHERE session=? AND ino=? AND name=?",
+                       .int(session), .int(Int64(bitPattern: ino)), .blob(name))
+        }
+    }
+
+    /// Replaces every extended attribute row of a live node.
+    public func replaceXattrs(session: Int64, ino: UInt64, _ all: [(name: [UInt8], value: [UInt8])]) throws {
+        try db.run("DELETE FROM xattrs WHERE session=? AND ino=?", .int(session), .int(Int64(bitPattern: ino)))
+        for x in all { try setXattr(session: session, ino: ino, name: x.name, value: x.value) }
+    }
+
+    /// Every extended attribute row of a session's live nodes.
+    public func xattrs(session: Int64) throws -> [(ino: UInt64, name: [UInt8], value: [UInt8])] {
+        var out: [(UInt64, [UInt8], [UInt8])] = []
+        try db.forEach("SELECT ino, name, value FROM xattrs WHERE session=?", [.int(session)]) { r in
+            out.append((UInt64(bitPattern: r[0].int ?? 0), r[1].blob ?? [], r[2].blob ?? []))
+        }
+        return out
     }
 
     public func nodes(session: Int64) throws -> [NodeRecord] {
@@ -276,6 +314,7 @@ public final class Catalog: @unchecked Sendable {
     public func clearWorkingLayer(session: Int64) throws {
         try db.run("DELETE FROM dentries WHERE session=?", .int(session))
         try db.run("DELETE FROM nodes WHERE session=?", .int(session))
+        try db.run("DELETE FROM xattrs WHERE session=?", .int(session))
     }
 
     // MARK: audit

@@ -67,6 +67,10 @@ public final class Database: @unchecked Sendable {
         try execute("PRAGMA journal_mode=WAL")
         try execute("PRAGMA synchronous=NORMAL")
         try execute("PRAGMA foreign_keys=ON")
+        // Statement journals and sorts stay in memory: SQLite would otherwise spill them to files in
+        // $TMPDIR (or /var/tmp, /tmp), and a small or full file system there fails a write to this
+        // database with "database or disk is full" however much room the store has.
+        try execute("PRAGMA temp_store=MEMORY")
     }
 
     deinit {
@@ -74,8 +78,15 @@ public final class Database: @unchecked Sendable {
         sqlite3_close_v2(handle)
     }
 
+    /// Rows inserted, updated or deleted through this connection since it opened.
+    public var rowsChanged: Int64 { sqlite3_total_changes64(handle) }
+
     private func error(_ rc: Int32) -> DatabaseError {
-        DatabaseError(code: rc, message: String(cString: sqlite3_errmsg(handle)))
+        var message = String(cString: sqlite3_errmsg(handle))
+        // The system call's own error tells a full disk (ENOSPC) from a short write or an I/O error.
+        let errno = sqlite3_system_errno(handle)
+        if errno != 0 && [SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN].contains(rc & 0xff) { message += ": " + String(cString: strerror(errno)) }
+        return DatabaseError(code: rc, message: message)
     }
 
     /// Runs statements without results (may hold several, separated by semicolons).

@@ -297,6 +297,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
             if truncate && writing {
                 var change = AttributeChange()
                 change.size = 0
+                change.keepsPrivilegeBits = caller.keepsPrivilegeBits
                 _ = try self.workspace.setAttributes(ino, change)
             }
             try self.workspace.open(ino)
@@ -332,7 +333,8 @@ public final class VirtualFileSystem: @unchecked Sendable {
         if let control = ControlFile(ino: ino) { return try controlWrite(control, handle: handle, data: data, caller: caller) }
         if isView(ino) { throw VirtualFileSystem.readOnly }
         let (count, modeChanged) = try change { () throws(AetherError) in
-            (try workspace.write(ino, offset: offset, data: data), workspace.takeModesChangedByWrites())
+            (try workspace.write(ino, offset: offset, data: data, keepsPrivilegeBits: caller.keepsPrivilegeBits),
+             workspace.takeModesChangedByWrites())
         }
         if !modeChanged.isEmpty {
             // After the reply: the kernel may hold this file's pages locked until the write returns.

@@ -2,3 +2,7 @@
 int syncfs(int fd);
 int fallocate(int fd, int mode, long offset, long len);
 #include <sys/xattr.h>
+
+/* Per-thread flags of the FUSE request being served: libfuse reads a request and serves it on the same
+   thread, so its read hook can note what libfuse 3.14 does not pass on. */
+static inline unsigned *aether_request_flags(void) { static __thread unsigned flags; return &flags; }

@@ -295,6 +295,63 @@ final class Fixture {
         #expect(try again.list(try again.path("big")).count == 1100)
     }
 
+    /// A file's next hard link, an unlink of one of its names, and setting one of its many extended
+    /// attributes each write a few catalog rows, however many links and attributes the file has (N
+    /// links cost N rows, not N²); all of it reads back after reopening and after a checkpoint, also
+    /// from a node row of schema 3, which kept its attributes in itself.
+    @Test func linksAndXattrsCostWhatTheyChange() throws {
+        let f = try Fixture()
+        let rows = { f.repo.catalog.db.rowsChanged }
+        let value = [UInt8](repeating: 7, count: 40)
+        do {
+            let ws = try f.open()
+            let d = try ws.mkdir(parent: root, name: bytes("d"), mode: 0o755, caller: me)
+            let a = try ws.create(parent: root, name: bytes("a"), mode: 0o644, caller: me)
+            for i in 0..<300 { _ = try ws.link(a.ino, newParent: d.ino, newName: bytes("l\(i)")) }
+            var before = rows()
+            _ = try ws.link(a.ino, newParent: d.ino, newName: bytes("l300"))
+            #expect(rows() - before <= 5)
+            before = rows()
+            try ws.unlink(parent: d.ino, name: bytes("l0"))
+            #expect(rows() - before <= 5)
+            for i in 0..<1000 { try ws.setXattr(a.ino, name: "user.k\(i)", value: value, create: true, replace: false) }
+            before = rows()
+            try ws.setXattr(a.ino, name: "user.k500", value: bytes("new"), create: false, replace: true)
+            try ws.removeXattr(a.ino, name: "user.k7")
+            #expect(rows() - before <= 4)
+            let stored = try f.repo.catalog.db.query("SELECT max(length(xattrs)) FROM nodes").first?.first?.int
+            #expect(stored == 0)
+        }
+        func check(_ ws: Workspace) throws {
+            let a = try ws.path("a")
+            #expect(try ws.attributes(a).nlink == 301)
+            #expect(try ws.list(try ws.path("d")).count == 300)
+            #expect(try ws.listXattrs(a).count == 999)
+            #expect(try ws.getXattr(a, name: "user.k500") == bytes("new"))
+            #expect(try ws.getXattr(a, name: "user.k9") == value)
+        }
+        try check(try f.open())
+        // A row as schema 3 wrote it: the attributes inside the node row, none of their own.
+        let a = try f.open().path("a")
+        let all = try f.repo.catalog.db.query("SELECT name, value FROM xattrs WHERE ino=?", .int(Int64(a)))
+        var map = XattrMap()
+        for r in all { map[String(decoding: r[0].blob!, as: UTF8.self)] = r[1].blob! }
+        _ = try f.repo.catalog.db.run("UPDATE nodes SET xattrs=? WHERE ino=?", .blob(encodeXattrs(map)), .int(Int64(a)))
+        _ = try f.repo.catalog.db.run("DELETE FROM xattrs")
+        do {
+            let ws = try f.open()
+            try check(ws)
+            try ws.setXattr(a, name: "user.k9", value: value, create: false, replace: true)
+        }
+        #expect(try f.repo.catalog.db.query("SELECT count(*) FROM xattrs").first?.first?.int == 999)
+        do {
+            let ws = try f.open()
+            try check(ws)
+            _ = try ws.checkpoint(CheckpointRequest(message: "all"), author: 1000)
+        }
+        try check(try f.open())
+    }
+
     @Test func sessionLockRefusesASecondHolder() throws {
         let f = try Fixture()
         let lock = try SessionLock(repository: f.repo, session: f.session)

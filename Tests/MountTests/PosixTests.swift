@@ -247,22 +247,27 @@ struct PosixOperations {
         #expect(r.status == 0, "\(r)")
     }
 
-    /// Conformance gaps that standard suites found: chown's setgid rule and ctime, a bounded xattr list,
+    /// Conformance gaps that standard suites found: when writes, truncates and chown clear setuid and
+    /// setgid (not for root, who holds CAP_FSETID), chown(-1, -1) moving the ctime, a bounded xattr list,
     /// fallocate, device nodes with --dev (root's).
-    @Test func chownXattrLimitsFallocateAndDevicesAsOnExt4() throws {
+    @Test func privilegeBitsXattrLimitsFallocateAndDevicesAsOnExt4() throws {
         guard getuid() == 0 else { return }
-        let m = try MountedSession(options: ["--dev"])
+        let m = try MountedSession(options: ["--dev", "--allow-other"])
         defer { m.close() }
         let r = m.sh(#"""
-        mkdir -p $T/native
+        mkdir -p $T/native; chmod 755 $T $T/native
+        as() { setpriv --reuid 1000 --regid 1000 --clear-groups "$@"; }
         for d in "$T/native" "$M"; do (
           cd "$d"
+          # writes and truncates clear setuid/setgid unless the writer holds CAP_FSETID (root)
+          for f in wr wu tr tu ou; do touch $f; chmod 6777 $f; done
+          echo a >> wr; as sh -c 'echo a >> wu'; truncate -s 10 tr; as truncate -s 10 tu; as sh -c ': > ou'
           touch sg; chmod 2644 sg; chown 1000:1000 sg        # setgid without group exec: kept
           touch sx; chmod 6755 sx; chown 1000 sx             # setuid and setgid with group exec: cleared
           fallocate -l 1M fa; echo x > fk; fallocate -n -l 1M fk
           head -c 65536 /dev/urandom > fp; fallocate -p -o 4096 -l 8192 fp
         ); done
-        for f in sg sx fa fk fp; do
+        for f in sg sx fa fk fp wr wu tr tu ou; do
           n=$(stat -c '%a %s' "$T/native/$f"); a=$(stat -c '%a %s' "$M/$f")
           [ "$n" = "$a" ] || { echo "$f: ext4 $n, aetherfs $a" >&2; exit 1; }
         done
