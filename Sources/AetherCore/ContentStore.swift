@@ -41,6 +41,42 @@ public final class ContentStore: @unchecked Sendable {
     public struct IndexedManifest: Sendable {
         public let manifest: Manifest
         let starts: [UInt64]
+
+        /// Bytes the file's data takes, its holes left out.
+        public var allocated: UInt64 {
+            manifest.chunks.reduce(0) { $0 + ($1.id == Manifest.hole ? 0 : UInt64($1.length)) }
+        }
+
+        /// Where the first data (`data`) or hole at or after `offset` begins, as SEEK_DATA and SEEK_HOLE
+        /// answer (the end of the file counts as a hole); nil when there is no data after `offset`.
+        public func seek(_ offset: UInt64, data: Bool) -> UInt64? {
+            guard offset < manifest.size else { return nil }
+            var lo = 0, hi = starts.count
+            while hi - lo > 1 { let mid = (lo + hi) / 2; if starts[mid] <= offset { lo = mid } else { hi = mid } }
+            for i in lo..<starts.count where (manifest.chunks[i].id != Manifest.hole) == data {
+                return max(offset, starts[i])
+            }
+            return data ? nil : manifest.size
+        }
+    }
+
+    /// Files this large report the blocks their data takes, from their manifest (holes left out, so
+    /// that cp, tar and rsync -S see them as sparse); smaller ones count whole, without a read.
+    public static let sparseReportedFrom: UInt64 = 1 << 20
+
+    /// The 512-byte blocks a stored file of `size` bytes takes.
+    public func blocks(of id: ObjectID?, size: UInt64) -> UInt64 {
+        let whole = (size + 511) / 512
+        guard size >= ContentStore.sparseReportedFrom, let id, let m = try? manifest(id) else { return id == nil ? 0 : whole }
+        return (m.allocated + 511) / 512
+    }
+
+    /// SEEK_DATA (`data`) or SEEK_HOLE in a stored file: nil when nothing of the kind is at or after
+    /// `offset` (ENXIO).
+    public func seek(in id: ObjectID?, size: UInt64, offset: UInt64, data: Bool) throws -> UInt64? {
+        guard offset < size else { return nil }
+        guard let id else { return data ? nil : size }
+        return try manifest(id).seek(offset, data: data)
     }
 
     public func manifest(_ id: ObjectID) throws -> IndexedManifest {
@@ -172,13 +208,12 @@ public final class ContentStore: @unchecked Sendable {
                 left -= piece
             }
         }
-        let seekData: Int32 = 3, seekHole: Int32 = 4
         var at: UInt64 = 0
         while at < size {
-            let data = lseek(fd, off_t(at), seekData)
+            let data = lseek(fd, off_t(at), FileIO.seekData)
             if data < 0 || UInt64(data) >= size { hole(size - at); break }
             if UInt64(data) > at { hole(UInt64(data) - at) }
-            let holeAt = lseek(fd, off_t(data), seekHole)
+            let holeAt = lseek(fd, off_t(data), FileIO.seekHole)
             let end = holeAt < 0 ? size : min(size, UInt64(holeAt))
             do {
                 try cut(fd: fd, from: UInt64(data), to: end, into: &chunksOut, newBytes: &newBytes, progress: progress)

@@ -61,14 +61,14 @@ extension Workspace {
         let dir = try directory(parent)
         guard let ino = dir.entries![name], let child = nodes[ino] else { throw .notFound("name") }
         child.lookups += 1
-        return child.attributes
+        return reported(child)
     }
 
     /// Counts one more kernel reference to a node already known (readdirplus).
     public func retain(_ ino: UInt64) throws(AetherError) -> Attributes {
         let n = try node(ino)
         n.lookups += 1
-        return n.attributes
+        return reported(n)
     }
 
     /// The kernel dropped `count` references.
@@ -79,13 +79,39 @@ extension Workspace {
     }
 
     public func attributes(_ ino: UInt64) throws(AetherError) -> Attributes {
-        let n = try node(ino)
+        reported(try node(ino))
+    }
+
+    /// A node's attributes with the blocks a file's data takes: an upper file's as its file system
+    /// says, a large stored file's from its manifest.
+    func reported(_ n: Node) -> Attributes {
         var a = n.attributes
+        guard n.kind == .file else { return a }
         if n.rec.upper {
             var st = stat()
-            if n.fd >= 0 ? fstat(n.fd, &st) == 0 : stat(upper.path(ino), &st) == 0 { a.blocks = UInt64(st.st_blocks) }
+            if n.fd >= 0 ? fstat(n.fd, &st) == 0 : stat(upper.path(n.rec.ino), &st) == 0 { a.blocks = UInt64(st.st_blocks) }
+        } else {
+            a.blocks = repo.content.blocks(of: n.contentID, size: n.rec.size)
         }
         return a
+    }
+
+    /// The corresponding FUSE operation is `lseek` with SEEK_DATA (`data`) or SEEK_HOLE: where the next
+    /// data or hole at or after `offset` begins. ENXIO at or past the end, or with no data after it.
+    public func seek(_ ino: UInt64, offset: UInt64, data: Bool) throws(AetherError) -> UInt64 {
+        let n = try node(ino)
+        guard n.kind == .file else { throw n.kind == .directory ? .isDirectory : .invalid("seek in a special file") }
+        let beyond = AetherError.system(ENXIO, "no \(data ? "data" : "hole") at or after offset \(offset)")
+        guard offset < n.rec.size else { throw beyond }
+        if n.rec.upper {
+            let fd = try upperDescriptor(n)
+            defer { if n.opens == 0 { close(fd); n.fd = -1 } }
+            let at = lseek(fd, off_t(offset), data ? FileIO.seekData : FileIO.seekHole)
+            if at < 0 { throw errno == ENXIO ? beyond : AetherError.system(errno, "seek in the upper file of inode \(n.rec.ino)") }
+            return min(UInt64(at), n.rec.size)
+        }
+        guard let at = try domain({ try repo.content.seek(in: n.contentID, size: n.rec.size, offset: offset, data: data) }) else { throw beyond }
+        return at
     }
 
     /// A directory's names, sorted by bytes, for one listing.
@@ -198,7 +224,7 @@ extension Workspace {
             try save(dir)
         }
         n.lookups += 1
-        return n.attributes
+        return reported(n)
     }
 
     // MARK: removing
@@ -321,7 +347,7 @@ extension Workspace {
         // (An empty change is chown(f, -1, -1): it sets the ctime alone, as on ext4.)
         if change.mode == nil && change.uid == nil && change.gid == nil && change.size == nil && change.atime == nil
             && change.mtime != nil && change.mtime == n.rec.mtime {
-            return n.attributes
+            return reported(n)
         }
         let now = fileTimeNow()
         if let size = change.size {
@@ -355,7 +381,7 @@ extension Workspace {
         } else {
             try self.change { () throws(AetherError) in try touch(n) }
         }
-        return n.attributes
+        return reported(n)
     }
 
     /// Sets a file's size, copying it up from the chunk store first when it keeps bytes.

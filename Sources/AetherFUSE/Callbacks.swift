@@ -4,6 +4,7 @@ import Glibc
 import CFuse
 import AetherCore
 import AetherVFS
+import AetherStore
 
 /// The low-level callbacks: decode, one VFS call, reply. Nothing here decides anything.
 enum Callbacks {
@@ -255,6 +256,16 @@ enum Callbacks {
 
     static let release: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
         replyStatus(req) { () throws(FSFailure) in try vfs(req).release(ino, handle: fi!.pointee.fh) }
+    }
+
+    static let lseek: @convention(c) (fuse_req_t?, fuse_ino_t, off_t, Int32, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, off, whence, _ in
+        do {
+            guard whence == FileIO.seekData || whence == FileIO.seekHole, off >= 0 else { throw FSFailure(code: EINVAL, message: "lseek whence") }
+            let at = try vfs(req).seek(ino, offset: UInt64(off), data: whence == FileIO.seekData)
+            fuse_reply_lseek(req, off_t(at))
+        } catch {
+            fuse_reply_err(req, errnoOf(error))
+        }
     }
 
     static let fallocate: @convention(c) (fuse_req_t?, fuse_ino_t, Int32, off_t, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, mode, off, length, _ in

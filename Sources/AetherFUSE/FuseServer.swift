@@ -140,6 +140,7 @@ public final class FuseServer {
         ops.release = Callbacks.release
         ops.fsync = Callbacks.fsync
         ops.fallocate = Callbacks.fallocate
+        ops.lseek = Callbacks.lseek
         ops.opendir = Callbacks.opendir
         ops.readdir = Callbacks.readdir
         ops.readdirplus = Callbacks.readdirplus

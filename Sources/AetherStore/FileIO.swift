@@ -5,6 +5,8 @@ import CSystem
 
 /// The store's one chokepoint for file system calls: each failure becomes a `StoreError` naming the path.
 public enum FileIO {
+    /// lseek's SEEK_DATA and SEEK_HOLE (Glibc's Swift module does not show them: they need _GNU_SOURCE).
+    public static let seekData: Int32 = 3, seekHole: Int32 = 4
     public static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0o600) throws -> Int32 {
         let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
         if fd < 0 { throw StoreError.fromErrno("open \(path)") }

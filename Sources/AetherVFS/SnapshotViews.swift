@@ -170,9 +170,10 @@ final class SnapshotViews {
                              content: .tree(cid, key: key, path: childPath), xattrs: t.xattrs)
                 } else {
                     let content: Content = e.kind == .file ? .file(e.content) : e.kind == .symlink ? .symlink(e.target) : .special
-                    v = View(attributes: Attributes(ino: ino, kind: e.kind, mode: e.mode, nlink: e.nlink, uid: e.uid, gid: e.gid,
-                                                    size: e.size, atime: e.mtime, mtime: e.mtime, ctime: e.mtime, rdev: e.rdev),
-                             content: content, xattrs: e.xattrs)
+                    var a = Attributes(ino: ino, kind: e.kind, mode: e.mode, nlink: e.nlink, uid: e.uid, gid: e.gid,
+                                       size: e.size, atime: e.mtime, mtime: e.mtime, ctime: e.mtime, rdev: e.rdev)
+                    if e.kind == .file { a.blocks = repo.content.blocks(of: e.content, size: e.size) }
+                    v = View(attributes: a, content: content, xattrs: e.xattrs)
                 }
                 views[ino] = v
                 out.append((e.name, v))
@@ -200,6 +201,13 @@ final class SnapshotViews {
         guard case .file(let id) = v.content else { throw v.attributes.kind == .directory ? .isDirectory : .invalid("not a file") }
         guard let id, offset < v.attributes.size, count > 0 else { return .bytes([]) }
         return .stored(id, offset: offset, count: Int(min(UInt64(count), v.attributes.size - offset)))
+    }
+
+    /// SEEK_DATA (`data`) or SEEK_HOLE in a view's file; nil: none at or after `offset` (ENXIO).
+    func seek(_ ino: UInt64, offset: UInt64, data: Bool) throws(AetherError) -> UInt64? {
+        let v = try view(ino)
+        guard case .file(let id) = v.content else { throw v.attributes.kind == .directory ? .isDirectory : .invalid("not a file") }
+        return try domain { try repo.content.seek(in: id, size: v.attributes.size, offset: offset, data: data) }
     }
 
     func readlink(_ ino: UInt64) throws(AetherError) -> [UInt8] {

@@ -313,6 +313,25 @@ public final class VirtualFileSystem: @unchecked Sendable {
         return id
     }
 
+    /// The corresponding FUSE operation is `lseek` (the kernel asks only for SEEK_DATA and SEEK_HOLE).
+    /// Control files are all data, as the kernel's own answer would have them.
+    public func seek(_ ino: UInt64, offset: UInt64, data: Bool) throws(FSFailure) -> UInt64 {
+        if ControlFile(ino: ino) != nil {
+            let size = try getattr(ino).attributes.size
+            guard offset < size else { throw FSFailure(code: ENXIO, message: "seek past the end") }
+            return data ? offset : size
+        }
+        if isView(ino) {
+            return try run { () throws(AetherError) in
+                guard let at = try views.seek(ino, offset: offset, data: data) else {
+                    throw .system(ENXIO, "no \(data ? "data" : "hole") at or after offset \(offset)")
+                }
+                return at
+            }
+        }
+        return try run { () throws(AetherError) in try workspace.seek(ino, offset: offset, data: data) }
+    }
+
     /// The corresponding FUSE operation is `read`. Only the plan is made under the lock; stored bytes are
     /// read, decompressed and verified outside it, so reads of the chunk store run side by side.
     public func read(_ ino: UInt64, handle: UInt64, offset: UInt64, count: Int) throws(FSFailure) -> [UInt8] {

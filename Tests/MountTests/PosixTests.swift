@@ -294,4 +294,48 @@ struct PosixOperations {
         """#)
         #expect(r.status == 0, "\(r)")
     }
+    /// A sparse file stays sparse: its blocks and SEEK_DATA/SEEK_HOLE answers equal ext4's while it is
+    /// written, after a checkpoint puts it in the chunk store (read back live and through a checkpoint's
+    /// view), so cp and tar copy it sparse.
+    @Test func sparseFilesKeepTheirHolesThroughACheckpoint() throws {
+        let m = try MountedSession()
+        defer { m.close() }
+        let r = m.sh(#"""
+        mkdir -p $T/native
+        for d in "$T/native" "$M"; do
+          python3 - "$d/sp" <<'PY'
+        import os, sys
+        fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o644)
+        os.pwrite(fd, b"a" * 8192, 0); os.pwrite(fd, b"b" * 4096, 12 << 20); os.ftruncate(fd, 24 << 20)
+        os.close(fd)
+        PY
+        done
+        layout() {
+          python3 - "$1" <<'PY'
+        import errno, os, sys
+        fd = os.open(sys.argv[1], os.O_RDONLY); out = []
+        for off in (0, 100, 8192, 6 << 20, (12 << 20) + 10, 16 << 20, (24 << 20) - 1, 24 << 20):
+            for how in (os.SEEK_DATA, os.SEEK_HOLE):
+                try: out.append(str(os.lseek(fd, off, how)))
+                except OSError as e: out.append(errno.errorcode[e.errno])
+        print(os.fstat(fd).st_size, " ".join(out))
+        PY
+        }
+        want=$(layout $T/native/sp)
+        blocks() { stat -c %b "$1"; }
+        check() {
+          [ "$(layout "$1")" = "$want" ] || { echo "$1: $(layout "$1") want $want" >&2; exit 1; }
+          [ "$(blocks "$1")" -le 64 ] || { echo "$1: $(blocks "$1") blocks" >&2; exit 1; }
+          cmp "$1" $T/native/sp
+        }
+        check sp
+        echo '{"message":"s","name":"sparse"}' > .aether/checkpoint
+        check sp
+        check .aether/checkpoints/sparse/sp
+        cp sp $T/copy; [ "$(blocks $T/copy)" -le 64 ]
+        tar -cSf $T/sp.tar sp; [ "$(stat -c %s $T/sp.tar)" -lt 1048576 ]
+        echo ok
+        """#)
+        #expect(r.status == 0, "\(r)")
+    }
 }
