@@ -14,7 +14,11 @@
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1)
 #endif
+#ifndef RENAME_WHITEOUT
+#define RENAME_WHITEOUT (1 << 2)
+#endif
 static const unsigned int cfuse_rename_noreplace = RENAME_NOREPLACE;
+static const unsigned int cfuse_rename_whiteout = RENAME_WHITEOUT;
 static const unsigned int cfuse_rename_exchange = RENAME_EXCHANGE;
 static const int cfuse_xattr_create = XATTR_CREATE;
 static const int cfuse_xattr_replace = XATTR_REPLACE;

@@ -134,6 +134,23 @@ extension Workspace {
                          rdev: UInt64 = 0, target: [UInt8] = []) throws(AetherError) -> Node {
         try Workspace.checkName(name)
         guard dir.entries![name] == nil else { throw .exists("name") }
+        let node = try prepareNode(in: dir, kind: kind, mode: mode, caller: caller, rdev: rdev, target: target)
+        do {
+            try change { () throws(AetherError) in try place(node, in: dir, name: name) }
+        } catch {
+            nodes[node.rec.ino] = nil
+            dir.entries![name] = nil
+            if kind == .file { upper.remove(node.rec.ino) }
+            throw error
+        }
+        node.lookups += 1
+        return node
+    }
+
+    /// A new node's record as `caller` makes it in `dir` (owner, group, mode after the umask or the
+    /// directory's default ACL), with its upper file; not yet named or saved (`place`).
+    private func prepareNode(in dir: Node, kind: NodeKind, mode: UInt32, caller: Caller,
+                             rdev: UInt64 = 0, target: [UInt8] = []) throws(AetherError) -> Node {
         let now = fileTimeNow()
         var gid = caller.gid
         var mode = mode & 0o7777
@@ -163,27 +180,30 @@ extension Workspace {
         if kind == .directory { node.entries = [:] }
         if kind == .file { try upper.createEmpty(rec.ino) }
         nodes[rec.ino] = node
-        do {
-            try change { () throws(AetherError) in
-                try addEntry(dir, name, node)
-                try save(node)
-                if kind == .directory { dir.rec.nlink += 1 }
-                stampChanged(dir)
-                try save(dir)
-            }
-        } catch {
-            nodes[rec.ino] = nil
-            dir.entries![name] = nil
-            if kind == .file { upper.remove(rec.ino) }
-            throw error
-        }
-        node.lookups += 1
         return node
+    }
+
+    /// Names and saves a prepared node, inside the caller's `change`.
+    private func place(_ node: Node, in dir: Node, name: [UInt8]) throws(AetherError) {
+        try addEntry(dir, name, node)
+        try save(node)
+        if node.kind == .directory { dir.rec.nlink += 1 }
+        stampChanged(dir)
+        try save(dir)
     }
 
     /// Creates a regular file. The corresponding FUSE operation is `create` (and `mknod` for S_IFREG).
     public func create(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller) throws(AetherError) -> Attributes {
         try newNode(in: try directory(parent), name: name, kind: .file, mode: mode, caller: caller).attributes
+    }
+
+    /// An unnamed regular file in `parent` (O_TMPFILE): it lives while it is open, `link` gives it a
+    /// name, and otherwise it leaves nothing behind (after a crash too, as a file unlinked while open).
+    public func tmpfile(parent: UInt64, mode: UInt32, caller: Caller) throws(AetherError) -> Attributes {
+        let node = try prepareNode(in: try directory(parent), kind: .file, mode: mode, caller: caller)
+        node.rec.nlink = 0
+        node.lookups += 1
+        return node.attributes
     }
 
     public func mkdir(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller) throws(AetherError) -> Attributes {
@@ -265,16 +285,22 @@ extension Workspace {
         public init(rawValue: UInt32) { self.rawValue = rawValue }
         public static let noReplace = RenameFlags(rawValue: 1)
         public static let exchange = RenameFlags(rawValue: 2)
+        /// Leaves a whiteout (a character device 0:0, mode 0, the caller's) at the old name, in the same
+        /// step: overlayfs over a mount needs it.
+        public static let whiteout = RenameFlags(rawValue: 4)
     }
 
-    public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], flags: RenameFlags) throws(AetherError) {
+    public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], flags: RenameFlags,
+                       caller: Caller = Caller(uid: 0, gid: 0)) throws(AetherError) {
         let from = try directory(parent)
         let to = try directory(newParent)
         try Workspace.checkName(newName)
         guard let srcIno = from.entries![name], let src = nodes[srcIno] else { throw .notFound("name") }
         let dstIno = to.entries![newName]
         let dst = dstIno.flatMap { nodes[$0] }
-        if flags.contains(.exchange) && flags.contains(.noReplace) { throw .invalid("RENAME_EXCHANGE with RENAME_NOREPLACE") }
+        if flags.contains(.exchange) && !flags.isDisjoint(with: [.noReplace, .whiteout]) {
+            throw .invalid("RENAME_EXCHANGE with RENAME_NOREPLACE or RENAME_WHITEOUT")
+        }
         if flags.contains(.noReplace) && dst != nil { throw .exists("name") }
         if flags.contains(.exchange) {
             guard let dst else { throw .notFound("name") }
@@ -321,6 +347,12 @@ extension Workspace {
             try touch(src)
             try save(from)
             if from !== to { try save(to) }
+            if flags.contains(.whiteout) {
+                let whiteout = try prepareNode(in: from, kind: .charDevice, mode: 0, caller: caller)
+                whiteout.rec.mode = 0
+                whiteout.xattrs = [:]
+                try place(whiteout, in: from, name: name)
+            }
         }
     }
 

@@ -190,11 +190,14 @@ enum Callbacks {
 
     static let rename: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, fuse_ino_t, UnsafePointer<CChar>?, UInt32) -> Void = { req, parent, n, newParent, newName, flags in
         replyStatus(req) { () throws(FSFailure) in
-            if flags & ~(cfuse_rename_noreplace | cfuse_rename_exchange) != 0 { throw FSFailure(code: EINVAL, message: "unknown rename flags") }
+            if flags & ~(cfuse_rename_noreplace | cfuse_rename_exchange | cfuse_rename_whiteout) != 0 {
+                throw FSFailure(code: EINVAL, message: "unknown rename flags")
+            }
             var f: Workspace.RenameFlags = []
             if flags & cfuse_rename_noreplace != 0 { f.insert(.noReplace) }
             if flags & cfuse_rename_exchange != 0 { f.insert(.exchange) }
-            try vfs(req).rename(parent: parent, name: name(n), newParent: newParent, newName: name(newName), flags: f)
+            if flags & cfuse_rename_whiteout != 0 { f.insert(.whiteout) }
+            try vfs(req).rename(parent: parent, name: name(n), newParent: newParent, newName: name(newName), flags: f, caller: caller(req))
         }
     }
 
@@ -220,11 +223,15 @@ enum Callbacks {
         do {
             let fs = vfs(req)
             let who = caller(req)
-            let made = try fs.mknod(parent: parent, name: name(n), mode: mode | S_IFREG, rdev: 0, caller: who)
+            let tmpfile = InitReplyPatch.requestIsTmpfile
+            let made = tmpfile ? try fs.tmpfile(parent: parent, mode: mode, caller: who)
+                               : try fs.mknod(parent: parent, name: name(n), mode: mode | S_IFREG, rdev: 0, caller: who)
             let (handle, _) = try fs.open(made.attributes.ino, writing: true, caller: who)
             fi!.pointee.fh = handle
             fi!.pointee.keep_cache = 1
             var e = entry(made)
+            // The kernel takes the one link of a new tmpfile away itself (d_tmpfile).
+            if tmpfile { e.attr.st_nlink = 1 }
             if fuse_reply_create(req, &e, fi) != 0 { _ = try? fs.release(made.attributes.ino, handle: handle) }
         } catch {
             fuse_reply_err(req, errnoOf(error))

@@ -194,7 +194,9 @@ final class SessionBox: @unchecked Sendable {
 /// `Node.dropPrivilegeBits`, and chown clears both) and marks inodes as having no security attributes
 /// to check, instead of asking for `security.capability` before every write, one round trip each.
 /// libfuse does its device I/O through these hooks; they add the flag to the INIT reply when the
-/// kernel offered it. INIT is the first request and is answered before any other is read.
+/// kernel offered it (INIT is the first request and is answered before any other is read), note per
+/// request what libfuse drops (the kernel's "clear setuid/setgid" flags) and hand FUSE_TMPFILE, which
+/// libfuse 3.14 does not know, to libfuse as a CREATE.
 enum InitReplyPatch {
     nonisolated(unsafe) static var pendingInit: UInt64 = 0
     nonisolated(unsafe) static var offered = false
@@ -208,9 +210,14 @@ enum InitReplyPatch {
     /// to clear setuid/setgid (its caller holds CAP_FSETID), with FUSE_HANDLE_KILLPRIV_V2 agreed.
     /// Without it the kernel clears the bits itself (a setattr of the mode), so none is ours to clear.
     static var requestKeepsPrivilegeBits: Bool { aether_request_flags().pointee & keepsBits != 0 }
-    static let keepsBits: UInt32 = 1
+    /// Whether the request this thread serves is FUSE_TMPFILE (O_TMPFILE), which libfuse 3.14 does not
+    /// know: the hook hands it to libfuse as the CREATE it resembles (the same fuse_create_in, a name of
+    /// "/", the same reply), and `create` makes an unnamed file.
+    static var requestIsTmpfile: Bool { aether_request_flags().pointee & tmpfileBit != 0 }
+    static let keepsBits: UInt32 = 1, tmpfileBit: UInt32 = 2
 
     static let opcodeSetattr: UInt32 = 4, opcodeOpen: UInt32 = 14, opcodeWrite: UInt32 = 16
+    static let opcodeCreate: UInt32 = 35, opcodeTmpfile: UInt32 = 51
 
     static let read: @convention(c) (Int32, UnsafeMutableRawPointer?, Int, UnsafeMutableRawPointer?) -> Int = { fd, buf, len, _ in
         let n = Glibc.read(fd, buf, len)
@@ -228,6 +235,9 @@ enum InitReplyPatch {
         if let kill, n >= kill.offset + 4 {
             let asked = buf.loadUnaligned(fromByteOffset: kill.offset, as: UInt32.self) & kill.bit != 0
             aether_request_flags().pointee = negotiated && !asked ? keepsBits : 0
+        } else if opcode == opcodeTmpfile {
+            buf.storeBytes(of: opcodeCreate, toByteOffset: 4, as: UInt32.self)
+            aether_request_flags().pointee = tmpfileBit
         } else {
             aether_request_flags().pointee = 0
         }

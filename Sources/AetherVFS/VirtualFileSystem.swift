@@ -236,6 +236,12 @@ public final class VirtualFileSystem: @unchecked Sendable {
         }
     }
 
+    /// The corresponding FUSE operation is `tmpfile` (O_TMPFILE): an unnamed file in `parent`.
+    public func tmpfile(parent: UInt64, mode: UInt32, caller: Caller) throws(FSFailure) -> EntryReply {
+        try checkNotControl(parent, [])
+        return try change { () throws(AetherError) in reply(try workspace.tmpfile(parent: parent, mode: mode, caller: caller)) }
+    }
+
     public func mkdir(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller) throws(FSFailure) -> EntryReply {
         try checkNotControl(parent, name)
         return try change { () throws(AetherError) in reply(try workspace.mkdir(parent: parent, name: name, mode: mode, caller: caller)) }
@@ -263,11 +269,12 @@ public final class VirtualFileSystem: @unchecked Sendable {
         try change { () throws(AetherError) in try workspace.rmdir(parent: parent, name: name) }
     }
 
-    public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], flags: Workspace.RenameFlags) throws(FSFailure) {
+    public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], flags: Workspace.RenameFlags,
+                       caller: Caller = Caller(uid: 0, gid: 0)) throws(FSFailure) {
         try checkNotControl(parent, name)
         try checkNotControl(newParent, newName)
         try change { () throws(AetherError) in
-            try workspace.rename(parent: parent, name: name, newParent: newParent, newName: newName, flags: flags)
+            try workspace.rename(parent: parent, name: name, newParent: newParent, newName: newName, flags: flags, caller: caller)
         }
     }
 

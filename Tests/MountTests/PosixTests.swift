@@ -338,4 +338,48 @@ struct PosixOperations {
         """#)
         #expect(r.status == 0, "\(r)")
     }
+    /// O_TMPFILE makes an unnamed file that linkat names (and that leaves nothing when closed unnamed);
+    /// RENAME_WHITEOUT leaves a whiteout (root only, as the kernel rules); with both, overlayfs takes a
+    /// mount as its upper layer and hides a lower file that is removed.
+    @Test func tmpfilesWhiteoutsAndOverlayfsOnAMount() throws {
+        guard getuid() == 0 else { return }
+        let m = try MountedSession(options: ["--allow-other"])
+        defer { m.close() }
+        let r = m.sh(#"""
+        python3 - <<'PY'
+        import ctypes, errno, os, sys
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(".", os.O_TMPFILE | os.O_RDWR, 0o640)
+        os.write(fd, b"kept"); assert os.fstat(fd).st_nlink == 0
+        assert libc.linkat(fd, b"", -100, b"named", 0x1000) == 0, os.strerror(ctypes.get_errno())  # AT_EMPTY_PATH
+        assert os.fstat(fd).st_nlink == 1; os.close(fd)
+        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o600); os.write(fd, b"gone"); os.close(fd)
+        assert sorted(os.listdir(".")) == ["named"], os.listdir(".")
+        assert oct(os.stat("named").st_mode) == "0o100640"
+        open("w", "w").write("x")
+        assert libc.renameat2(-100, b"w", -100, b"w2", 4) == 0, os.strerror(ctypes.get_errno())  # RENAME_WHITEOUT
+        st = os.lstat("w"); assert (st.st_mode, st.st_rdev) == (0o020000, 0), (oct(st.st_mode), st.st_rdev)
+        assert open("w2").read() == "x"
+        PY
+        # anyone may leave a whiteout (kernel 5.8 on), owned as on ext4
+        mkdir -p $T/native/pub pub; chmod 777 $T/native pub $T/native/pub
+        for d in $T/native/pub pub; do
+          touch $d/x; setpriv --reuid 1000 --regid 1000 --clear-groups /usr/bin/python3 -c \
+            'import ctypes, sys; l = ctypes.CDLL(None, use_errno=True); sys.exit(l.renameat2(-100, sys.argv[1].encode(), -100, sys.argv[2].encode(), 4) != 0)' $d/x $d/y
+        done
+        [ "$(stat -c '%F %t:%T %a %u %g' pub/x)" = "$(stat -c '%F %t:%T %a %u %g' $T/native/pub/x)" ]
+        rm -r pub
+        mkdir -p $T/lower $T/ov up work; echo low > $T/lower/f; echo low > $T/lower/g
+        mount -t overlay overlay -o lowerdir=$T/lower,upperdir=$M/up,workdir=$M/work $T/ov
+        trap 'umount $T/ov 2>/dev/null || true' EXIT
+        rm $T/ov/f; echo new > $T/ov/g; mv $T/ov/g $T/ov/h
+        [ "$(ls $T/ov)" = h ] && [ "$(cat $T/ov/h)" = new ] && [ "$(cat $T/lower/g)" = low ]
+        umount $T/ov
+        echo ok
+        """#)
+        #expect(r.status == 0, "\(r)")
+        m.unmount()
+        try m.mount()
+        #expect(m.sh("cat $M/named; ls $M").out == "keptnamed\nup\nw\nw2\nwork\n")
+    }
 }
