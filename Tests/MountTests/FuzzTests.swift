@@ -20,4 +20,14 @@ struct RandomWorkload {
         #expect(r.status == 0, "\(r)")
         print(r.out)
     }
+
+    /// One file changed by buffered and mmap writes, truncates, copy_file_range and hole punches at once,
+    /// with checkpoints between, agrees with a model of its bytes (Scripts/mix runs millions of these).
+    @Test func oneFileChangedEveryWayAgreesWithItsModel() throws {
+        let m = try MountedSession()
+        defer { m.close() }
+        let r = m.sh("python3 \(repositoryRoot)/Scripts/mix.py --mount \"$M\" --seed 7 --ops 8000 --checkpoint-every 2000", timeout: 1100)
+        #expect(r.status == 0, "\(r)")
+        print(r.out)
+    }
 }
