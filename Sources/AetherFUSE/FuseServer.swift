@@ -34,6 +34,7 @@ public final class FuseServer {
     /// Mounts, calls `ready` once the kernel serves the mount, serves until it is unmounted (or a
     /// SIGINT/SIGTERM arrives), then unmounts.
     public func run(ready: () -> Void) throws(AetherError) {
+        liftFileSizeLimit()
         var options = "default_permissions,fsname=aetherfs:\(vfs.sessionName),subtype=aetherfs"
         if allowOther { options += ",allow_other" }
         if readOnly { options += ",ro" }
@@ -185,6 +186,27 @@ final class SessionBox: @unchecked Sendable {
                 _ = FuseServer.runHelper([Array("truncate".utf8), Array("-s".utf8), Array(String(size).utf8), Array("--".utf8), full])
                 _ = FuseServer.runHelper([Array("touch".utf8), Array("-m".utf8), Array("-c".utf8), Array("-d".utf8), Array(stamp.utf8), Array("--".utf8), full])
             }
+        }
+    }
+}
+
+extension FuseServer {
+    /// The daemon writes other processes' files, and the kernel holds each writer to its own
+    /// RLIMIT_FSIZE. A limit inherited from the shell that mounted would cap every file in the mount and
+    /// the catalog too: SIGXFSZ killed the daemon, or, with the signal ignored, clients got EFBIG and
+    /// SQLite's short write reads "database or disk is full". The soft limit goes up to the hard one;
+    /// SIGXFSZ is ignored, so that a hard limit fails one request with EFBIG instead of the mount.
+    func liftFileSizeLimit() {
+        let resource = __rlimit_resource_t(RLIMIT_FSIZE.rawValue)
+        var limit = rlimit()
+        guard getrlimit(resource, &limit) == 0 else { return }
+        if limit.rlim_cur != limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(resource, &limit)
+        }
+        signal(SIGXFSZ, SIG_IGN)
+        if limit.rlim_max != rlim_t.max {  // RLIM_INFINITY
+            logger.warning("files and the catalog are limited to \(limit.rlim_max) bytes (the hard RLIMIT_FSIZE this daemon started with)")
         }
     }
 }

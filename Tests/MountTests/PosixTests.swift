@@ -382,4 +382,27 @@ struct PosixOperations {
         try m.mount()
         #expect(m.sh("cat $M/named; ls $M").out == "keptnamed\nup\nw\nw2\nwork\n")
     }
+    /// The file-size limit of the shell that mounted caps no file in the mount, nor the catalog (the
+    /// daemon died of SIGXFSZ, or with it ignored SQLite's short write read "database or disk is full");
+    /// under a hard limit a write past it fails alone with EFBIG and the mount stays.
+    @Test func theMountingShellsFileSizeLimitCapsNoFile() throws {
+        let m = try MountedSession()
+        defer { m.close() }
+        let r = m.sh(#"""
+        cd $T; $A unmount $M >/dev/null
+        (ulimit -S -f 2048; $A mount --session s $M >/dev/null)
+        head -c 5000000 /dev/urandom > $M/big
+        echo '{"message":"m","name":"big"}' > $M/.aether/checkpoint
+        cmp $M/big $M/.aether/checkpoints/big/big
+        python3 \#(repositoryRoot)/Scripts/mix.py --mount $M --seed 11 --ops 1500 --checkpoint-every 500 >/dev/null
+        $A unmount $M >/dev/null
+        (ulimit -f 2048; $A mount --session s $M >/dev/null)
+        if head -c 3000000 /dev/urandom > $M/big2 2>$T/err; then echo "no limit" >&2; exit 1; fi
+        grep -q "File too large" $T/err
+        echo small > $M/small; [ "$(cat $M/small)" = small ]
+        grep -q "limited to 2097152 bytes" $S/sessions/*.log
+        echo ok
+        """#)
+        #expect(r.status == 0, "\(r)")
+    }
 }
