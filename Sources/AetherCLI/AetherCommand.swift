@@ -113,3 +113,9 @@ func say(_ text: String) {
     if !text.hasSuffix("\n") { text += "\n" }
     text.withUTF8 { _ = Glibc.write(1, $0.baseAddress, $0.count) }
 }
+
+/// A string field of a flat JSON object we wrote ourselves.
+func field(_ json: String, _ key: String) -> String {
+    guard let r = json.range(of: "\"\(key)\":\"") else { return "?" }
+    return String(json[r.upperBound...].prefix { $0 != "\"" })
+}

@@ -6,17 +6,6 @@ import AetherCore
 import AetherMeta
 import AetherVFS
 
-struct InitCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "init", abstract: "Create a store (mount does this on first use).", discussion: "Example:\n  aetherfs init --store /srv/aether")
-    @OptionGroup var global: GlobalOptions
-
-    func run() throws {
-        let repo = try global.open(create: true)
-        say(global.json ? "{\"store\":\(jsonString(repo.path)),\"format\":\(Repository.formatVersion)}"
-                        : "store \(repo.path) (format \(Repository.formatVersion))")
-    }
-}
-
 struct SessionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "session", abstract: "Create, list, show and delete sessions.",
@@ -110,67 +99,4 @@ func sessionJSON(_ repo: Repository, _ s: SessionRecord) -> String {
         + "\"created\":\(jsonString(isoTime(s.created))),\"last_used\":\(jsonString(isoTime(s.lastUsed))),"
         + "\"head\":\(head.map { jsonString($0.sid) } ?? "null"),\"parent\":\(parent.map { jsonString($0.name) } ?? "null"),"
         + "\"mountpoint\":\(repo.mountpoint(of: s).map(jsonString) ?? "null")}"
-}
-
-struct CheckpointCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "checkpoint", abstract: "Record a session's current state as a checkpoint.", discussion: "Examples:\n  aetherfs checkpoint work -m \"before the refactor\"\n  aetherfs checkpoint work -m nightly --name n-42 --meta job=42")
-    @OptionGroup var global: GlobalOptions
-    @Argument(help: "The session.") var session: String
-    @Option(name: .shortAndLong, help: "What the checkpoint holds (required).") var message: String
-    @Option(name: .long, help: "A name for the checkpoint (default cp-N).") var name: String?
-    @Option(name: .long, help: "Metadata as key=value (repeatable).") var meta: [String] = []
-
-    func run() throws {
-        let repo = try global.open(create: false)
-        let (metadata, payload) = try fail { () throws(AetherError) in
-            let metadata = try SessionAccess.meta(meta)
-            _ = try Workspace.validateRecord(message: message, meta: metadata, what: "a checkpoint")
-            return (metadata, SessionAccess.object([("message", message), ("name", name)], meta: metadata))
-        }
-        let json = try fail { () throws(AetherError) -> String in
-            try SessionAccess.act(repo, session: session, file: "checkpoint", payload: payload) { (ws) throws(AetherError) in
-                snapshotJSON(try ws.checkpoint(CheckpointRequest(message: message, name: name, meta: metadata), author: getuid()))
-            }
-        }
-        say(global.json ? json : "checkpoint \(field(json, "name")) (\(field(json, "id"))) of session \(session)")
-    }
-}
-
-struct CheckpointsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "checkpoints", abstract: "List a session's checkpoints, newest first.", discussion: "Example:\n  aetherfs checkpoints work --json")
-    @OptionGroup var global: GlobalOptions
-    @Argument(help: "The session.") var session: String
-
-    func run() throws {
-        let repo = try global.open(create: false)
-        let list = try fail { () throws(AetherError) in try repo.checkpoints(of: try repo.session(named: session)) }
-        if global.json { say("[" + list.reversed().map(snapshotJSON).joined(separator: ",") + "]"); return }
-        if list.isEmpty { say("no checkpoints in session \(session)"); return }
-        say(list.reversed().map(formatLogLine).joined())
-    }
-}
-
-struct RestoreCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "restore", abstract: "Make a session's tree that of one of its checkpoints.", discussion: "Examples:\n  aetherfs restore work green\n  aetherfs restore work 3f2a")
-    @OptionGroup var global: GlobalOptions
-    @Argument(help: "The session.") var session: String
-    @Argument(help: "A checkpoint name or id.") var checkpoint: String
-
-    func run() throws {
-        let repo = try global.open(create: false)
-        let json = try fail { () throws(AetherError) -> String in
-            try SessionAccess.act(repo, session: session, file: "restore", payload: checkpoint) { (ws) throws(AetherError) in
-                let snap = try repo.resolveSnapshot(checkpoint, session: ws.session)
-                _ = try ws.restore(to: snap, caller: getuid())
-                return snapshotJSON(snap)
-            }
-        }
-        say(global.json ? json : "restored session \(session) to \(field(json, "name")) (\(field(json, "id")))")
-    }
-}
-
-/// A string field of a flat JSON object we wrote ourselves.
-func field(_ json: String, _ key: String) -> String {
-    guard let r = json.range(of: "\"\(key)\":\"") else { return "?" }
-    return String(json[r.upperBound...].prefix { $0 != "\"" })
 }

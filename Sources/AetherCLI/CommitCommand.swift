@@ -1,0 +1,34 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import AetherCore
+import AetherMeta
+import AetherStore
+import AetherVFS
+
+struct CommitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "commit", abstract: "Record a session's state as a commit on a branch (a fast-forward only).", discussion: "Examples:\n  aetherfs commit work -m \"tests pass\"\n  aetherfs commit try-b -m \"winner\" --branch release --meta reviewer=ana")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The session.") var session: String
+    @Option(name: .shortAndLong, help: "The commit message (required).") var message: String
+    @Option(name: .long, help: "The branch to advance (default main; created when absent).") var branch = "main"
+    @Option(name: .long, help: "Metadata as key=value (repeatable).") var meta: [String] = []
+    @Flag(name: .long, help: "Commit even when nothing changed since the branch's head.") var allowEmpty = false
+
+    func run() throws {
+        let repo = try global.open(create: false)
+        let (metadata, payload) = try fail { () throws(AetherError) in
+            let metadata = try SessionAccess.meta(meta)
+            _ = try Workspace.validateRecord(message: message, meta: metadata, what: "a commit")
+            return (metadata, SessionAccess.object([("message", message), ("branch", branch)], meta: metadata,
+                                                   extra: allowEmpty ? "\"allow_empty\":true" : ""))
+        }
+        let json = try fail { () throws(AetherError) -> String in
+            try SessionAccess.act(repo, session: session, file: "commit", payload: payload) { (ws) throws(AetherError) in
+                snapshotJSON(try ws.commit(CommitRequest(message: message, branch: branch, meta: metadata, allowEmpty: allowEmpty), author: getuid()))
+            }
+        }
+        say(global.json ? json : "committed \(field(json, "id")) on \(branch)")
+    }
+}

@@ -1,0 +1,58 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import AetherCore
+import AetherMeta
+import AetherStore
+import AetherVFS
+
+struct DiffCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "diff", abstract: "Show what changed between two snapshots, or a snapshot and a live session.",
+        discussion: "Each side is a snapshot reference (checkpoint id, SESSION@CHECKPOINT, branch, commit id) or a session's name for its live state.\n\nExamples:\n  aetherfs diff work@green work\n  aetherfs diff main try-b --stat")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The older side.") var from: String
+    @Argument(help: "The newer side.") var to: String
+    @Flag(name: .long, help: "Only count the changes.") var stat = false
+
+    func run() throws {
+        let repo = try global.open(create: false)
+        let changes = try fail { () throws(AetherError) -> [Change] in try repo.diff(try root(repo, from), try root(repo, to)) }
+        func text(_ p: [UInt8]) -> String { String(decoding: p, as: UTF8.self) }
+        if global.json {
+            say("[" + changes.map { c in
+                "{\"change\":\(jsonString(c.kind.rawValue)),\"path\":\(jsonString(text(c.path)))"
+                    + (c.from.map { ",\"from\":\(jsonString(text($0)))" } ?? "")
+                    + (c.aspects.isEmpty ? "" : ",\"aspects\":[" + c.aspects.map(jsonString).joined(separator: ",") + "]") + "}"
+            }.joined(separator: ",") + "]")
+            return
+        }
+        if stat {
+            let count = { (k: Change.Kind) in changes.filter { $0.kind == k }.count }
+            say("\(count(.added)) added, \(count(.deleted)) deleted, \(count(.modified)) modified, \(count(.renamed)) renamed")
+            return
+        }
+        let letters: [Change.Kind: String] = [.added: "A", .deleted: "D", .modified: "M", .renamed: "R"]
+        let lines = changes.map { c in
+            "\(letters[c.kind]!)  " + (c.from.map { text($0) + " -> " } ?? "") + text(c.path) + (c.aspects.isEmpty ? "" : "  (\(c.aspects.joined(separator: ", ")))")
+        }
+        if !lines.isEmpty { say(lines.joined(separator: "\n")) }
+    }
+
+    /// A snapshot's root, or a live session's current root (asked of its daemon when it is mounted).
+    func root(_ repo: Repository, _ ref: String) throws(AetherError) -> ObjectID {
+        do {
+            return ObjectID(bytes: try repo.resolveSnapshot(ref, session: nil).root)!
+        } catch {
+            guard case .notFound = error, let s = try? repo.session(named: ref) else { throw error }
+            if let mount = repo.mountpoint(of: s) {
+                guard let value = FileIO.xattr(mount, "user.aether.root"), let id = ObjectID(hex: String(decoding: value, as: UTF8.self)) else {
+                    throw .system(errno, "cannot read the live state of session \(ref) at \(mount)")
+                }
+                return id
+            }
+            return try SessionAccess.direct(repo, s) { (ws) throws(AetherError) in try ws.currentRoot() }
+        }
+    }
+}

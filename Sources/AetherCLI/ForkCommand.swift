@@ -1,0 +1,27 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import AetherCore
+import AetherMeta
+import AetherStore
+import AetherVFS
+
+struct ForkCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "fork", abstract: "Create a new session from a session's current state or one of its checkpoints.", discussion: "Examples:\n  aetherfs fork work try-b\n  aetherfs fork work try-c --at green")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The session to fork.") var session: String
+    @Argument(help: "The new session's name.") var name: String
+    @Option(name: .long, help: "Fork from this checkpoint of the session instead of its current state.") var at: String?
+
+    func run() throws {
+        let repo = try global.open(create: false)
+        let json = try fail { () throws(AetherError) -> String in
+            try Repository.validateName(name, what: "session")
+            return try SessionAccess.act(repo, session: session, file: "fork", payload: name + (at.map { "@" + $0 } ?? "")) { (ws) throws(AetherError) in
+                sessionSummaryJSON(try ws.fork(name: name, at: at, owner: getuid()))
+            }
+        }
+        say(global.json ? json : "forked session \(session) as \(name)")
+    }
+}

@@ -1,0 +1,18 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import AetherCore
+import AetherMeta
+import AetherVFS
+
+struct InitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "init", abstract: "Create a store (mount does this on first use).", discussion: "Example:\n  aetherfs init --store /srv/aether")
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        let repo = try global.open(create: true)
+        say(global.json ? "{\"store\":\(jsonString(repo.path)),\"format\":\(Repository.formatVersion)}"
+                        : "store \(repo.path) (format \(Repository.formatVersion))")
+    }
+}

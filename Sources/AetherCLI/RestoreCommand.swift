@@ -1,0 +1,26 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import AetherCore
+import AetherMeta
+import AetherVFS
+
+struct RestoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "restore", abstract: "Make a session's tree that of one of its checkpoints.", discussion: "Examples:\n  aetherfs restore work green\n  aetherfs restore work 3f2a")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The session.") var session: String
+    @Argument(help: "A checkpoint name or id.") var checkpoint: String
+
+    func run() throws {
+        let repo = try global.open(create: false)
+        let json = try fail { () throws(AetherError) -> String in
+            try SessionAccess.act(repo, session: session, file: "restore", payload: checkpoint) { (ws) throws(AetherError) in
+                let snap = try repo.resolveSnapshot(checkpoint, session: ws.session)
+                _ = try ws.restore(to: snap, caller: getuid())
+                return snapshotJSON(snap)
+            }
+        }
+        say(global.json ? json : "restored session \(session) to \(field(json, "name")) (\(field(json, "id")))")
+    }
+}
