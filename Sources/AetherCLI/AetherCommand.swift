@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import AetherVFS
 import AetherCore
 import AetherMeta
 import Logging
@@ -100,10 +100,7 @@ func clearProgress() {
 func printError(_ message: String, code: String = "failed") {
     var line = "aetherfs: error: " + message + "\n"
     if CLIOutput.json {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(ErrorBody(error: .init(code: code, message: message)))) ?? Data()
-        line = String(decoding: data, as: UTF8.self) + "\n"
+        line = JSONText.encode(ErrorBody(error: .init(code: code, message: message))) + "\n"
     }
     line.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
 }
@@ -112,10 +109,4 @@ func say(_ text: String) {
     var text = text
     if !text.hasSuffix("\n") { text += "\n" }
     text.withUTF8 { _ = Glibc.write(1, $0.baseAddress, $0.count) }
-}
-
-/// A string field of a flat JSON object we wrote ourselves.
-func field(_ json: String, _ key: String) -> String {
-    guard let r = json.range(of: "\"\(key)\":\"") else { return "?" }
-    return String(json[r.upperBound...].prefix { $0 != "\"" })
 }

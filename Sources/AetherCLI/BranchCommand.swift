@@ -18,7 +18,7 @@ struct BranchCommand: ParsableCommand {
             let repo = try global.open(create: false)
             let all = try fail { () throws(AetherError) in try repo.branches() }
             if global.json {
-                say("[" + all.map { "{\"name\":\(jsonString($0.name)),\"head\":\(snapshotJSON($0.head))}" }.joined(separator: ",") + "]")
+                say(JSONText.encode(all.map { BranchInfo(name: $0.name, head: SnapshotInfo($0.head)) }))
             } else if all.isEmpty {
                 say("no branches")
             } else {
@@ -38,7 +38,7 @@ struct BranchCommand: ParsableCommand {
                 try repo.createBranch(name, at: from, uid: getuid())
                 return try repo.resolveSnapshot(name, session: nil)
             }
-            say(global.json ? "{\"name\":\(jsonString(name)),\"head\":\(snapshotJSON(head))}" : "created branch \(name) at \(from) (\(head.sid))")
+            say(global.json ? JSONText.encode(BranchInfo(name: name, head: SnapshotInfo(head))) : "created branch \(name) at \(from) (\(head.sid))")
         }
     }
 
@@ -49,7 +49,7 @@ struct BranchCommand: ParsableCommand {
         func run() throws {
             let repo = try global.open(create: false)
             try fail { () throws(AetherError) in try repo.deleteBranch(name, uid: getuid()) }
-            say(global.json ? "{\"deleted\":{\"branch\":\(jsonString(name))}}" : "deleted branch \(name)")
+            say(global.json ? JSONText.encode(["deleted": ["branch": name]]) : "deleted branch \(name)")
         }
     }
 }

@@ -19,13 +19,13 @@ struct CheckpointCommand: ParsableCommand {
         let (metadata, payload) = try fail { () throws(AetherError) in
             let metadata = try SessionAccess.meta(meta)
             _ = try Workspace.validateRecord(message: message, meta: metadata, what: "a checkpoint")
-            return (metadata, SessionAccess.object([("message", message), ("name", name)], meta: metadata))
+            return (metadata, JSONText.encode(ControlPayload(message: message, name: name, meta: metadata)))
         }
-        let json = try fail { () throws(AetherError) -> String in
+        let made = try fail { () throws(AetherError) -> SnapshotInfo in
             try SessionAccess.act(repo, session: session, file: "checkpoint", payload: payload) { (ws) throws(AetherError) in
-                snapshotJSON(try ws.checkpoint(CheckpointRequest(message: message, name: name, meta: metadata), author: getuid()))
+                SnapshotInfo(try ws.checkpoint(CheckpointRequest(message: message, name: name, meta: metadata), author: getuid()))
             }
         }
-        say(global.json ? json : "checkpoint \(field(json, "name")) (\(field(json, "id"))) of session \(session)")
+        say(global.json ? JSONText.encode(made) : "checkpoint \(made.name) (\(made.id)) of session \(session)")
     }
 }

@@ -14,7 +14,7 @@ struct CheckpointsCommand: ParsableCommand {
     func run() throws {
         let repo = try global.open(create: false)
         let list = try fail { () throws(AetherError) in try repo.checkpoints(of: try repo.session(named: session)) }
-        if global.json { say("[" + list.reversed().map(snapshotJSON).joined(separator: ",") + "]"); return }
+        if global.json { say(JSONText.encode(list.reversed().map(SnapshotInfo.init))); return }
         if list.isEmpty { say("no checkpoints in session \(session)"); return }
         say(list.reversed().map(formatLogLine).joined())
     }

@@ -21,14 +21,13 @@ struct CommitCommand: ParsableCommand {
         let (metadata, payload) = try fail { () throws(AetherError) in
             let metadata = try SessionAccess.meta(meta)
             _ = try Workspace.validateRecord(message: message, meta: metadata, what: "a commit")
-            return (metadata, SessionAccess.object([("message", message), ("branch", branch)], meta: metadata,
-                                                   extra: allowEmpty ? "\"allow_empty\":true" : ""))
+            return (metadata, JSONText.encode(ControlPayload(message: message, branch: branch, meta: metadata, allowEmpty: allowEmpty)))
         }
-        let json = try fail { () throws(AetherError) -> String in
+        let made = try fail { () throws(AetherError) -> SnapshotInfo in
             try SessionAccess.act(repo, session: session, file: "commit", payload: payload) { (ws) throws(AetherError) in
-                snapshotJSON(try ws.commit(CommitRequest(message: message, branch: branch, meta: metadata, allowEmpty: allowEmpty), author: getuid()))
+                SnapshotInfo(try ws.commit(CommitRequest(message: message, branch: branch, meta: metadata, allowEmpty: allowEmpty), author: getuid()))
             }
         }
-        say(global.json ? json : "committed \(field(json, "id")) on \(branch)")
+        say(global.json ? JSONText.encode(made) : "committed \(made.id) on \(branch)")
     }
 }

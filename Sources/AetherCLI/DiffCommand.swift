@@ -21,11 +21,7 @@ struct DiffCommand: ParsableCommand {
         let changes = try fail { () throws(AetherError) -> [Change] in try repo.diff(try root(repo, from), try root(repo, to)) }
         func text(_ p: [UInt8]) -> String { String(decoding: p, as: UTF8.self) }
         if global.json {
-            say("[" + changes.map { c in
-                "{\"change\":\(jsonString(c.kind.rawValue)),\"path\":\(jsonString(text(c.path)))"
-                    + (c.from.map { ",\"from\":\(jsonString(text($0)))" } ?? "")
-                    + (c.aspects.isEmpty ? "" : ",\"aspects\":[" + c.aspects.map(jsonString).joined(separator: ",") + "]") + "}"
-            }.joined(separator: ",") + "]")
+            say(JSONText.encode(changes.map(ChangeInfo.init)))
             return
         }
         if stat {

@@ -16,12 +16,12 @@ struct ForkCommand: ParsableCommand {
 
     func run() throws {
         let repo = try global.open(create: false)
-        let json = try fail { () throws(AetherError) -> String in
+        let made = try fail { () throws(AetherError) -> SessionSummary in
             try Repository.validateName(name, what: "session")
             return try SessionAccess.act(repo, session: session, file: "fork", payload: name + (at.map { "@" + $0 } ?? "")) { (ws) throws(AetherError) in
-                sessionSummaryJSON(try ws.fork(name: name, at: at, owner: getuid()))
+                SessionSummary(try ws.fork(name: name, at: at, owner: getuid()))
             }
         }
-        say(global.json ? json : "forked session \(session) as \(name)")
+        say(global.json ? JSONText.encode(made) : "forked session \(session) as \(name)")
     }
 }

@@ -12,7 +12,7 @@ struct InitCommand: ParsableCommand {
 
     func run() throws {
         let repo = try global.open(create: true)
-        say(global.json ? "{\"store\":\(jsonString(repo.path)),\"format\":\(Repository.formatVersion)}"
+        say(global.json ? JSONText.encode(StoreInfo(store: repo.path, format: Repository.formatVersion))
                         : "store \(repo.path) (format \(Repository.formatVersion))")
     }
 }

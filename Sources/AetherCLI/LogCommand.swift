@@ -16,6 +16,6 @@ struct LogCommand: ParsableCommand {
     func run() throws {
         let repo = try global.open(create: false)
         let list = try fail { () throws(AetherError) in try repo.history(ref, limit: number) }
-        say(global.json ? "[" + list.map(snapshotJSON).joined(separator: ",") + "]" : list.map(formatLogLine).joined())
+        say(global.json ? JSONText.encode(list.map(SnapshotInfo.init)) : list.map(formatLogLine).joined())
     }
 }

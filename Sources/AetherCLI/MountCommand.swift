@@ -78,7 +78,7 @@ struct MountCommand: ParsableCommand {
             if session != nil { throw ValidationError("--snapshots mounts no session; drop --session") }
             if foreground { return try serveSnapshots(repo: repo, mountpoint: mountpoint) }
             try startDaemon(repo: repo, arguments: ["--snapshots"], log: repo.path + "/snapshots.log", mountpoint: mountpoint)
-            say(global.json ? "{\"snapshots\":\(jsonString(mountpoint)),\"store\":\(jsonString(repo.path))}"
+            say(global.json ? JSONText.encode(["snapshots": mountpoint, "store": repo.path])
                             : "mounted the commits of \(repo.path) read-only at \(mountpoint)")
             return
         }
@@ -96,7 +96,7 @@ struct MountCommand: ParsableCommand {
         } else {
             try startDaemon(repo: repo, arguments: ["--session", record.name], log: repo.path + "/sessions/\(record.id).log", mountpoint: mountpoint)
             if global.json {
-                say("{\"session\":\(jsonString(name)),\"mountpoint\":\(jsonString(mountpoint)),\"store\":\(jsonString(repo.path))}")
+                say(JSONText.encode(["session": name, "mountpoint": mountpoint, "store": repo.path]))
             } else {
                 say("mounted session \(name) at \(mountpoint) (store \(repo.path))")
             }

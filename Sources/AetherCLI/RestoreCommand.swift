@@ -14,13 +14,13 @@ struct RestoreCommand: ParsableCommand {
 
     func run() throws {
         let repo = try global.open(create: false)
-        let json = try fail { () throws(AetherError) -> String in
+        let restored = try fail { () throws(AetherError) -> SnapshotInfo in
             try SessionAccess.act(repo, session: session, file: "restore", payload: checkpoint) { (ws) throws(AetherError) in
                 let snap = try repo.resolveSnapshot(checkpoint, session: ws.session)
                 _ = try ws.restore(to: snap, caller: getuid())
-                return snapshotJSON(snap)
+                return SnapshotInfo(snap)
             }
         }
-        say(global.json ? json : "restored session \(session) to \(field(json, "name")) (\(field(json, "id")))")
+        say(global.json ? JSONText.encode(restored) : "restored session \(session) to \(restored.name) (\(restored.id))")
     }
 }

@@ -27,12 +27,12 @@ enum SessionAccess {
         return last.trimmingCharacters()
     }
 
-    /// Runs a request on a session: through its mount's control file `file` when it is mounted, else
-    /// `direct` on the store under the session's lock. Returns the JSON answer.
-    static func act(_ repo: Repository, session name: String, file: String, payload: String,
-                    direct: (Workspace) throws(AetherError) -> String) throws(AetherError) -> String {
+    /// Runs a request on a session: through its mount's control file `file` when it is mounted (its
+    /// JSON answer decoded), else `direct` on the store under the session's lock.
+    static func act<T: Decodable>(_ repo: Repository, session name: String, file: String, payload: String,
+                                  direct: (Workspace) throws(AetherError) -> T) throws(AetherError) -> T {
         let s = try repo.session(named: name)
-        if let mount = repo.mountpoint(of: s) { return try viaMount(mount, file: file, payload: payload) }
+        if let mount = repo.mountpoint(of: s) { return try JSONText.decode(T.self, try viaMount(mount, file: file, payload: payload)) }
         return try SessionAccess.direct(repo, s) { (ws) throws(AetherError) in
             try Interruption.during(ws, verb: file) { () throws(AetherError) in try direct(ws) }
         }
@@ -46,16 +46,6 @@ enum SessionAccess {
             out[String(item[..<eq])] = String(item[item.index(after: eq)...])
         }
         return out
-    }
-
-    /// A JSON object of strings, keys sorted.
-    static func object(_ pairs: [(String, String?)], meta: [String: String] = [:], extra: String = "") -> String {
-        var parts = pairs.compactMap { k, v in v.map { "\(jsonString(k)):\(jsonString($0))" } }
-        if !meta.isEmpty {
-            parts.append("\"meta\":{" + meta.keys.sorted().map { "\(jsonString($0)):\(jsonString(meta[$0]!))" }.joined(separator: ",") + "}")
-        }
-        if !extra.isEmpty { parts.append(extra) }
-        return "{" + parts.joined(separator: ",") + "}"
     }
 
     /// Runs `body` on the session's workspace, opened directly on the store under its lock.

@@ -20,7 +20,7 @@ struct SessionCommand: ParsableCommand {
         func run() throws {
             let repo = try global.open(create: true)
             let s = try fail { () throws(AetherError) in try repo.createSession(name: name, from: from, owner: getuid()) }
-            say(global.json ? sessionJSON(repo, s) : "created session \(s.name)")
+            say(global.json ? JSONText.encode(SessionInfo(repo, s)) : "created session \(s.name)")
         }
     }
 
@@ -32,7 +32,7 @@ struct SessionCommand: ParsableCommand {
             let repo = try global.open(create: false)
             let all = try fail { () throws(AetherError) in try repo.sessions() }
             if global.json {
-                say("[" + all.map { sessionJSON(repo, $0) }.joined(separator: ",") + "]")
+                say(JSONText.encode(all.map { SessionInfo(repo, $0) }))
                 return
             }
             if all.isEmpty { say("no sessions"); return }
@@ -65,7 +65,7 @@ struct SessionCommand: ParsableCommand {
         func run() throws {
             let repo = try global.open(create: false)
             let s = try fail { () throws(AetherError) in try repo.session(named: name) }
-            if global.json { say(sessionJSON(repo, s)); return }
+            if global.json { say(JSONText.encode(SessionInfo(repo, s))); return }
             let head = s.head.flatMap { try? repo.catalog.snapshot(id: $0) }
             say("""
                 session   \(s.name) (id \(s.id))
@@ -87,16 +87,7 @@ struct SessionCommand: ParsableCommand {
         func run() throws {
             let repo = try global.open(create: false)
             try fail { () throws(AetherError) in try repo.deleteSession(name: name, uid: getuid()) }
-            say(global.json ? "{\"deleted\":{\"session\":\(jsonString(name))}}" : "deleted session \(name)")
+            say(global.json ? JSONText.encode(["deleted": ["session": name]]) : "deleted session \(name)")
         }
     }
-}
-
-func sessionJSON(_ repo: Repository, _ s: SessionRecord) -> String {
-    let head = s.head.flatMap { try? repo.catalog.snapshot(id: $0) }
-    let parent = s.parentSession.flatMap { try? repo.catalog.session(id: $0) }
-    return "{\"name\":\(jsonString(s.name)),\"id\":\(s.id),\"state\":\(jsonString(s.state)),\"owner\":\(s.owner),"
-        + "\"created\":\(jsonString(isoTime(s.created))),\"last_used\":\(jsonString(isoTime(s.lastUsed))),"
-        + "\"head\":\(head.map { jsonString($0.sid) } ?? "null"),\"parent\":\(parent.map { jsonString($0.name) } ?? "null"),"
-        + "\"mountpoint\":\(repo.mountpoint(of: s).map(jsonString) ?? "null")}"
 }

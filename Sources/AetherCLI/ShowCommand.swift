@@ -18,7 +18,7 @@ struct ShowCommand: ParsableCommand {
             let r = try repo.resolveSnapshot(snapshot, session: nil)
             return (r, try repo.tree(ObjectID(bytes: r.root)!))
         }
-        if global.json { say(snapshotJSON(record)); return }
+        if global.json { say(JSONText.encode(SnapshotInfo(record))); return }
         let session = (try? repo.catalog.session(id: record.session))??.name ?? "?"
         var text = """
             \(record.kind) \(record.sid) (\(record.name))

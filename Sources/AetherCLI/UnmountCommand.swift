@@ -26,17 +26,19 @@ struct UnmountCommand: ParsableCommand {
         }
         // The daemon names its store and session in .aether/status; after the unmount it still saves
         // what is pending, holding the session's lock until it is done.
-        let status = (try? FileIO.readFile(path + "/.aether/status")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let status = (try? FileIO.readFile(path + "/.aether/status")).flatMap {
+            try? JSONText.decode(StatusInfo.self, String(decoding: $0, as: UTF8.self))
+        }
         let rc = try fail { () throws(AetherError) in try Spawn.wait(["fusermount3", lazy ? "-uz" : "-u", path]) }
         if rc != 0 {
             printError("fusermount3 could not unmount \(path) (busy? try --lazy)")
             throw ExitCode(1)
         }
-        let storePath = field(status, "path"), sessionName = field(status, "session")
-        if let repo = try? Repository(path: storePath, create: false), let s = try? repo.session(named: sessionName) {
+        if let status, let repo = try? Repository(path: status.store.path, create: false),
+           let s = try? repo.session(named: status.session) {
             let deadline = nanosecondsNow() + 30_000_000_000
             while nanosecondsNow() < deadline, repo.mountpoint(of: s) != nil { usleep(20_000) }
         }
-        say(global.json ? "{\"unmounted\":\(jsonString(path))}" : "unmounted \(path)")
+        say(global.json ? JSONText.encode(["unmounted": path]) : "unmounted \(path)")
     }
 }

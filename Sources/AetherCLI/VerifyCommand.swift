@@ -16,10 +16,9 @@ struct VerifyCommand: ParsableCommand {
         }
         if !global.json { clearProgress() }
         if global.json {
-            say("{\"clean\":\(report.problems.isEmpty),\"trees\":\(report.trees),\"manifests\":\(report.manifests),\"chunks\":\(report.chunks),"
-                + "\"problems\":[" + report.problems.map { p in
-                    "{\"problem\":\(jsonString(p.what)),\"affects\":[" + p.affects.map(jsonString).joined(separator: ",") + "]}"
-                }.joined(separator: ",") + "]}")
+            say(JSONText.encode(VerifyInfo(clean: report.problems.isEmpty, trees: report.trees, manifests: report.manifests,
+                                           chunks: report.chunks,
+                                           problems: report.problems.map { .init(problem: $0.what, affects: $0.affects) })))
         } else {
             for p in report.problems { say("problem: \(p)") }
             say(report.problems.isEmpty

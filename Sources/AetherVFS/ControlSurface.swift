@@ -80,9 +80,9 @@ extension VirtualFileSystem {
         switch file {
         case .checkpoint:
             let head = workspace.session.head.flatMap { try? workspace.repo.catalog.snapshot(id: $0) }
-            return Array((head.map(snapshotJSON) ?? "null").utf8) + [10]
+            return Array((head.map { JSONText.encode(SnapshotInfo($0)) } ?? "null").utf8) + [10]
         case .restore, .fork, .commit: return []
-        case .status: return Array(statusJSON().utf8) + [10]
+        case .status: return Array(JSONText.encode(status()).utf8) + [10]
         case .log: return Array(logText().utf8)
         case .last: return Array((lastResults[caller.uid] ?? "").utf8)
         }
@@ -155,18 +155,18 @@ extension VirtualFileSystem {
                 let text = try requestText(payload)
                 switch action {
                 case .checkpoint:
-                    return .success(snapshotJSON(try workspace.checkpoint(try parseCheckpointRequest(text), author: caller.uid)))
+                    return .success(JSONText.encode(SnapshotInfo(try workspace.checkpoint(try parseCheckpointRequest(text), author: caller.uid))))
                 case .restore:
                     let snapshot = try workspace.repo.resolveSnapshot(try oneLine(text, "a checkpoint name or id to restore"), session: workspace.session)
                     invalidations = try workspace.restore(to: snapshot, caller: caller.uid)
-                    return .success(snapshotJSON(snapshot))
+                    return .success(JSONText.encode(SnapshotInfo(snapshot)))
                 case .fork:
                     let line = try oneLine(text, "a new session's name (NAME or NAME@CHECKPOINT)")
                     let (name, at) = try Repository.splitAt(line, what: "a fork request")
                     let record = try workspace.fork(name: name, at: at, owner: caller.uid)
-                    return .success(sessionSummaryJSON(record))
+                    return .success(JSONText.encode(SessionSummary(record)))
                 case .commit:
-                    return .success(snapshotJSON(try workspace.commit(try parseCommitRequest(text), author: caller.uid)))
+                    return .success(JSONText.encode(SnapshotInfo(try workspace.commit(try parseCommitRequest(text), author: caller.uid))))
                 default:
                     throw .invalid("\(action.name) takes no requests")
                 }
@@ -271,35 +271,19 @@ extension VirtualFileSystem {
         return request
     }
 
-    func statusJSON() -> String {
+    func status() -> StatusInfo {
         let s = workspace.session
         let head = s.head.flatMap { try? workspace.repo.catalog.snapshot(id: $0) }
         let usage = workspace.repo.objects.usage()
-        return "{\"session\":\(jsonString(s.name)),\"session_id\":\(s.id),\"mountpoint\":\(jsonString(mountpoint)),"
-            + "\"base\":\(head.map { jsonString($0.sid) } ?? "null"),"
-            + "\"head\":\(head.map { jsonString($0.name) } ?? "null"),"
-            + "\"dirty_paths\":\(workspace.dirtyCount),"
-            + "\"store\":{\"path\":\(jsonString(workspace.repo.path)),\"objects\":\(usage.objects),\"bytes\":\(usage.bytes)}}"
+        return StatusInfo(session: s.name, sessionID: s.id, mountpoint: mountpoint, base: head?.sid, head: head?.name,
+                          dirtyPaths: workspace.dirtyCount,
+                          store: .init(path: workspace.repo.path, objects: usage.objects, bytes: usage.bytes))
     }
 
     func logText() -> String {
         let checkpoints = (try? workspace.repo.checkpoints(of: workspace.session)) ?? []
         return checkpoints.reversed().map { formatLogLine($0) }.joined()
     }
-}
-
-/// One checkpoint as JSON: what `.aether/checkpoint` shows and `--json` prints.
-public func snapshotJSON(_ r: SnapshotRecord) -> String {
-    "{\"id\":\(jsonString(r.sid)),\"name\":\(jsonString(r.name)),\"kind\":\(jsonString(r.kind)),"
-        + "\"root\":\(jsonString(r.root.map { String(format: "%02x", $0) }.joined())),"
-        + "\"time\":\(jsonString(isoTime(r.time))),\"author\":\(r.author),\"message\":\(jsonString(r.message)),"
-        + "\"meta\":\(r.meta),\"files_changed\":\(r.filesChanged),\"bytes_added\":\(r.bytesAdded)}"
-}
-
-/// A session as JSON, in brief: what a fork answers.
-public func sessionSummaryJSON(_ s: SessionRecord) -> String {
-    "{\"session\":\(jsonString(s.name)),\"id\":\(s.id),\"parent\":\(s.parentSession.map(String.init) ?? "null"),"
-        + "\"root\":\(jsonString(s.baseRoot.map { String(format: "%02x", $0) }.joined()))}"
 }
 
 /// One line of a history: id, time, kind, name, first line of the message.

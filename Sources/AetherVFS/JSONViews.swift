@@ -1,0 +1,101 @@
+import Foundation
+import AetherCore
+import AetherMeta
+import AetherStore
+
+/// The one JSON encoder and decoder of what AetherFS prints and answers: compact, keys in a fixed
+/// order, slashes as they are.
+public enum JSONText {
+    public static func encode<T: Encodable>(_ value: T) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Encoding these plain records cannot fail.
+        return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "null"
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws(AetherError) -> T {
+        do {
+            return try JSONDecoder().decode(type, from: Data(text.utf8))
+        } catch {
+            throw .damaged("an answer that is not the expected JSON: \(text.prefix(200))")
+        }
+    }
+}
+
+/// A checkpoint or commit as `.aether/checkpoint`, `.aether/last` and `--json` show it.
+public struct SnapshotInfo: Codable, Equatable, Sendable {
+    public var id: String
+    public var name: String
+    public var kind: String
+    /// The root tree's id, in hex.
+    public var root: String
+    public var time: String
+    public var author: UInt32
+    public var message: String
+    public var meta: [String: String]
+    public var filesChanged: Int64
+    public var bytesAdded: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, kind, root, time, author, message, meta
+        case filesChanged = "files_changed", bytesAdded = "bytes_added"
+    }
+
+    public init(_ r: SnapshotRecord) {
+        id = r.sid; name = r.name; kind = r.kind; root = hex(r.root); time = isoTime(r.time)
+        author = r.author; message = r.message
+        meta = (try? JSONDecoder().decode([String: String].self, from: Data(r.meta.utf8))) ?? [:]
+        filesChanged = r.filesChanged; bytesAdded = r.bytesAdded
+    }
+}
+
+/// A session in brief: what a fork answers.
+public struct SessionSummary: Codable, Equatable, Sendable {
+    public var session: String
+    public var id: Int64
+    public var parent: Int64?
+    public var root: String
+
+    public init(_ s: SessionRecord) {
+        session = s.name; id = s.id; parent = s.parentSession; root = hex(s.baseRoot)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(session, forKey: .session); try c.encode(id, forKey: .id)
+        try c.encode(parent, forKey: .parent); try c.encode(root, forKey: .root)
+    }
+}
+
+/// What `.aether/status` shows.
+public struct StatusInfo: Codable, Equatable, Sendable {
+    public struct Store: Codable, Equatable, Sendable {
+        public var path: String
+        public var objects: Int
+        public var bytes: Int64
+    }
+    public var session: String
+    public var sessionID: Int64
+    public var mountpoint: String
+    /// The id of the checkpoint or commit the session last recorded.
+    public var base: String?
+    /// Its name.
+    public var head: String?
+    public var dirtyPaths: Int
+    public var store: Store
+
+    enum CodingKeys: String, CodingKey {
+        case session, mountpoint, base, head, store
+        case sessionID = "session_id", dirtyPaths = "dirty_paths"
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(session, forKey: .session); try c.encode(sessionID, forKey: .sessionID)
+        try c.encode(mountpoint, forKey: .mountpoint); try c.encode(base, forKey: .base)
+        try c.encode(head, forKey: .head); try c.encode(dirtyPaths, forKey: .dirtyPaths)
+        try c.encode(store, forKey: .store)
+    }
+}
+
+func hex(_ bytes: [UInt8]) -> String { ObjectID(bytes: bytes)?.hex ?? "" }
