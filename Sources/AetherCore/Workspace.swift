@@ -53,6 +53,8 @@ public final class Workspace: @unchecked Sendable {
         nextIno = max(session.nextIno, 2)
         reservedIno = nextIno
         try load()
+        // Opened for work (a mount, or the CLI acting on it): the session was used now.
+        try domain { try catalog.touchSession(session.id) }
     }
 
     deinit {

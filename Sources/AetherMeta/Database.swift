@@ -38,8 +38,6 @@ public struct DatabaseError: Error, CustomStringConvertible, Sendable {
     public var isBusy: Bool { code & 0xff == SQLITE_BUSY || code & 0xff == SQLITE_LOCKED }
     /// The disk is full.
     public var isFull: Bool { code & 0xff == SQLITE_FULL }
-    /// The file is not a database or is damaged.
-    public var isCorrupt: Bool { code & 0xff == SQLITE_CORRUPT || code & 0xff == SQLITE_NOTADB }
 }
 
 /// One SQLite connection: WAL, a busy timeout, cached statements. Not thread-safe; the owner locks.
@@ -194,11 +192,6 @@ public final class Database: @unchecked Sendable {
             try? execute("ROLLBACK")
             throw error
         }
-    }
-
-    /// Writes the WAL into the database file and syncs it.
-    public func checkpointWAL() throws {
-        try execute("PRAGMA wal_checkpoint(PASSIVE)")
     }
 
     public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
