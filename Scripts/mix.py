@@ -56,6 +56,18 @@ def main():
             out += b
             at += len(b)
 
+    def copy_range(src_fd, piece, so, off):
+        # copy_file_range of `piece` (the bytes at `so` of `src_fd`) to `off`, and the same in the model
+        done = 0
+        while done < len(piece):
+            c = os.copy_file_range(src_fd, fd, len(piece) - done, so + done, off + done)
+            if c == 0:
+                break
+            done += c
+        if off > len(model):
+            model.extend(bytes(off - len(model)))
+        model[off:off + done] = piece[:done]
+
     for i in range(1, a.ops + 1):
         op = r.choices(["write", "mmap", "truncate", "copy", "copy-self", "punch", "fsync"],
                        [30, 25, 15, 10, 8, 7, 5])[0]
@@ -90,15 +102,7 @@ def main():
                 so = r.randrange(0, len(source))
                 n = min(len(source) - so, r.randrange(1, 262144))
                 off = r.randrange(0, max(1, min(a.size - n, size + 4096)))
-                done = 0
-                while done < n:
-                    c = os.copy_file_range(src, fd, n - done, so + done, off + done)
-                    if c == 0:
-                        break
-                    done += c
-                if off > size:
-                    model.extend(bytes(off - size))
-                model[off:off + done] = source[so:so + done]
+                copy_range(src, source[so:so + n], so, off)
             elif op == "copy-self" and size > 2:
                 half = size // 2
                 n = r.randrange(1, min(half, 262144) + 1)
@@ -106,16 +110,7 @@ def main():
                 off = r.randrange(half, max(half + 1, min(a.size - n, size + 4096)))
                 if off < so + n:
                     continue
-                done = 0
-                while done < n:
-                    c = os.copy_file_range(fd, fd, n - done, so + done, off + done)
-                    if c == 0:
-                        break
-                    done += c
-                piece = bytes(model[so:so + done])
-                if off > size:
-                    model.extend(bytes(off - size))
-                model[off:off + done] = piece
+                copy_range(fd, bytes(model[so:so + n]), so, off)
             elif op == "punch" and size > 0:
                 off = r.randrange(0, size)
                 n = min(size - off, r.choice([4096, 65536, r.randrange(1, 1 << 20)]))
