@@ -27,14 +27,14 @@ extension Repository {
     public func verify(readData: Bool, progress: (String) -> Void = { _ in }) throws(AetherError) -> VerifyReport {
         var report = VerifyReport()
         var walker = Walker(repo: self, readData: readData)
-        let integrity = try domain { try catalog.db.query("PRAGMA integrity_check").map { $0.first?.text ?? "" } }
+        let integrity = try domain { try catalog.integrityCheck() }
         if integrity != ["ok"] {
             report.problems.append(Problem(what: "metadata database: \(integrity.prefix(5).joined(separator: "; "))", affects: []))
         }
         let sessions = try self.sessions()
         let sessionNames = Dictionary(sessions.map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
         var snapshotIDs = Set<Int64>()
-        let all = try domain { try catalog.db.query("SELECT id FROM snapshots ORDER BY id").compactMap { $0.first?.int } }
+        let all = try domain { try catalog.snapshotIDs() }
         snapshotIDs.formUnion(all)
         for id in all {
             guard let s = try domain({ try catalog.snapshot(id: id) }) else { continue }

@@ -13,7 +13,7 @@ import Glibc
 public final class Catalog: @unchecked Sendable {
     /// The schema this code writes. Older databases are migrated; newer ones are refused.
     public static let schemaVersion = 4
-    public let db: Database
+    let db: Database
 
     public init(path: String) throws {
         db = try Database(path: path)
@@ -315,6 +315,18 @@ public final class Catalog: @unchecked Sendable {
         try db.run("DELETE FROM dentries WHERE session=?", .int(session))
         try db.run("DELETE FROM nodes WHERE session=?", .int(session))
         try db.run("DELETE FROM xattrs WHERE session=?", .int(session))
+    }
+
+    // MARK: checks
+
+    /// SQLite's own integrity check: `["ok"]`, or the problems it found.
+    public func integrityCheck() throws -> [String] {
+        try db.query("PRAGMA integrity_check").map { $0.first?.text ?? "" }
+    }
+
+    /// Every snapshot record's id, oldest first.
+    public func snapshotIDs() throws -> [Int64] {
+        try db.query("SELECT id FROM snapshots ORDER BY id").compactMap { $0.first?.int }
     }
 
     // MARK: audit

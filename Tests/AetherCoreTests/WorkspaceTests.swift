@@ -2,7 +2,7 @@ import Testing
 import Glibc
 @testable import AetherCore
 import AetherStore
-import AetherMeta
+@testable import AetherMeta
 import TestSupport
 
 let root = Workspace.rootIno
