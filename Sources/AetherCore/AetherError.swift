@@ -125,9 +125,11 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
         case let e as DatabaseError:
             if e.isFull { return .noSpace(e.description) }
             if e.isBusy { return .busy(e.description) }
-            return .damaged(e.description)
+            if e.isCorrupt { return .damaged(e.description) }
+            // An I/O error (its errno in the message) or a fault of ours: not damage to the store.
+            return .system(EIO, e.description)
         case let e as FormatError: return .damaged(e.description)
-        default: return .damaged("\(error)")
+        default: return .system(EIO, "\(error)")
         }
     }
 }

@@ -38,6 +38,8 @@ public struct DatabaseError: Error, CustomStringConvertible, Sendable {
     public var isBusy: Bool { code & 0xff == SQLITE_BUSY || code & 0xff == SQLITE_LOCKED }
     /// The disk is full.
     public var isFull: Bool { code & 0xff == SQLITE_FULL }
+    /// The file is not a database or is damaged.
+    public var isCorrupt: Bool { code & 0xff == SQLITE_CORRUPT || code & 0xff == SQLITE_NOTADB }
 }
 
 /// One SQLite connection: WAL, a busy timeout, cached statements. Not thread-safe; the owner locks.

@@ -164,7 +164,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
         } catch {
             switch error {
             case .notFound: break
-            case .damaged, .noSpace: logger.error("\(error.description)")
+            case .damaged, .noSpace, .system(EIO, _): logger.error("\(error.description)")
             default: logger.debug("request failed", metadata: ["error": "\(error)"])
             }
             throw FSFailure(error)
