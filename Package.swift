@@ -32,7 +32,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherVFS", dependencies: [
-            "AetherCore",
+            "AetherCore", "AetherStore",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherFUSE", dependencies: [
@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "TestSupport"),
         .testTarget(name: "AetherStoreTests", dependencies: ["AetherStore", "TestSupport"]),
         .testTarget(name: "AetherCoreTests", dependencies: ["AetherCore", "AetherMeta", "TestSupport"]),
-        .testTarget(name: "AetherVFSTests", dependencies: ["AetherVFS", "TestSupport"]),
+        .testTarget(name: "AetherVFSTests", dependencies: ["AetherVFS", "AetherStore", "TestSupport"]),
         .testTarget(name: "MountTests", dependencies: ["AetherCore", "TestSupport"]),
     ]
 )

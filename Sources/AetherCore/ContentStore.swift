@@ -171,19 +171,19 @@ public final class ContentStore: @unchecked Sendable {
         }
     }
 
-    /// Writes the whole content of manifest `id` into `fd` from offset 0 (a copy-up).
-    public func copy(manifest id: ObjectID, to fd: Int32) throws {
+    /// Writes the whole content of manifest `id` into `sink` from offset 0 (a copy-up), holes left unwritten.
+    public func copy(manifest id: ObjectID, to sink: some ByteSink) throws {
         let m = try manifest(id)
-        var at: Int64 = 0
+        var at: UInt64 = 0
         for (i, piece) in m.manifest.chunks.enumerated() {
             if i % 4 == 0 { prefetch(m, from: i + 1, count: ContentStore.prefetchChunks) }
             if piece.id != Manifest.hole {
                 let data = try chunk(piece.id)
-                try data.withUnsafeBytes { try FileIO.pwriteAll(fd, $0, at: at, "copy-up") }
+                try data.withUnsafeBytes { try sink.write($0, at: at) }
             }
-            at += Int64(piece.length)
+            at += UInt64(piece.length)
         }
-        if ftruncate(fd, off_t(m.manifest.size)) != 0 { throw StoreError.fromErrno("truncate copy-up") }
+        try sink.setSize(m.manifest.size)
     }
 
     /// The result of cutting one file into the store.
@@ -194,10 +194,10 @@ public final class ContentStore: @unchecked Sendable {
         public var newBytes: Int64
     }
 
-    /// Cuts the first `size` bytes of `fd` into chunks, stores the new ones and the manifest. Holes of a
-    /// sparse file (found with SEEK_DATA/SEEK_HOLE) become hole entries without being read. `progress`
-    /// hears of every 4 MiB read (bytes so far); what it throws ends the ingest.
-    public func ingest(fd: Int32, size: UInt64, progress: ((UInt64) throws -> Void)? = nil) throws -> Ingested {
+    /// Cuts the first `size` bytes of `source` into chunks, stores the new ones and the manifest. Holes
+    /// the source knows of (a sparse file's) become hole entries without being read. `progress` hears of
+    /// every 4 MiB read (bytes so far); what it throws ends the ingest.
+    public func ingest(_ source: some ByteSource, size: UInt64, progress: ((UInt64) throws -> Void)? = nil) throws -> Ingested {
         var chunksOut: [(id: ObjectID, length: UInt32)] = []
         var newBytes: Int64 = 0
         func hole(_ length: UInt64) {
@@ -210,18 +210,15 @@ public final class ContentStore: @unchecked Sendable {
         }
         var at: UInt64 = 0
         while at < size {
-            let data = lseek(fd, off_t(at), FileIO.seekData)
-            if data < 0 || UInt64(data) >= size { hole(size - at); break }
-            if UInt64(data) > at { hole(UInt64(data) - at) }
-            let holeAt = lseek(fd, off_t(data), FileIO.seekHole)
-            let end = holeAt < 0 ? size : min(size, UInt64(holeAt))
+            guard let data = source.data(from: at, before: size) else { hole(size - at); break }
+            if data.lowerBound > at { hole(data.lowerBound - at) }
             do {
-                try cut(fd: fd, from: UInt64(data), to: end, into: &chunksOut, newBytes: &newBytes, progress: progress)
+                try cut(source, from: data.lowerBound, to: data.upperBound, into: &chunksOut, newBytes: &newBytes, progress: progress)
             } catch {
                 try? writer.drain()  // let the queued chunks land; this ingest fails with its own error
                 throw error
             }
-            at = end
+            at = data.upperBound
         }
         // Every chunk is written before the manifest that names it.
         try writer.drain()
@@ -230,8 +227,8 @@ public final class ContentStore: @unchecked Sendable {
         return Ingested(manifest: id, size: size, newBytes: newBytes)
     }
 
-    /// Cuts bytes `start..<end` of `fd` into content-defined chunks.
-    private func cut(fd: Int32, from start: UInt64, to end: UInt64, into chunksOut: inout [(id: ObjectID, length: UInt32)],
+    /// Cuts bytes `start..<end` of `source` into content-defined chunks.
+    private func cut(_ source: some ByteSource, from start: UInt64, to end: UInt64, into chunksOut: inout [(id: ObjectID, length: UInt32)],
                      newBytes: inout Int64, progress: ((UInt64) throws -> Void)?) throws {
         let window = 4 << 20
         var buffer = [UInt8](repeating: 0, count: window)
@@ -249,8 +246,7 @@ public final class ContentStore: @unchecked Sendable {
                 }
                 let want = min(window - filled, Int(end - fileOffset) - filled)
                 let got = try buffer.withUnsafeMutableBytes { b in
-                    try FileIO.pread(fd, into: UnsafeMutableRawBufferPointer(rebasing: b[filled..<filled + want]),
-                                     at: Int64(fileOffset) + Int64(filled), "read for checkpoint")
+                    try source.read(into: UnsafeMutableRawBufferPointer(rebasing: b[filled..<filled + want]), at: fileOffset + UInt64(filled))
                 }
                 filled += got
                 try progress?(fileOffset + UInt64(filled))
@@ -263,20 +259,28 @@ public final class ContentStore: @unchecked Sendable {
                 }
             }
             if consumed == filled { break }
-            try buffer.withUnsafeBytes { b in
-                let rest = UnsafeRawBufferPointer(rebasing: b[consumed..<filled])
-                let n = FastCDC.cut(rest)
-                let piece = UnsafeRawBufferPointer(rebasing: rest[0..<n])
-                if isZero(piece) {
-                    chunksOut.append((Manifest.hole, UInt32(n)))
-                } else {
-                    let id = ObjectID.of(.chunk, piece)
-                    if !objects.contains(id), writer.submit(id, piece) {
-                        newBytes += Int64(n)
-                    }
-                    chunksOut.append((id, UInt32(n)))
+            // Cut every chunk the window holds whole (everything, at the end of the range), then ask the
+            // store once which of them are new: one existence query per window, not per chunk.
+            let atEnd = fileOffset + UInt64(filled) >= end
+            var cuts: [(at: Int, length: Int, id: ObjectID?)] = []
+            buffer.withUnsafeBytes { b in
+                while consumed < filled && (atEnd || filled - consumed >= FastCDC.maxSize) {
+                    let rest = UnsafeRawBufferPointer(rebasing: b[consumed..<filled])
+                    let n = FastCDC.cut(rest)
+                    let piece = UnsafeRawBufferPointer(rebasing: rest[0..<n])
+                    cuts.append((consumed, n, isZero(piece) ? nil : ObjectID.of(.chunk, piece)))
+                    consumed += n
                 }
-                consumed += n
+            }
+            let new = Set(try objects.missing(of: cuts.compactMap(\.id)))
+            buffer.withUnsafeBytes { b in
+                for c in cuts {
+                    guard let id = c.id else { chunksOut.append((Manifest.hole, UInt32(c.length))); continue }
+                    if new.contains(id), writer.submit(id, UnsafeRawBufferPointer(rebasing: b[c.at..<c.at + c.length])) {
+                        newBytes += Int64(c.length)
+                    }
+                    chunksOut.append((id, UInt32(c.length)))
+                }
             }
         }
     }
@@ -301,7 +305,8 @@ final class ChunkWriter: @unchecked Sendable {
 
     init(objects: ObjectStore) { self.objects = objects }
 
-    /// Queues a chunk (copied) for writing; false when the same chunk is already on its way.
+    /// Queues a chunk (copied) that the store does not hold for writing; false when the same chunk is
+    /// already on its way.
     func submit(_ id: ObjectID, _ piece: UnsafeRawBufferPointer) -> Bool {
         guard lock.withLock({ inFlight.insert(id).inserted }) else { return false }
         let bytes = [UInt8](piece)
@@ -309,7 +314,7 @@ final class ChunkWriter: @unchecked Sendable {
         queue.async(group: group) { [self] in
             defer { slots.signal() }
             do {
-                try bytes.withUnsafeBytes { try objects.put(id, .chunk, $0) }
+                try bytes.withUnsafeBytes { try objects.putMissing(id, .chunk, $0) }
             } catch {
                 lock.withLock { if firstError == nil { firstError = error } }
             }

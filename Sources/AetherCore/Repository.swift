@@ -17,6 +17,8 @@ public final class Repository: @unchecked Sendable {
     public let path: String
     public let objects: ObjectStore
     public let content: ContentStore
+    /// Free space kept on the disk of the metadata and working files.
+    public let headroom: Headroom
     public let catalog: Catalog
     public let logger: Logger
 
@@ -28,8 +30,10 @@ public final class Repository: @unchecked Sendable {
         return home + "/.local/share/aetherfs"
     }
 
-    /// Opens the store at `path`, creating it when `create` is set and nothing is there.
-    public init(path: String, create: Bool = true, logger: Logger = Logger(label: "aetherfs.core")) throws(AetherError) {
+    /// Opens the store at `path`, creating it when `create` is set and nothing is there. Its objects
+    /// live in `blobs` when given (tests give a `MemoryBlobStore`), else in `objects/` of the store.
+    public init(path: String, create: Bool = true, blobs: (any BlobStore)? = nil,
+                logger: Logger = Logger(label: "aetherfs.core")) throws(AetherError) {
         self.path = path
         self.logger = logger
         let formatFile = path + "/FORMAT"
@@ -58,7 +62,13 @@ public final class Repository: @unchecked Sendable {
                 throw AetherError.notSupported("store format \(v) is newer than this aetherfs reads (\(Repository.formatVersion))")
             }
         }
-        objects = try domain { try ObjectStore(directory: path + "/objects", logger: logger) }
+        let headroom = Headroom(directory: path)
+        self.headroom = headroom
+        if let blobs {
+            objects = ObjectStore(blobs: blobs, logger: logger)
+        } else {
+            objects = ObjectStore(blobs: try domain { try LocalBlobStore(directory: path + "/objects", headroom: headroom) }, logger: logger)
+        }
         content = ContentStore(objects: objects)
         catalog = try domain { try Catalog(path: path + "/meta.db") }
         try domain { try FileIO.makeDirectories(path + "/sessions") }
@@ -92,7 +102,7 @@ public final class Repository: @unchecked Sendable {
 
     /// Fails with `.noSpace` when writing `bytes` of file data would eat into the store's headroom.
     public func ensureRoom(for bytes: Int) throws(AetherError) {
-        try domain { try objects.ensureRoom(for: bytes) }
+        try domain { try headroom.ensure(for: bytes) }
     }
 
     // MARK: names

@@ -147,19 +147,28 @@ private struct Walker {
         do {
             let m = try Manifest.decode(try repo.objects.get(id, .manifest))
             manifests += 1
+            var fresh: [(id: ObjectID, length: UInt32)] = []
             for c in m.chunks where c.id != Manifest.hole && below[c.id] == nil {
                 below[c.id] = []
                 chunks += 1
                 chunkBytes += Int64(c.length)
-                if readData {
+                fresh.append((c.id, c.length))
+            }
+            if readData {
+                for c in fresh {
                     do {
                         let data = try repo.objects.get(c.id, .chunk)
                         if data.count != Int(c.length) { below[c.id] = fail(c.id, "chunk \(c.id.hex) holds \(data.count) bytes, its manifest says \(c.length)", label) }
                     } catch {
                         below[c.id] = fail(c.id, describe(error, "chunk", c.id), label)
                     }
-                } else if !repo.objects.contains(c.id) {
-                    below[c.id] = fail(c.id, "chunk \(c.id.hex) is missing", label)
+                }
+            } else {
+                // One existence query for the manifest's chunks (one round trip on a remote store).
+                do {
+                    for id in try repo.objects.missing(of: fresh.map(\.id)) { below[id] = fail(id, "chunk \(id.hex) is missing", label) }
+                } catch {
+                    for c in fresh { below[c.id] = fail(c.id, describe(error, "chunk", c.id), label) }
                 }
             }
             for c in m.chunks { bad.formUnion(below[c.id] ?? []) }

@@ -168,7 +168,7 @@ extension Workspace {
         if n.rec.upper && (n.rec.dirty || n.rec.content == nil) {
             let fd = try upperDescriptor(n)
             defer { if n.opens == 0 { close(fd); n.fd = -1 } }
-            return try domain { try repo.content.ingest(fd: fd, size: n.rec.size) }.manifest
+            return try domain { try repo.content.ingest(FileBytes(fd: fd), size: n.rec.size) }.manifest
         }
         if let id = n.contentID { return id }
         return try domain { try repo.content.emptyManifest() }

@@ -442,7 +442,7 @@ extension Workspace {
         let fd = try upper.createEmpty(n.rec.ino, open: true)
         defer { close(fd) }
         do {
-            if let id = n.contentID { try repo.content.copy(manifest: id, to: fd) }
+            if let id = n.contentID { try repo.content.copy(manifest: id, to: FileBytes(fd: fd)) }
             if ftruncate(fd, off_t(n.rec.size)) != 0 { throw StoreError.fromErrno("truncate upper file") }
         } catch {
             upper.remove(n.rec.ino)

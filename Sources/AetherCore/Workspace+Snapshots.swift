@@ -138,7 +138,7 @@ extension Workspace {
                     try progress?(before, total)
                     let fd = try FileIO.open(w.path, O_RDONLY | O_CLOEXEC)
                     defer { close(fd) }
-                    results[w.ino] = try content.ingest(fd: fd, size: w.size) { (done) throws(AetherError) in try progress?(before + done, total) }
+                    results[w.ino] = try content.ingest(FileBytes(fd: fd), size: w.size) { (done) throws(AetherError) in try progress?(before + done, total) }
                 } catch {
                     failure = AetherError.from(error)
                     return
@@ -226,7 +226,7 @@ extension Workspace {
                 } else {
                     let fd = try upperDescriptor(n)
                     defer { if n.opens == 0 { close(fd); n.fd = -1 } }
-                    got = try domain { try repo.content.ingest(fd: fd, size: n.rec.size) }
+                    got = try domain { try repo.content.ingest(FileBytes(fd: fd), size: n.rec.size) }
                 }
                 n.rec.content = got.manifest.bytes
                 stats.files += 1

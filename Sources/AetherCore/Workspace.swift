@@ -49,7 +49,7 @@ public final class Workspace: @unchecked Sendable {
         self.session = session
         self.logger = repo.logger
         upper = try UpperFiles(directory: repo.sessionDirectory(session.id) + "/upper")
-        repo.objects.addSpaceWaiter { [weak upper] in upper?.settle() }
+        repo.headroom.addWaiter { [weak upper] in upper?.settle() }
         nextIno = max(session.nextIno, 2)
         reservedIno = nextIno
         try load()

@@ -119,6 +119,12 @@ public enum FileIO {
         return stat(path, &st) == 0
     }
 
+    /// Bytes an unprivileged writer may still use on the file system holding `path`; nil when unknown.
+    public static func freeBytes(on path: String) -> Int64? {
+        var st = statvfs()
+        return statvfs(path, &st) == 0 ? Int64(st.f_bavail) * Int64(st.f_frsize) : nil
+    }
+
     /// Flushes every file system buffer of the file system holding `path` (one call instead of an fsync per file).
     public static func syncFileSystem(of path: String) throws {
         let fd = try open(path, O_RDONLY | O_DIRECTORY)

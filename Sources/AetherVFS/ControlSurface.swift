@@ -274,7 +274,7 @@ extension VirtualFileSystem {
     func status() -> StatusInfo {
         let s = workspace.session
         let head = s.head.flatMap { try? workspace.repo.catalog.snapshot(id: $0) }
-        let usage = workspace.repo.objects.usage()
+        let usage = (try? workspace.repo.objects.usage()) ?? (objects: 0, bytes: 0)
         return StatusInfo(session: s.name, sessionID: s.id, mountpoint: mountpoint, base: head?.sid, head: head?.name,
                           dirtyPaths: workspace.dirtyCount,
                           store: .init(path: workspace.repo.path, objects: usage.objects, bytes: usage.bytes))

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import AetherCore
+import AetherStore
 import AetherMeta
 import Logging
 import Dispatch

@@ -163,3 +163,12 @@ public final class MountedSession: @unchecked Sendable {
         dir.remove()
     }
 }
+
+/// Deterministic pseudo-random bytes.
+public func noise(_ count: Int, seed: UInt64) -> [UInt8] {
+    var state = seed
+    return (0..<count).map { _ in
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return UInt8(truncatingIfNeeded: state >> 33)
+    }
+}

@@ -30,7 +30,7 @@ final class Fixture {
     let repo: Repository
     var session: SessionRecord
     init() throws {
-        repo = try Repository(path: dir.path + "/store")
+        repo = try Repository(path: dir.path + "/store", blobs: MemoryBlobStore())
         session = try repo.createSession(name: "w", owner: 1000)
     }
     func open() throws -> Workspace { try Workspace(repo: repo, session: try repo.session(named: "w")) }

@@ -1,16 +1,8 @@
 import Testing
 import Glibc
+import Dispatch
 @testable import AetherStore
 import TestSupport
-
-/// Deterministic pseudo-random bytes.
-func noise(_ count: Int, seed: UInt64) -> [UInt8] {
-    var state = seed
-    return (0..<count).map { _ in
-        state = state &* 6364136223846793005 &+ 1442695040888963407
-        return UInt8(truncatingIfNeeded: state >> 33)
-    }
-}
 
 func chunkLengths(_ data: [UInt8]) -> [Int] {
     var out: [Int] = []
@@ -80,47 +72,126 @@ func chunkLengths(_ data: [UInt8]) -> [Int] {
     }
 }
 
-@Suite struct ObjectStoreTests {
-    @Test func roundTripAndDeduplication() throws {
+/// The backends every conformance test runs against.
+enum Backend: String, CaseIterable, CustomTestStringConvertible {
+    case local, memory
+    var testDescription: String { rawValue }
+
+    /// A fresh, empty blob store of this kind (its directory, if any, in `dir`).
+    func make(in dir: TempDir) throws -> any BlobStore {
+        switch self {
+        case .local: try LocalBlobStore(directory: dir.path + "/objects")
+        case .memory: MemoryBlobStore()
+        }
+    }
+}
+
+/// What every blob store must do, run against each backend.
+@Suite struct BlobStoreConformance {
+    @Test(arguments: Backend.allCases) func putGetListDelete(_ backend: Backend) throws {
         let dir = TempDir(); defer { dir.remove() }
-        let store = try ObjectStore(directory: dir.path + "/objects")
+        let blobs = try backend.make(in: dir)
+        let ids = (0..<5).map { ObjectID.of(.chunk, [UInt8($0)]) }
+        #expect(try blobs.get(ids[0]) == nil)
+        #expect(try blobs.missing(of: ids) == ids)
+        for (i, id) in ids.enumerated() where i % 2 == 0 { try blobs.put(id, [UInt8](repeating: UInt8(i), count: 10 + i)) }
+        try blobs.put(ids[0], [UInt8](repeating: 0, count: 10))   // again: allowed, nothing changes
+        try blobs.flush()
+        #expect(try blobs.get(ids[2]) == [UInt8](repeating: 2, count: 12))
+        #expect(try blobs.missing(of: ids) == [ids[1], ids[3]], "the missing ones, in the order asked")
+        #expect(try blobs.missing(of: []) == [])
+        #expect(try blobs.contains(ids[4]) && !blobs.contains(ids[3]))
+        var listed: [ObjectID: Int64] = [:]
+        try blobs.list { id, size in listed[id] = size }
+        #expect(listed == [ids[0]: 10, ids[2]: 12, ids[4]: 14])
+        #expect(try blobs.usage().objects == 3 && blobs.usage().bytes == 36)
+        try blobs.delete(ids[2])
+        try blobs.delete(ids[2])   // what is not stored: not an error
+        #expect(try blobs.get(ids[2]) == nil)
+        #expect(try blobs.usage().objects == 2)
+        #expect(blobs.available().map { $0 > 0 } ?? true)
+    }
+
+    @Test(arguments: Backend.allCases) func concurrentPutsOfTheSameAndOtherObjects(_ backend: Backend) throws {
+        let dir = TempDir(); defer { dir.remove() }
+        let blobs = try backend.make(in: dir)
+        let ids = (0..<64).map { ObjectID.of(.chunk, [UInt8($0)]) }
+        DispatchQueue.concurrentPerform(iterations: 256) { i in
+            try? blobs.put(ids[i % ids.count], [UInt8](repeating: UInt8(i % ids.count), count: 1000))
+        }
+        #expect(try blobs.missing(of: ids).isEmpty)
+        for (i, id) in ids.enumerated() { #expect(try blobs.get(id) == [UInt8](repeating: UInt8(i), count: 1000)) }
+        #expect(try blobs.usage().objects == ids.count)
+    }
+
+    @Test func aFullMemoryStoreRefusesWithNoSpaceAndKeepsWhatItHas() throws {
+        let blobs = MemoryBlobStore(capacity: 100)
+        let a = ObjectID.of(.chunk, [1]), b = ObjectID.of(.chunk, [2])
+        try blobs.put(a, [UInt8](repeating: 1, count: 60))
+        #expect(throws: StoreError.noSpace("40 of 100 bytes left in memory")) { try blobs.put(b, [UInt8](repeating: 2, count: 60)) }
+        #expect(try blobs.get(a)?.count == 60 && blobs.get(b) == nil)
+        #expect(blobs.available() == 40)
+    }
+}
+
+@Suite struct ObjectStoreTests {
+    /// Replaces an object's stored bytes as they are.
+    func tamper(_ store: ObjectStore, _ id: ObjectID, _ change: (inout [UInt8]) -> Void) throws {
+        var bytes = try #require(try store.blobs.get(id))
+        change(&bytes)
+        try store.blobs.delete(id)
+        try store.blobs.put(id, bytes)
+    }
+
+    @Test(arguments: Backend.allCases) func roundTripAndDeduplication(_ backend: Backend) throws {
+        let dir = TempDir(); defer { dir.remove() }
+        let store = ObjectStore(blobs: try backend.make(in: dir))
         let data = Array(repeating: UInt8(7), count: 100_000) + noise(1000, seed: 4)
         let id = try store.put(.chunk, data)
         #expect(try store.put(.chunk, data) == id)
-        #expect(store.usage().objects == 1)
-        #expect(store.usage().bytes < 10_000, "compressible data is stored compressed")
+        #expect(try store.usage().objects == 1)
+        #expect(try store.usage().bytes < 10_000, "compressible data is stored compressed")
         #expect(try store.get(id, .chunk) == data)
         #expect(id == ObjectID.of(.chunk, data))
         #expect(ObjectID(hex: id.hex) == id)
     }
 
-    @Test func damageIsReportedNotServed() throws {
+    @Test(arguments: Backend.allCases) func damageIsReportedNotServed(_ backend: Backend) throws {
         let dir = TempDir(); defer { dir.remove() }
-        let store = try ObjectStore(directory: dir.path + "/objects")
+        let store = ObjectStore(blobs: try backend.make(in: dir))
         let raw = noise(5000, seed: 5)   // incompressible: stored raw, so one flipped byte is a wrong byte
         let id = try store.put(.chunk, raw)
-        let path = store.path(of: id)
-        var bytes = try FileIO.readFile(path)
-        bytes[bytes.count - 10] ^= 0xff
-        try FileIO.atomicWrite(path, bytes, sync: false)
+        try tamper(store, id) { $0[$0.count - 10] ^= 0xff }
         #expect(throws: StoreError.damaged(id, "content does not match its hash")) { try store.get(id, .chunk) }
         #expect(throws: StoreError.self) { try store.get(id, .tree) }
+        try tamper(store, id) { $0.removeLast(100) }
+        #expect(throws: StoreError.damaged(id, "length 4900 instead of 5000")) { try store.get(id, .chunk) }
+        try tamper(store, id) { $0 = Array($0.prefix(5)) }
+        #expect(throws: StoreError.damaged(id, "not an object file")) { try store.get(id, .chunk) }
         let missing = ObjectID.of(.chunk, [1, 2, 3])
         #expect(throws: StoreError.missing(missing)) { try store.get(missing, .chunk) }
     }
 
-    @Test func newerObjectFormatIsRefused() throws {
+    @Test(arguments: Backend.allCases) func newerObjectFormatIsRefused(_ backend: Backend) throws {
         let dir = TempDir(); defer { dir.remove() }
-        let store = try ObjectStore(directory: dir.path + "/objects")
+        let store = ObjectStore(blobs: try backend.make(in: dir))
         let id = try store.put(.chunk, noise(100, seed: 6))
-        var bytes = try FileIO.readFile(store.path(of: id))
-        bytes[3] = 9
-        try FileIO.atomicWrite(store.path(of: id), bytes, sync: false)
+        try tamper(store, id) { $0[3] = 9 }
         do {
             _ = try store.get(id, .chunk)
             Issue.record("a newer format was read")
         } catch let e as StoreError {
             guard case .unsupportedFormat = e else { Issue.record("wrong error \(e)"); return }
         }
+    }
+
+    @Test func theLocalStoreKeepsOneFilePerObjectFannedOut() throws {
+        let dir = TempDir(); defer { dir.remove() }
+        let local = try LocalBlobStore(directory: dir.path + "/objects")
+        let id = try ObjectStore(blobs: local).put(.chunk, noise(100, seed: 7))
+        let hex = id.hex
+        #expect(FileIO.exists("\(dir.path)/objects/\(hex.prefix(2))/\(hex.dropFirst(2))"))
+        var st = stat()
+        #expect(stat("\(dir.path)/objects/\(hex.prefix(2))/\(hex.dropFirst(2))", &st) == 0 && st.st_mode & 0o777 == 0o600)
     }
 }

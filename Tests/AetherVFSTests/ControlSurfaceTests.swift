@@ -2,6 +2,7 @@ import Testing
 import Glibc
 import AetherCore
 import AetherVFS
+import AetherStore
 import TestSupport
 
 /// The control surface without a kernel.
@@ -11,7 +12,7 @@ final class VFSFixture {
     let vfs: VirtualFileSystem
     let me = Caller(uid: 0, gid: 0)
     init() throws {
-        repo = try Repository(path: dir.path + "/store")
+        repo = try Repository(path: dir.path + "/store", blobs: MemoryBlobStore())
         let s = try repo.createSession(name: "v", owner: 0)
         vfs = VirtualFileSystem(workspace: try Workspace(repo: repo, session: s), mountpoint: "/nowhere")
     }
