@@ -20,36 +20,39 @@ let package = Package(
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         .systemLibrary(name: "CSystem", path: "Sources/CSystem"),
 
-        .target(name: "AetherStore", dependencies: [
-            "CZstd", "CSystem",
+        // The vocabulary: ids, records, the domain's protocols; no I/O.
+        .target(name: "AetherModel", dependencies: [
             .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "AetherStore", dependencies: [
+            "AetherModel", "CZstd", "CSystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "AetherMeta", dependencies: ["CSQLite"]),
-        .executableTarget(name: "aetherfs-chunkbench", dependencies: ["AetherStore"]),
+        .target(name: "AetherMeta", dependencies: ["AetherModel", "CSQLite"]),
+        .executableTarget(name: "aetherfs-chunkbench", dependencies: ["AetherModel", "AetherStore"]),
         .target(name: "AetherCore", dependencies: [
-            "AetherStore", "AetherMeta",
+            "AetherModel", "AetherStore", "AetherMeta",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherVFS", dependencies: [
-            "AetherCore", "AetherStore",
+            "AetherModel", "AetherCore", "AetherStore",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherFUSE", dependencies: [
-            "AetherVFS", "AetherStore", "CFuse", "CSystem",
+            "AetherModel", "AetherVFS", "AetherStore", "CFuse", "CSystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherCLI", dependencies: [
-            "AetherCore", "AetherVFS", "AetherFUSE",
+            "AetherModel", "AetherCore", "AetherVFS", "AetherFUSE",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "aetherfs", dependencies: ["AetherCLI"]),
 
         .target(name: "TestSupport"),
-        .testTarget(name: "AetherStoreTests", dependencies: ["AetherStore", "TestSupport"]),
-        .testTarget(name: "AetherCoreTests", dependencies: ["AetherCore", "AetherMeta", "TestSupport"]),
-        .testTarget(name: "AetherVFSTests", dependencies: ["AetherVFS", "AetherStore", "TestSupport"]),
+        .testTarget(name: "AetherStoreTests", dependencies: ["AetherModel", "AetherStore", "TestSupport"]),
+        .testTarget(name: "AetherCoreTests", dependencies: ["AetherModel", "AetherCore", "AetherMeta", "TestSupport"]),
+        .testTarget(name: "AetherVFSTests", dependencies: ["AetherModel", "AetherVFS", "AetherStore", "TestSupport"]),
         .testTarget(name: "MountTests", dependencies: ["AetherCore", "TestSupport"]),
     ]
 )

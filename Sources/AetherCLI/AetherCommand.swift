@@ -1,7 +1,7 @@
 import ArgumentParser
 import AetherVFS
+import AetherModel
 import AetherCore
-import AetherMeta
 import Logging
 #if canImport(Glibc)
 import Glibc

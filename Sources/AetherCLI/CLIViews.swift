@@ -1,5 +1,5 @@
+import AetherModel
 import AetherCore
-import AetherMeta
 import AetherVFS
 
 // What `--json` prints, beside the records the control surface answers with (`SnapshotInfo`,
@@ -22,8 +22,8 @@ struct SessionInfo: Encodable {
     init(_ repo: Repository, _ s: SessionRecord) {
         name = s.name; id = s.id; state = s.state; owner = s.owner
         created = isoTime(s.created); lastUsed = isoTime(s.lastUsed)
-        head = s.head.flatMap { try? repo.catalog.snapshot(id: $0) }?.sid
-        parent = s.parentSession.flatMap { try? repo.catalog.session(id: $0) }?.name
+        head = s.head.flatMap { try? repo.metadata.snapshot(id: $0) }?.sid
+        parent = s.parentSession.flatMap { try? repo.metadata.session(id: $0) }?.name
         mountpoint = repo.mountpoint(of: s)
     }
 

@@ -2,8 +2,8 @@
 import Glibc
 #endif
 import ArgumentParser
+import AetherModel
 import AetherCore
-import AetherMeta
 import AetherStore
 import AetherVFS
 
@@ -39,7 +39,7 @@ struct DiffCommand: ParsableCommand {
     /// A snapshot's root, or a live session's current root (asked of its daemon when it is mounted).
     func root(_ repo: Repository, _ ref: String) throws(AetherError) -> ObjectID {
         do {
-            return ObjectID(bytes: try repo.resolveSnapshot(ref, session: nil).root)!
+            return try repo.resolveSnapshot(ref, session: nil).root
         } catch {
             guard case .notFound = error, let s = try? repo.session(named: ref) else { throw error }
             if let mount = repo.mountpoint(of: s) {

@@ -1,8 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import AetherModel
 import AetherCore
-import AetherMeta
 import AetherStore
 import AetherVFS
 import ArgumentParser

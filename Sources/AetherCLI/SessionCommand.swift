@@ -2,8 +2,8 @@
 import Glibc
 #endif
 import ArgumentParser
+import AetherModel
 import AetherCore
-import AetherMeta
 import AetherVFS
 
 struct SessionCommand: ParsableCommand {
@@ -66,7 +66,7 @@ struct SessionCommand: ParsableCommand {
             let repo = try global.open(create: false)
             let s = try fail { () throws(AetherError) in try repo.session(named: name) }
             if global.json { say(JSONText.encode(SessionInfo(repo, s))); return }
-            let head = s.head.flatMap { try? repo.catalog.snapshot(id: $0) }
+            let head = s.head.flatMap { try? repo.metadata.snapshot(id: $0) }
             say("""
                 session   \(s.name) (id \(s.id))
                 state     \(s.state)

@@ -2,8 +2,8 @@
 import Glibc
 #endif
 import ArgumentParser
+import AetherModel
 import AetherCore
-import AetherMeta
 import AetherStore
 import AetherVFS
 
@@ -16,15 +16,15 @@ struct ShowCommand: ParsableCommand {
         let repo = try global.open(create: false)
         let (record, tree) = try fail { () throws(AetherError) -> (SnapshotRecord, Tree) in
             let r = try repo.resolveSnapshot(snapshot, session: nil)
-            return (r, try repo.tree(ObjectID(bytes: r.root)!))
+            return (r, try repo.tree(r.root))
         }
         if global.json { say(JSONText.encode(SnapshotInfo(record))); return }
-        let session = (try? repo.catalog.session(id: record.session))??.name ?? "?"
+        let session = (try? repo.metadata.session(id: record.session))??.name ?? "?"
         var text = """
-            \(record.kind) \(record.sid) (\(record.name))
+            \(record.kind.rawValue) \(record.sid) (\(record.name))
             session \(session)   author uid \(record.author)   \(isoTime(record.time))
-            root    \(ObjectID(bytes: record.root)!.hex)
-            meta    \(record.meta)
+            root    \(record.root.hex)
+            meta    \(JSONText.encode(record.meta))
 
                 \(record.message.split(separator: "\n").joined(separator: "\n    "))
 

@@ -2,8 +2,8 @@
 import Glibc
 #endif
 import ArgumentParser
+import AetherModel
 import AetherCore
-import AetherMeta
 import AetherStore
 import AetherVFS
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import AetherModel
 import AetherCore
 import AetherVFS
 

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import AetherModel
 import AetherStore
 import AetherMeta
 
@@ -128,6 +129,11 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
             if e.isCorrupt { return .damaged(e.description) }
             // An I/O error (its errno in the message) or a fault of ours: not damage to the store.
             return .system(EIO, e.description)
+        case let e as MetadataError:
+            switch e.code {
+            case .conflict: return .exists(e.message)
+            case .damaged: return .damaged(e.description)
+            }
         case let e as FormatError: return .damaged(e.description)
         default: return .system(EIO, "\(error)")
         }

@@ -1,3 +1,4 @@
+import AetherModel
 import AetherStore
 
 /// A name's new entry in a directory, or nil when the name is gone.

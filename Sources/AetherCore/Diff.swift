@@ -1,3 +1,4 @@
+import AetherModel
 import AetherStore
 
 /// One difference between two trees.

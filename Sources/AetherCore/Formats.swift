@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import AetherModel
 import AetherStore
 
 /// The kinds of node a tree holds. Raw values are part of the tree format; never renumber.

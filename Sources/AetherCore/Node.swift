@@ -1,4 +1,4 @@
-import AetherMeta
+import AetherModel
 import Synchronization
 import AetherStore
 
@@ -96,7 +96,7 @@ final class Node {
         if xattrRowsSaved { changedXattrs.insert(name) }
     }
 
-    var contentID: ObjectID? { rec.content.flatMap { ObjectID(bytes: $0) } }
+    var contentID: ObjectID? { rec.content }
 
     /// A write or truncate clears setuid, and setgid when the group may execute (the mount tells the
     /// kernel that the file system does this: FUSE_HANDLE_KILLPRIV_V2).

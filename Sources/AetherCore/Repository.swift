@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import AetherModel
 import AetherStore
 import AetherMeta
 import Logging
@@ -19,7 +20,10 @@ public final class Repository: @unchecked Sendable {
     public let content: ContentStore
     /// Free space kept on the disk of the metadata and working files.
     public let headroom: Headroom
-    public let catalog: Catalog
+    /// Sessions, snapshot records, branches and the audit log.
+    public let metadata: any MetadataStore
+    /// The sessions' live nodes (SQLite in `meta.db`).
+    public let working: any WorkingLayerStore
     public let logger: Logger
 
     /// The store used when neither `--store` nor `AETHERFS_STORE` names one.
@@ -31,8 +35,9 @@ public final class Repository: @unchecked Sendable {
     }
 
     /// Opens the store at `path`, creating it when `create` is set and nothing is there. Its objects
-    /// live in `blobs` when given (tests give a `MemoryBlobStore`), else in `objects/` of the store.
-    public init(path: String, create: Bool = true, blobs: (any BlobStore)? = nil,
+    /// live in `blobs` and its shared records in `metadata` when given (tests give in-memory ones), else
+    /// in `objects/` and `meta.db` of the store; the working layer is always in `meta.db`.
+    public init(path: String, create: Bool = true, blobs: (any BlobStore)? = nil, metadata: (any MetadataStore)? = nil,
                 logger: Logger = Logger(label: "aetherfs.core")) throws(AetherError) {
         self.path = path
         self.logger = logger
@@ -70,7 +75,9 @@ public final class Repository: @unchecked Sendable {
             objects = ObjectStore(blobs: try domain { try LocalBlobStore(directory: path + "/objects", headroom: headroom) }, logger: logger)
         }
         content = ContentStore(objects: objects)
-        catalog = try domain { try Catalog(path: path + "/meta.db") }
+        let catalog = try domain { try Catalog(path: path + "/meta.db") }
+        working = catalog
+        self.metadata = metadata ?? catalog
         try domain { try FileIO.makeDirectories(path + "/sessions") }
     }
 
@@ -96,6 +103,13 @@ public final class Repository: @unchecked Sendable {
         for file in ["FORMAT", "meta.db"] where stat(path + "/" + file, &st) == 0 {
             if access(path + "/" + file, R_OK | W_OK) != 0 && errno == EACCES { throw denied("\(path)/\(file) is not yours to use") }
         }
+    }
+
+    /// Runs `body` in one transaction of the metadata and the working layer (one, when both are the
+    /// same database); `durable` returns once it is on disk.
+    public func transaction<T>(durable: Bool = false, _ body: () throws -> T) throws -> T {
+        if metadata === working { return try metadata.transaction(durable: durable, body) }
+        return try metadata.transaction(durable: durable) { try working.transaction(durable: durable, body) }
     }
 
     func sessionDirectory(_ id: Int64) -> String { "\(path)/sessions/\(id)" }
@@ -129,33 +143,33 @@ public final class Repository: @unchecked Sendable {
     // MARK: sessions
 
     public func session(named name: String) throws(AetherError) -> SessionRecord {
-        guard let s = try domain({ try catalog.session(named: name) }) else { throw .notFound("session \(name)") }
+        guard let s = try domain({ try metadata.session(named: name) }) else { throw .notFound("session \(name)") }
         return s
     }
 
-    public func sessions() throws(AetherError) -> [SessionRecord] { try domain { try catalog.sessions() } }
+    public func sessions() throws(AetherError) -> [SessionRecord] { try domain { try metadata.sessions() } }
 
     /// Creates a session over `from` (a snapshot reference) or over an empty tree.
     public func createSession(name: String, from: String? = nil, owner: UInt32) throws(AetherError) -> SessionRecord {
         try Repository.validateName(name, what: "session")
-        if try domain({ try catalog.session(named: name) }) != nil { throw .exists("session \(name)") }
+        if try domain({ try metadata.session(named: name) }) != nil { throw .exists("session \(name)") }
         var base: SnapshotRecord?
         let root: ObjectID
         if let from {
             let snap = try resolveSnapshot(from, session: nil)
             base = snap
-            root = ObjectID(bytes: snap.root)!
+            root = snap.root
         } else {
             let now = nanosecondsNow()
             root = try domain { try content.putTree(Tree(mode: 0o755, uid: owner, gid: 0, mtime: now, entries: [])) }
             try domain { try objects.sync() }
         }
-        var record = SessionRecord(name: name, baseRoot: root.bytes, baseSnapshot: base?.id, parentSession: base?.session,
-                                   owner: owner, baseCommit: base?.kind == "commit" ? base?.id : nil)
+        var record = SessionRecord(name: name, baseRoot: root, baseSnapshot: base?.id, parentSession: base?.session,
+                                   owner: owner, baseCommit: base?.kind == .commit ? base?.id : nil)
         try domain {
-            try catalog.transaction(durable: true) {
-                record.id = try catalog.insertSession(record)
-                try catalog.audit(uid: owner, action: "session-create", session: name, detail: from ?? "")
+            try transaction(durable: true) {
+                record.id = try metadata.insertSession(record)
+                try metadata.audit(uid: owner, action: "session-create", session: name, detail: from ?? "")
             }
         }
         return record
@@ -167,9 +181,10 @@ public final class Repository: @unchecked Sendable {
         let lock = try SessionLock(repository: self, session: s)
         defer { lock.release() }
         try domain {
-            try catalog.transaction(durable: true) {
-                try catalog.deleteSession(s.id)
-                try catalog.audit(uid: uid, action: "session-delete", session: name, detail: "")
+            try transaction(durable: true) {
+                try working.clearWorkingLayer(session: s.id)
+                try metadata.deleteSession(s.id)
+                try metadata.audit(uid: uid, action: "session-delete", session: name, detail: "")
             }
         }
         removeTree(sessionDirectory(s.id))
@@ -198,14 +213,14 @@ public final class Repository: @unchecked Sendable {
             guard !at.contains("@") else { throw .invalid("snapshot reference \"\(ref)\" has more than one '@'") }
             return try resolveSnapshot(at, session: try self.session(named: name))
         }
-        if let session, let cp = try domain({ try catalog.checkpoints(session: session.id) }).last(where: { $0.name == ref }) {
+        if let session, let cp = try domain({ try metadata.checkpoints(session: session.id) }).last(where: { $0.name == ref }) {
             return cp
         }
-        if let head = try domain({ try catalog.branch(ref) }), let commit = try domain({ try catalog.snapshot(id: head) }) {
+        if let head = try domain({ try metadata.branch(ref) }), let commit = try domain({ try metadata.snapshot(id: head) }) {
             return commit
         }
         if ref.count >= 4, ref.allSatisfy({ $0.isHexDigit }) {
-            let found = try domain { try catalog.snapshots(sidPrefix: ref.lowercased()) }
+            let found = try domain { try metadata.snapshots(sidPrefix: ref.lowercased()) }
             if found.count == 1 { return found[0] }
             if found.count > 1 { throw .invalid("snapshot id \(ref) is ambiguous (\(found.count) match)") }
         }
@@ -215,7 +230,7 @@ public final class Repository: @unchecked Sendable {
     public func tree(_ id: ObjectID) throws(AetherError) -> Tree { try domain { try content.tree(id) } }
 
     public func checkpoints(of s: SessionRecord) throws(AetherError) -> [SnapshotRecord] {
-        try domain { try catalog.checkpoints(session: s.id) }
+        try domain { try metadata.checkpoints(session: s.id) }
     }
 }
 
@@ -239,22 +254,6 @@ public final class SessionLock: @unchecked Sendable {
     }
 
     deinit { release() }
-}
-
-/// Now, as a file's time: the kernel's coarse clock, which it stamps files with itself. With the
-/// writeback cache the kernel keeps a file's mtime and sends it back only when its own stamp differs:
-/// a finer clock here makes every created-then-written file cost one more SETATTR round trip.
-public func fileTimeNow() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME_COARSE, &ts)
-    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-}
-
-/// Nanoseconds since the epoch.
-public func nanosecondsNow() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
 }
 
 /// Removes a directory tree (the session's upper files); errors are ignored.

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import AetherMeta
+import AetherModel
 import AetherStore
 
 /// One thing wrong with a store, and what it affects.
@@ -27,29 +27,33 @@ extension Repository {
     public func verify(readData: Bool, progress: (String) -> Void = { _ in }) throws(AetherError) -> VerifyReport {
         var report = VerifyReport()
         var walker = Walker(repo: self, readData: readData)
-        let integrity = try domain { try catalog.integrityCheck() }
-        if integrity != ["ok"] {
-            report.problems.append(Problem(what: "metadata database: \(integrity.prefix(5).joined(separator: "; "))", affects: []))
+        let checks = metadata === working ? [metadata.integrityCheck] : [metadata.integrityCheck, working.integrityCheck]
+        for check in checks {
+            let integrity = try domain { try check() }
+            if integrity != ["ok"] {
+                report.problems.append(Problem(what: "metadata database: \(integrity.prefix(5).joined(separator: "; "))", affects: []))
+            }
         }
         let sessions = try self.sessions()
         let sessionNames = Dictionary(sessions.map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
         var snapshotIDs = Set<Int64>()
-        let all = try domain { try catalog.snapshotIDs() }
+        let all = try domain { try metadata.snapshotIDs() }
         snapshotIDs.formUnion(all)
         for id in all {
-            guard let s = try domain({ try catalog.snapshot(id: id) }) else { continue }
-            let label = "\(s.kind) \(s.kind == "checkpoint" ? s.name : s.sid) (session \(sessionNames[s.session] ?? "#\(s.session), deleted"))"
+            let found: SnapshotRecord?
+            do { found = try metadata.snapshot(id: id) } catch {
+                report.problems.append(Problem(what: "snapshot record #\(id): \(AetherError.from(error))", affects: [])); continue
+            }
+            guard let s = found else { continue }
+            let label = "\(s.kind.rawValue) \(s.kind == .checkpoint ? s.name : s.sid) (session \(sessionNames[s.session] ?? "#\(s.session), deleted"))"
             if let p = s.parent, !snapshotIDs.contains(p) {
-                report.problems.append(Problem(what: "\(s.kind) \(s.sid) names a parent #\(p) that does not exist", affects: [label]))
+                report.problems.append(Problem(what: "\(s.kind.rawValue) \(s.sid) names a parent #\(p) that does not exist", affects: [label]))
             }
-            guard let root = ObjectID(bytes: s.root) else {
-                report.problems.append(Problem(what: "\(s.kind) \(s.sid) has no valid root id", affects: [label])); continue
-            }
-            walker.tree(root, label: label)
+            walker.tree(s.root, label: label)
             progress("checked \(label)")
         }
-        for (name, head) in try domain({ try catalog.branches() }) where !snapshotIDs.contains(head) {
-            report.problems.append(Problem(what: "branch \(name) points at a missing commit #\(head)", affects: ["branch \(name)"]))
+        for b in try domain({ try metadata.branches() }) where !snapshotIDs.contains(b.head) {
+            report.problems.append(Problem(what: "branch \(b.name) points at a missing commit #\(b.head)", affects: ["branch \(b.name)"]))
         }
         for s in sessions {
             let label = "session \(s.name)"
@@ -58,21 +62,21 @@ extension Repository {
                     report.problems.append(Problem(what: "session \(s.name) names a missing \(field) #\(id)", affects: [label]))
                 }
             }
-            if let root = ObjectID(bytes: s.baseRoot) { walker.tree(root, label: label) }
-            let rows = try domain { try catalog.nodes(session: s.id) }
+            walker.tree(s.baseRoot, label: label)
+            let rows = try domain { try working.nodes(session: s.id) }
             let inos = Set(rows.map(\.ino))
             for r in rows {
                 if r.upper && !FileIO.exists(sessionDirectory(s.id) + "/upper/\(r.ino)") {
                     report.problems.append(Problem(what: "the written data of inode \(r.ino) is missing from the working layer", affects: [label]))
                 }
-                guard !r.upper || r.kind == NodeKind.directory.rawValue, let content = r.content.flatMap({ ObjectID(bytes: $0) }) else { continue }
+                guard !r.upper || r.kind == NodeKind.directory.rawValue, let content = r.content else { continue }
                 if r.kind == NodeKind.directory.rawValue { walker.tree(content, label: label) }
                 else if r.kind == NodeKind.file.rawValue { walker.manifest(content, label: label) }
             }
-            for d in try domain({ try catalog.dentries(session: s.id) }) where (d.ino != 0 && !inos.contains(d.ino)) || !inos.contains(d.parent) {
+            for d in try domain({ try working.dentries(session: s.id) }) where (d.ino != 0 && !inos.contains(d.ino)) || !inos.contains(d.parent) {
                 report.problems.append(Problem(what: "a name in directory \(d.parent) of the working layer points at a missing inode \(d.ino)", affects: [label]))
             }
-            for ino in Set(try domain({ try catalog.xattrs(session: s.id) }).map(\.ino)) where !inos.contains(ino) {
+            for ino in Set(try domain({ try working.xattrs(session: s.id) }).map(\.ino)) where !inos.contains(ino) {
                 report.problems.append(Problem(what: "extended attributes in the working layer belong to a missing inode \(ino)", affects: [label]))
             }
             progress("checked \(label)")

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import AetherMeta
+import AetherModel
 import AetherStore
 
 /// What a commit request carries.
@@ -48,24 +48,26 @@ extension Workspace {
     public func fork(name: String, at: String? = nil, owner: UInt32) throws(AetherError) -> SessionRecord {
         try authorize(owner)
         try Repository.validateName(name, what: "session")
-        if try domain({ try catalog.session(named: name) }) != nil { throw .exists("session \(name)") }
-        var record = SessionRecord(name: name, baseRoot: [], baseSnapshot: nil, parentSession: session.id, owner: owner,
-                                   baseCommit: session.baseCommit)
-        let insert = { (root: [UInt8], snapshot: Int64?) throws(AetherError) in
-            record.baseRoot = root
-            record.baseSnapshot = snapshot
+        if try domain({ try metadata.session(named: name) }) != nil { throw .exists("session \(name)") }
+        let parent = session.id, baseCommit = session.baseCommit
+        let insert = { (root: ObjectID, snapshot: Int64?) throws(AetherError) -> SessionRecord in
+            var record = SessionRecord(name: name, baseRoot: root, baseSnapshot: snapshot, parentSession: parent, owner: owner,
+                                       baseCommit: baseCommit)
             try domain {
-                record.id = try self.catalog.insertSession(record)
-                try self.catalog.audit(uid: owner, action: "fork", session: self.session.name, detail: "\(name)\(at.map { "@\($0)" } ?? "")")
+                record.id = try self.metadata.insertSession(record)
+                try self.metadata.audit(uid: owner, action: "fork", session: self.session.name, detail: "\(name)\(at.map { "@\($0)" } ?? "")")
             }
+            return record
         }
+        var made: SessionRecord?
         if let at {
             let snapshot = try repo.resolveSnapshot(at, session: session)
-            try change(durable: true) { () throws(AetherError) in try insert(snapshot.root, snapshot.id) }
+            try change(durable: true) { () throws(AetherError) in made = try insert(snapshot.root, snapshot.id) }
         } else {
-            _ = try freeze { (root, _) throws(AetherError) in try insert(root.bytes, session.head) }
+            _ = try freeze { (root, _) throws(AetherError) in made = try insert(root, session.head) }
         }
-        return record
+        guard let made else { throw .system(EIO, "fork \(name): no session record was written") }
+        return made
     }
 
     /// Records the current state as a commit on `branch`, which moves only as a fast-forward from the
@@ -75,37 +77,38 @@ extension Workspace {
         let message = try Workspace.validateRecord(message: request.message, meta: request.meta, what: "a commit")
         try Repository.validateName(request.branch, what: "branch")
         let branch = request.branch
-        let head = try domain { try catalog.branch(branch) }
+        let head = try domain { try metadata.branch(branch) }
         if let head, head != session.baseCommit {
             throw .branchMoved("branch \(branch) moved since this session's base; start a session from \(branch) and redo the change")
         }
-        let headRecord = try head.flatMap { (id) throws(AetherError) in try domain { try catalog.snapshot(id: id) } }
+        let headRecord = try head.flatMap { (id) throws(AetherError) in try domain { try metadata.snapshot(id: id) } }
         let sid = Workspace.newSnapshotID()
-        var record = SnapshotRecord(sid: sid, kind: "commit", session: session.id, name: "\(branch)/\(sid)", root: [],
-                                    parent: head, time: now(), author: author, message: message,
-                                    meta: jsonObject(request.meta), filesChanged: 0, bytesAdded: 0)
+        let time = secondsNow()
+        var made: SnapshotRecord?
         _ = try freeze { (root, stats) throws(AetherError) in
-            if let headRecord, headRecord.root == root.bytes, !request.allowEmpty {
+            if let headRecord, headRecord.root == root, !request.allowEmpty {
                 throw .invalid("nothing to commit: the state is identical to \(branch)'s head (use --allow-empty)")
             }
-            record.root = root.bytes
-            record.filesChanged = stats.files
-            record.bytesAdded = stats.bytes
+            var record = SnapshotRecord(sid: sid, kind: .commit, session: session.id, name: "\(branch)/\(sid)", root: root,
+                                        parent: head, time: time, author: author, message: message, meta: request.meta,
+                                        filesChanged: stats.files, bytesAdded: stats.bytes)
             try domain {
-                record.id = try catalog.insertSnapshot(record)
+                record.id = try metadata.insertSnapshot(record)
                 if let head {
-                    guard try catalog.moveBranch(branch, from: head, to: record.id) else {
+                    guard try metadata.moveBranch(branch, from: head, to: record.id) else {
                         throw AetherError.branchMoved("branch \(branch) moved while committing")
                     }
                 } else {
-                    try catalog.createBranch(branch, head: record.id)
+                    try metadata.createBranch(branch, head: record.id)
                 }
-                try catalog.setBaseCommit(session: session.id, record.id)
-                try catalog.audit(uid: author, action: "commit", session: session.name, detail: "\(branch) \(sid)")
+                try metadata.setBaseCommit(session: session.id, record.id)
+                try metadata.audit(uid: author, action: "commit", session: session.name, detail: "\(branch) \(sid)")
             }
             session.baseCommit = record.id
+            made = record
         }
-        return record
+        guard let made else { throw .system(EIO, "commit to \(branch): the freeze wrote no record") }
+        return made
     }
 }
 
@@ -113,29 +116,29 @@ extension Repository {
     /// Branches and the commits they point at.
     public func branches() throws(AetherError) -> [(name: String, head: SnapshotRecord)] {
         try domain {
-            try catalog.branches().compactMap { b in try catalog.snapshot(id: b.head).map { (b.name, $0) } }
+            try metadata.branches().compactMap { b in try metadata.snapshot(id: b.head).map { (b.name, $0) } }
         }
     }
 
     /// Creates a branch at a commit (a branch name or a commit id).
     public func createBranch(_ name: String, at ref: String, uid: UInt32) throws(AetherError) {
         try Repository.validateName(name, what: "branch")
-        if try domain({ try catalog.branch(name) }) != nil { throw .exists("branch \(name)") }
+        if try domain({ try metadata.branch(name) }) != nil { throw .exists("branch \(name)") }
         let target = try resolveSnapshot(ref, session: nil)
-        guard target.kind == "commit" else { throw .invalid("a branch points at a commit; \(ref) is a \(target.kind)") }
+        guard target.kind == .commit else { throw .invalid("a branch points at a commit; \(ref) is a \(target.kind.rawValue)") }
         try domain {
-            try catalog.transaction(durable: true) {
-                try catalog.createBranch(name, head: target.id)
-                try catalog.audit(uid: uid, action: "branch-create", session: "", detail: "\(name) \(target.sid)")
+            try transaction(durable: true) {
+                try metadata.createBranch(name, head: target.id)
+                try metadata.audit(uid: uid, action: "branch-create", session: "", detail: "\(name) \(target.sid)")
             }
         }
     }
 
     public func deleteBranch(_ name: String, uid: UInt32) throws(AetherError) {
         try domain {
-            try catalog.transaction(durable: true) {
-                guard try catalog.deleteBranch(name) else { throw AetherError.notFound("branch \(name)") }
-                try catalog.audit(uid: uid, action: "branch-delete", session: "", detail: name)
+            try transaction(durable: true) {
+                guard try metadata.deleteBranch(name) else { throw AetherError.notFound("branch \(name)") }
+                try metadata.audit(uid: uid, action: "branch-delete", session: "", detail: name)
             }
         }
     }
@@ -146,7 +149,7 @@ extension Repository {
         var next: SnapshotRecord? = try resolveSnapshot(ref, session: nil)
         while let s = next, out.count < limit {
             out.append(s)
-            next = try s.parent.flatMap { (p) throws(AetherError) in try domain { try catalog.snapshot(id: p) } }
+            next = try s.parent.flatMap { (p) throws(AetherError) in try domain { try metadata.snapshot(id: p) } }
         }
         return out
     }
@@ -176,7 +179,7 @@ extension Workspace {
 
     /// The branch this session's base commit is on, if it builds on one.
     public func baseBranch() throws(AetherError) -> String? {
-        guard let id = session.baseCommit, let c = try domain({ try catalog.snapshot(id: id) }) else { return nil }
+        guard let id = session.baseCommit, let c = try domain({ try metadata.snapshot(id: id) }) else { return nil }
         return c.name.split(separator: "/").first.map(String.init)
     }
 }

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import AetherMeta
+import AetherModel
 import AetherStore
 
 /// Who asks: the uid and gid of the calling process.

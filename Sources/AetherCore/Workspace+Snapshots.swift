@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import AetherMeta
+import AetherModel
 import AetherStore
 
 /// What a checkpoint request carries.
@@ -23,7 +23,7 @@ extension Workspace {
     public func checkpoint(_ request: CheckpointRequest, author: UInt32) throws(AetherError) -> SnapshotRecord {
         try authorize(author)
         let message = try Workspace.validateRecord(message: request.message, meta: request.meta, what: "a checkpoint")
-        let existing = try domain { try catalog.checkpoints(session: session.id) }
+        let existing = try domain { try metadata.checkpoints(session: session.id) }
         let taken = Set(existing.map(\.name))
         var name = request.name ?? "cp-\(existing.count + 1)"
         if request.name == nil {
@@ -33,22 +33,23 @@ extension Workspace {
         try Repository.validateName(name, what: "checkpoint")
         if taken.contains(name) { throw .exists("checkpoint \(name) in session \(session.name)") }
 
-        var record = SnapshotRecord(sid: Workspace.newSnapshotID(), kind: "checkpoint", session: session.id, name: name,
-                                    root: [], parent: session.head, time: now(), author: author,
-                                    message: message, meta: jsonObject(request.meta), filesChanged: 0, bytesAdded: 0)
+        let sid = Workspace.newSnapshotID(), time = secondsNow(), parent = session.head
+        var made: SnapshotRecord?
         _ = try freeze { (root, stats) throws(AetherError) in
-            record.root = root.bytes
-            record.filesChanged = stats.files
-            record.bytesAdded = stats.bytes
+            var record = SnapshotRecord(sid: sid, kind: .checkpoint, session: session.id, name: name, root: root,
+                                        parent: parent, time: time, author: author, message: message, meta: request.meta,
+                                        filesChanged: stats.files, bytesAdded: stats.bytes)
             try domain {
-                record.id = try catalog.insertSnapshot(record)
-                try catalog.updateSessionBase(session.id, baseRoot: root.bytes, baseSnapshot: record.id, head: record.id)
-                try catalog.audit(uid: author, action: "checkpoint", session: session.name, detail: "\(name) \(record.sid)")
+                record.id = try metadata.insertSnapshot(record)
+                try metadata.updateSessionBase(session.id, baseRoot: root, baseSnapshot: record.id, head: record.id)
+                try metadata.audit(uid: author, action: "checkpoint", session: session.name, detail: "\(name) \(record.sid)")
             }
             session.head = record.id
             session.baseSnapshot = record.id
+            made = record
         }
-        return record
+        guard let made else { throw .system(EIO, "checkpoint \(name): the freeze wrote no record") }
+        return made
     }
 
     /// Writes the current tree into the store and returns its root. Only changed paths are re-hashed and
@@ -73,9 +74,9 @@ extension Workspace {
             try change(durable: true) { () throws(AetherError) in
                 try record(root, stats)
                 try domain {
-                    try catalog.setSessionRoot(session.id, baseRoot: root.bytes)
-                    try catalog.clearWorkingLayer(session: session.id)
-                    try catalog.upsertNode(session: session.id, rootRecord)
+                    try metadata.setSessionRoot(session.id, baseRoot: root)
+                    try working.clearWorkingLayer(session: session.id)
+                    try working.upsertNode(session: session.id, rootRecord)
                     try saveXattrs(Workspace.rootIno, rootNode.xattrs)
                 }
             }
@@ -89,7 +90,7 @@ extension Workspace {
             }
             throw error
         }
-        session.baseRoot = root.bytes
+        session.baseRoot = root
         // Files nobody holds open leave the working layer: their bytes are in the chunk store now.
         // (One held open keeps its upper file, without a row: a restart would find it stray and drop
         // it, losing nothing, as it holds what the tree holds until it is written again.)
@@ -206,7 +207,7 @@ extension Workspace {
             tree.entries.sort { bytesPrecede($0.name, $1.name) }
             id = try domain { try repo.content.putTree(tree) }
         }
-        dir.rec.content = id.bytes
+        dir.rec.content = id
         dir.rec.dirty = false
         dir.changedNames = []
         cleaned.append(dir)
@@ -228,11 +229,11 @@ extension Workspace {
                     defer { if n.opens == 0 { close(fd); n.fd = -1 } }
                     got = try domain { try repo.content.ingest(FileBytes(fd: fd), size: n.rec.size) }
                 }
-                n.rec.content = got.manifest.bytes
+                n.rec.content = got.manifest
                 stats.files += 1
                 stats.bytes += got.newBytes
             } else if n.kind == .file && n.rec.content == nil {
-                n.rec.content = try domain { try repo.content.emptyManifest() }.bytes
+                n.rec.content = try domain { try repo.content.emptyManifest() }
             }
             n.rec.dirty = false
             cleaned.append(n)
@@ -248,7 +249,7 @@ extension Workspace {
     /// must forget. Cost follows the directories the kernel has loaded, not the tree's size.
     public func restore(to snapshot: SnapshotRecord, caller: UInt32) throws(AetherError) -> [Invalidation] {
         try authorize(caller)
-        guard let rootID = ObjectID(bytes: snapshot.root) else { throw .damaged("snapshot \(snapshot.sid) has no root") }
+        let rootID = snapshot.root
         let tree = try domain { try repo.content.treeHead(rootID) }
         let root = try node(Workspace.rootIno)
         // The catalog changes first: if it fails, nothing changed; once it commits, the working layer
@@ -256,14 +257,14 @@ extension Workspace {
         var rootRecord = root.rec
         rootRecord.mode = tree.mode; rootRecord.uid = tree.uid; rootRecord.gid = tree.gid
         rootRecord.mtime = tree.mtime; rootRecord.ctime = tree.mtime; rootRecord.atime = tree.mtime
-        rootRecord.content = rootID.bytes; rootRecord.dirty = false; rootRecord.materialized = false; rootRecord.overlay = false
+        rootRecord.content = rootID; rootRecord.dirty = false; rootRecord.materialized = false; rootRecord.overlay = false
         try change(durable: true) { () throws(AetherError) in
             try domain {
-                try catalog.clearWorkingLayer(session: session.id)
-                try catalog.upsertNode(session: session.id, rootRecord)
+                try working.clearWorkingLayer(session: session.id)
+                try working.upsertNode(session: session.id, rootRecord)
                 try saveXattrs(Workspace.rootIno, tree.xattrs)
-                try catalog.updateSessionBase(session.id, baseRoot: snapshot.root, baseSnapshot: snapshot.id, head: snapshot.id)
-                try catalog.audit(uid: caller, action: "restore", session: session.name, detail: "\(snapshot.name) \(snapshot.sid)")
+                try metadata.updateSessionBase(session.id, baseRoot: snapshot.root, baseSnapshot: snapshot.id, head: snapshot.id)
+                try metadata.audit(uid: caller, action: "restore", session: session.name, detail: "\(snapshot.name) \(snapshot.sid)")
             }
         }
         session.baseRoot = snapshot.root
@@ -310,7 +311,7 @@ extension Workspace {
         dir.rec.mode = head.mode; dir.rec.uid = head.uid; dir.rec.gid = head.gid
         dir.rec.mtime = head.mtime; dir.rec.ctime = head.mtime; dir.rec.atime = head.mtime
         dir.xattrs = head.xattrs
-        dir.rec.content = id.bytes
+        dir.rec.content = id
         dir.rec.dirty = false
         dir.rec.materialized = false; dir.rec.overlay = false
         dir.rec.nlink = 2 + UInt32(head.subdirectoryCount)
@@ -383,39 +384,9 @@ extension Workspace {
         n.rec.mode = e.mode; n.rec.uid = e.uid; n.rec.gid = e.gid; n.rec.size = e.size
         n.rec.mtime = e.mtime; n.rec.atime = e.mtime; n.rec.ctime = e.mtime
         n.rec.nlink = e.nlink; n.rec.rdev = e.rdev; n.rec.target = e.target
-        n.rec.content = e.content?.bytes
+        n.rec.content = e.content
         n.rec.upper = false; n.rec.dirty = false; n.rec.linkGroup = e.linkGroup
         n.metaPending = false
         n.xattrs = e.xattrs
-    }
-
-}
-
-/// A flat JSON object of strings, keys sorted.
-func jsonObject(_ map: [String: String]) -> String {
-    "{" + map.keys.sorted().map { "\(jsonString($0)):\(jsonString(map[$0]!))" }.joined(separator: ",") + "}"
-}
-
-/// A JSON string literal.
-public func jsonString(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if u.value < 0x20 { out += String(format4: u.value) } else { out.unicodeScalars.append(u) }
-        }
-    }
-    return out + "\""
-}
-
-extension String {
-    init(format4 v: UInt32) {
-        let hex = String(v, radix: 16)
-        self = "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
     }
 }

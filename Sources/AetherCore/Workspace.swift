@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import AetherMeta
+import AetherModel
 import AetherStore
 import Logging
 
@@ -34,7 +34,8 @@ public final class Workspace: @unchecked Sendable {
     /// Nodes that were given a second name in this session (pruned by `hasHardLinks`).
     var linked = Set<UInt64>()
     let upper: UpperFiles
-    var catalog: Catalog { repo.catalog }
+    var metadata: any MetadataStore { repo.metadata }
+    var working: any WorkingLayerStore { repo.working }
     /// Runs a checkpoint's data work (cutting, hashing, compressing and storing written files) without
     /// the caller's lock while changes wait, so reads, lookups and opens go on beside it. Set by the VFS,
     /// which owns the lock; a workspace the CLI opened alone runs the work in place.
@@ -54,7 +55,7 @@ public final class Workspace: @unchecked Sendable {
         reservedIno = nextIno
         try load()
         // Opened for work (a mount, or the CLI acting on it): the session was used now.
-        try domain { try catalog.touchSession(session.id) }
+        try domain { try metadata.touchSession(session.id) }
     }
 
     deinit {
@@ -64,9 +65,9 @@ public final class Workspace: @unchecked Sendable {
     // MARK: loading
 
     private func load() throws(AetherError) {
-        let rows = try domain { try catalog.nodes(session: session.id) }
+        let rows = try domain { try working.nodes(session: session.id) }
         if rows.isEmpty {
-            try resetRoot(ObjectID(bytes: session.baseRoot)!)
+            try resetRoot(session.baseRoot)
         } else {
             for r in rows {
                 guard let kind = NodeKind(rawValue: r.kind) else { throw .damaged("node \(r.ino) has unknown kind \(r.kind)") }
@@ -94,10 +95,10 @@ public final class Workspace: @unchecked Sendable {
                 nodes[r.ino] = node
                 nextIno = max(nextIno, r.ino + 1)
             }
-            for x in try domain({ try catalog.xattrs(session: session.id) }) {
+            for x in try domain({ try working.xattrs(session: session.id) }) {
                 nodes[x.ino]?.xattrs[String(decoding: x.name, as: UTF8.self)] = x.value
             }
-            for d in try domain({ try catalog.dentries(session: session.id) }) {
+            for d in try domain({ try working.dentries(session: session.id) }) {
                 guard let parent = nodes[d.parent] else { continue }
                 if parent.rec.overlay {
                     parent.overrides[d.name] = d.ino
@@ -109,7 +110,7 @@ public final class Workspace: @unchecked Sendable {
             }
             // Nodes that lost their last name before a crash.
             for (ino, node) in nodes where ino != Workspace.rootIno && node.links.isEmpty {
-                try domain { try catalog.deleteNode(session: session.id, ino: ino) }
+                try domain { try working.deleteNode(session: session.id, ino: ino) }
                 upper.remove(ino)
                 nodes[ino] = nil
             }
@@ -124,7 +125,7 @@ public final class Workspace: @unchecked Sendable {
         let root = Node(rec: NodeRecord(ino: Workspace.rootIno, kind: NodeKind.directory.rawValue, mode: t.mode, uid: t.uid,
                                         gid: t.gid, size: 4096, atime: t.mtime, mtime: t.mtime, ctime: t.mtime,
                                         nlink: 2 + UInt32(t.subdirectoryCount),
-                                        content: tree.bytes), kind: .directory)
+                                        content: tree), kind: .directory)
         root.xattrs = t.xattrs
         if let old = nodes[Workspace.rootIno] { root.lookups = old.lookups }
         nodes[Workspace.rootIno] = root
@@ -134,7 +135,7 @@ public final class Workspace: @unchecked Sendable {
     func allocateIno() throws(AetherError) -> UInt64 {
         if nextIno >= reservedIno {
             reservedIno = nextIno + 4096
-            try domain { try catalog.setNextIno(session.id, reservedIno) }
+            try domain { try metadata.setNextIno(session.id, reservedIno) }
         }
         defer { nextIno += 1 }
         return nextIno
@@ -189,14 +190,14 @@ public final class Workspace: @unchecked Sendable {
             let t = try domain { try repo.content.treeHead(id) }
             let rec = NodeRecord(ino: ino, kind: NodeKind.directory.rawValue, mode: t.mode, uid: t.uid, gid: t.gid,
                                  size: 4096, atime: t.mtime, mtime: t.mtime, ctime: t.mtime,
-                                 nlink: 2 + UInt32(t.subdirectoryCount), content: id.bytes)
+                                 nlink: 2 + UInt32(t.subdirectoryCount), content: id)
             let n = Node(rec: rec, kind: .directory)
             n.xattrs = t.xattrs
             return n
         }
         let rec = NodeRecord(ino: ino, kind: e.kind.rawValue, mode: e.mode, uid: e.uid, gid: e.gid, size: e.size,
                              atime: e.mtime, mtime: e.mtime, ctime: e.mtime, nlink: e.nlink, rdev: e.rdev,
-                             target: e.target, content: e.content?.bytes, linkGroup: e.linkGroup)
+                             target: e.target, content: e.content, linkGroup: e.linkGroup)
         let n = Node(rec: rec, kind: e.kind)
         n.xattrs = e.xattrs
         return n
@@ -206,12 +207,12 @@ public final class Workspace: @unchecked Sendable {
 
     func save(_ node: Node) throws(AetherError) {
         try domain {
-            try catalog.upsertNode(session: session.id, node.rec)
+            try working.upsertNode(session: session.id, node.rec)
             if !node.xattrRowsSaved {
                 if !node.xattrs.isEmpty { try saveXattrs(node.rec.ino, node.xattrs) }
             } else {
                 for name in node.changedXattrs {
-                    try catalog.setXattr(session: session.id, ino: node.rec.ino, name: Array(name.utf8), value: node.xattrs[name])
+                    try working.setXattr(session: session.id, ino: node.rec.ino, name: Array(name.utf8), value: node.xattrs[name])
                 }
             }
         }
@@ -224,7 +225,7 @@ public final class Workspace: @unchecked Sendable {
 
     /// Writes every extended attribute of a node as its rows (replacing any it had).
     func saveXattrs(_ ino: UInt64, _ xattrs: XattrMap) throws {
-        try catalog.replaceXattrs(session: session.id, ino: ino, xattrs.map { (Array($0.key.utf8), $0.value) })
+        try working.replaceXattrs(session: session.id, ino: ino, xattrs.map { (Array($0.key.utf8), $0.value) })
     }
 
     /// Marks `node` changed since the last checkpoint and saves it, materializing every directory above
@@ -257,7 +258,7 @@ public final class Workspace: @unchecked Sendable {
             let parent = try self.node(l.parent)
             parent.changedNames?.insert(l.name)
             try materialize(parent)
-            try domain { try catalog.setDentry(session: session.id, parent: l.parent, name: l.name, ino: node.rec.ino) }
+            try domain { try working.setDentry(session: session.id, parent: l.parent, name: l.name, ino: node.rec.ino) }
         }
         node.linksRecorded = true
     }
@@ -265,7 +266,7 @@ public final class Workspace: @unchecked Sendable {
     /// Runs one change atomically in the catalog.
     func change<T>(durable: Bool = false, _ body: () throws(AetherError) -> T) throws(AetherError) -> T {
         do {
-            return try catalog.transaction(durable: durable) { () throws -> T in try body() }
+            return try repo.transaction(durable: durable) { () throws -> T in try body() }
         } catch {
             throw AetherError.from(error)
         }
@@ -277,7 +278,7 @@ public final class Workspace: @unchecked Sendable {
         dir.entries![name] = child.rec.ino
         dir.changedNames?.insert(name)
         child.links.append(Link(parent: dir.rec.ino, name: name))
-        try domain { try catalog.setDentry(session: session.id, parent: dir.rec.ino, name: name, ino: child.rec.ino) }
+        try domain { try working.setDentry(session: session.id, parent: dir.rec.ino, name: name, ino: child.rec.ino) }
     }
 
     func removeEntry(_ dir: Node, _ name: [UInt8], _ child: Node) throws(AetherError) {
@@ -288,9 +289,9 @@ public final class Workspace: @unchecked Sendable {
         child.links.removeAll { $0 == Link(parent: dir.rec.ino, name: name) }
         if dir.rec.overlay && dir.contentID != nil {
             // The name may be in the directory's tree: a row with inode 0 hides it.
-            try domain { try catalog.setDentry(session: session.id, parent: dir.rec.ino, name: name, ino: 0) }
+            try domain { try working.setDentry(session: session.id, parent: dir.rec.ino, name: name, ino: 0) }
         } else {
-            try domain { try catalog.removeDentry(session: session.id, parent: dir.rec.ino, name: name) }
+            try domain { try working.removeDentry(session: session.id, parent: dir.rec.ino, name: name) }
         }
     }
 
@@ -304,7 +305,7 @@ public final class Workspace: @unchecked Sendable {
     func releaseIfUnreferenced(_ node: Node) throws(AetherError) {
         guard node.rec.ino != Workspace.rootIno, node.links.isEmpty else { return }
         if node.persisted {
-            try domain { try catalog.deleteNode(session: session.id, ino: node.rec.ino) }
+            try domain { try working.deleteNode(session: session.id, ino: node.rec.ino) }
             node.persisted = false
             node.xattrRowsSaved = false
             node.linksRecorded = false

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CFuse
+import AetherModel
 import AetherCore
 import AetherVFS
 import AetherStore
@@ -248,10 +249,12 @@ enum Callbacks {
     }
 
     static let write: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, Int, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, buf, size, off, fi in
+        let fs = vfs(req)
         do {
-            let n = try vfs(req).write(ino, handle: fi!.pointee.fh, offset: UInt64(off),
-                                       data: UnsafeRawBufferPointer(start: buf, count: size), caller: caller(req))
+            let (n, later) = try fs.write(ino, handle: fi!.pointee.fh, offset: UInt64(off),
+                                          data: UnsafeRawBufferPointer(start: buf, count: size), caller: caller(req))
             fuse_reply_write(req, n)
+            fs.afterReply(later)
         } catch {
             fuse_reply_err(req, errnoOf(error))
         }
@@ -347,11 +350,14 @@ enum Callbacks {
     }
 
     static let setxattr: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, UnsafePointer<CChar>?, Int, Int32) -> Void = { req, ino, n, value, size, flags in
+        let fs = vfs(req)
+        var later: [Invalidation] = []
         replyStatus(req) { () throws(FSFailure) in
             let bytes = size == 0 ? [] : Array(UnsafeRawBufferPointer(start: value, count: size))
-            try vfs(req).setxattr(ino, name: String(cString: n!), value: bytes,
-                                  create: flags & cfuse_xattr_create != 0, replace: flags & cfuse_xattr_replace != 0, caller: caller(req))
+            later = try fs.setxattr(ino, name: String(cString: n!), value: bytes,
+                                    create: flags & cfuse_xattr_create != 0, replace: flags & cfuse_xattr_replace != 0, caller: caller(req))
         }
+        fs.afterReply(later)
     }
 
     /// Replies to a getxattr/listxattr: the size when asked for 0 bytes, ERANGE when the buffer is too small.

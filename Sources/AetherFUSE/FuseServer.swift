@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CFuse
 import CSystem
+import AetherModel
 import AetherCore
 import AetherVFS
 import AetherStore
@@ -51,11 +52,7 @@ public final class FuseServer {
         }
         defer { fuse_session_destroy(se) }
         let sessionBox = SessionBox(se, mountpoint: mountpoint)
-        vfs.invalidator = { items in sessionBox.invalidate(items) }
-        // A helper process does the syncfs: a daemon thread blocked on its own mount could never be
-        // killed (the kernel waits for the answer only the daemon can give).
-        let root = mountpoint
-        vfs.kernelFlush = { _ = FuseServer.runHelper(["sync", "-f", root].map { Array($0.utf8) }) }
+        vfs.attach(sessionBox)
         guard fuse_session_mount(se, mountpoint) == 0 else {
             throw .system(EIO, "cannot mount at \(mountpoint) (is /dev/fuse there, is the directory empty and not mounted?)")
         }
@@ -69,8 +66,7 @@ public final class FuseServer {
         FuseServer.unmountOnSignals(mountpoint: mountpoint, session: sessionBox)
         ready()
         let rc = cfuse_session_loop_mt(se, 0, 10)
-        vfs.invalidator = { _ in }
-        vfs.kernelFlush = {}
+        vfs.attach(nil)
         fuse_session_unmount(se)
         vfs.shutdown()
         if rc != 0 { logger.info("fuse loop ended", metadata: ["rc": "\(rc)"]) }
@@ -158,10 +154,14 @@ public final class FuseServer {
 }
 
 /// The libfuse session, for kernel notifications from outside a callback's lock.
-final class SessionBox: @unchecked Sendable {
+final class SessionBox: KernelNotifier, @unchecked Sendable {
     let se: OpaquePointer
     let mountpoint: String
     init(_ se: OpaquePointer, mountpoint: String) { self.se = se; self.mountpoint = mountpoint }
+
+    /// A helper process does the syncfs: a daemon thread blocked on its own mount could never be
+    /// killed (the kernel waits for the answer only the daemon can give).
+    func flushWrites() { _ = FuseServer.runHelper(["sync", "-f", mountpoint].map { Array($0.utf8) }) }
 
     func invalidate(_ items: [Invalidation]) {
         // Sizes and times last: by then the kernel dropped the pages and names it held.

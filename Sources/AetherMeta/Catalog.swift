@@ -1,16 +1,19 @@
+import AetherModel
 import CSQLite
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The store's metadata database: sessions, snapshot records, each session's live nodes, the audit log.
+/// The store's metadata database in SQLite: the shared metadata (sessions, snapshot records, branches,
+/// the audit log) and every session's working layer (live nodes) in one file, so that one transaction
+/// covers both.
 ///
 /// Vocabulary: a *node* is one file, directory, symlink or FIFO of a session's working layer, numbered
 /// by its inode number; a *dentry* is a name in a materialized directory. Only nodes that differ from
 /// the session's base snapshot (or lie on the path to one) have rows. Since schema 3 a materialized
 /// directory's dentries are *overrides* of its tree: a changed or new name points at its node, a row
 /// with inode 0 hides a name of the tree (earlier stores list every name of a materialized directory).
-public final class Catalog: @unchecked Sendable {
+public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendable {
     /// The schema this code writes. Older databases are migrated; newer ones are refused.
     public static let schemaVersion = 4
     let db: Database
@@ -97,7 +100,7 @@ public final class Catalog: @unchecked Sendable {
         try db.run("""
             INSERT INTO sessions(name, base_root, base_snapshot, parent_session, owner, state, created, last_used, next_ino, head, base_commit)
             VALUES(?,?,?,?,?,?,?,?,?,?,?)
-            """, .text(s.name), .blob(s.baseRoot), s.baseSnapshot.map { .int($0) } ?? .null,
+            """, .text(s.name), .blob(s.baseRoot.bytes), s.baseSnapshot.map { .int($0) } ?? .null,
             s.parentSession.map { .int($0) } ?? .null, .int(Int64(s.owner)), .text(s.state),
             .real(s.created), .real(s.lastUsed), .int(Int64(s.nextIno)), s.head.map { .int($0) } ?? .null,
             s.baseCommit.map { .int($0) } ?? .null)
@@ -106,34 +109,39 @@ public final class Catalog: @unchecked Sendable {
 
     private static let sessionColumns = "id, name, base_root, base_snapshot, parent_session, owner, state, created, last_used, next_ino, head, base_commit"
 
-    private static func session(_ r: [SQLValue]) -> SessionRecord {
-        SessionRecord(id: r[0].int!, name: r[1].text ?? "", baseRoot: r[2].blob ?? [], baseSnapshot: r[3].int,
+    /// A stored value that does not decode.
+    static func damaged(_ what: String) -> MetadataError { MetadataError(.damaged, what) }
+
+    private static func session(_ r: [SQLValue]) throws -> SessionRecord {
+        guard let id = r[0].int, let root = r[2].blob.flatMap({ ObjectID(bytes: $0) }) else {
+            throw damaged("session \(r[1].text ?? "?") has no valid root id")
+        }
+        return SessionRecord(id: id, name: r[1].text ?? "", baseRoot: root, baseSnapshot: r[3].int,
                       parentSession: r[4].int, owner: UInt32(r[5].int ?? 0), state: r[6].text ?? "active",
                       created: r[7].real ?? 0, lastUsed: r[8].real ?? 0, nextIno: UInt64(r[9].int ?? 2), head: r[10].int,
                       baseCommit: r[11].int)
     }
 
     public func session(named name: String) throws -> SessionRecord? {
-        try db.query("SELECT \(Catalog.sessionColumns) FROM sessions WHERE name=?", .text(name)).first.map(Catalog.session)
+        try db.query("SELECT \(Catalog.sessionColumns) FROM sessions WHERE name=?", .text(name)).first.map { try Catalog.session($0) }
     }
 
     public func session(id: Int64) throws -> SessionRecord? {
-        try db.query("SELECT \(Catalog.sessionColumns) FROM sessions WHERE id=?", .int(id)).first.map(Catalog.session)
+        try db.query("SELECT \(Catalog.sessionColumns) FROM sessions WHERE id=?", .int(id)).first.map { try Catalog.session($0) }
     }
 
     public func sessions() throws -> [SessionRecord] {
-        try db.query("SELECT \(Catalog.sessionColumns) FROM sessions ORDER BY id").map(Catalog.session)
+        try db.query("SELECT \(Catalog.sessionColumns) FROM sessions ORDER BY id").map { try Catalog.session($0) }
     }
 
-    public func updateSessionBase(_ id: Int64, baseRoot: [UInt8], baseSnapshot: Int64?, head: Int64?) throws {
+    public func updateSessionBase(_ id: Int64, baseRoot: ObjectID, baseSnapshot: Int64?, head: Int64?) throws {
         try db.run("UPDATE sessions SET base_root=?, base_snapshot=?, head=?, last_used=? WHERE id=?",
-                   .blob(baseRoot), baseSnapshot.map { .int($0) } ?? .null, head.map { .int($0) } ?? .null,
-                   .real(now()), .int(id))
+                   .blob(baseRoot.bytes), baseSnapshot.map { .int($0) } ?? .null, head.map { .int($0) } ?? .null,
+                   .real(secondsNow()), .int(id))
     }
 
-    /// The tree a session's working layer lies over.
-    public func setSessionRoot(_ id: Int64, baseRoot: [UInt8]) throws {
-        try db.run("UPDATE sessions SET base_root=? WHERE id=?", .blob(baseRoot), .int(id))
+    public func setSessionRoot(_ id: Int64, baseRoot: ObjectID) throws {
+        try db.run("UPDATE sessions SET base_root=? WHERE id=?", .blob(baseRoot.bytes), .int(id))
     }
 
     public func setNextIno(_ id: Int64, _ next: UInt64) throws {
@@ -141,12 +149,10 @@ public final class Catalog: @unchecked Sendable {
     }
 
     public func touchSession(_ id: Int64) throws {
-        try db.run("UPDATE sessions SET last_used=? WHERE id=?", .real(now()), .int(id))
+        try db.run("UPDATE sessions SET last_used=? WHERE id=?", .real(secondsNow()), .int(id))
     }
 
-    /// Deletes a session with its live nodes; its snapshots stay until pruned.
     public func deleteSession(_ id: Int64) throws {
-        try clearWorkingLayer(session: id)
         try db.run("DELETE FROM sessions WHERE id=?", .int(id))
     }
 
@@ -156,38 +162,41 @@ public final class Catalog: @unchecked Sendable {
         try db.run("""
             INSERT INTO snapshots(sid, kind, session, name, root, parent, time, author, message, meta, files_changed, bytes_added)
             VALUES(?,?,?,?,?,?,?,?,?,?,?,?)
-            """, .text(s.sid), .text(s.kind), .int(s.session), .text(s.name), .blob(s.root),
+            """, .text(s.sid), .text(s.kind.rawValue), .int(s.session), .text(s.name), .blob(s.root.bytes),
             s.parent.map { .int($0) } ?? .null, .real(s.time), .int(Int64(s.author)), .text(s.message),
-            .text(s.meta), .int(s.filesChanged), .int(s.bytesAdded))
+            .text(JSONText.encode(s.meta)), .int(s.filesChanged), .int(s.bytesAdded))
         return db.lastInsertRowID
     }
 
     private static let snapshotColumns = "id, sid, kind, session, name, root, parent, time, author, message, meta, files_changed, bytes_added"
 
-    private static func snapshot(_ r: [SQLValue]) -> SnapshotRecord {
-        SnapshotRecord(id: r[0].int!, sid: r[1].text ?? "", kind: r[2].text ?? "", session: r[3].int ?? 0,
-                       name: r[4].text ?? "", root: r[5].blob ?? [], parent: r[6].int, time: r[7].real ?? 0,
-                       author: UInt32(r[8].int ?? 0), message: r[9].text ?? "", meta: r[10].text ?? "{}",
-                       filesChanged: r[11].int ?? 0, bytesAdded: r[12].int ?? 0)
+    private static func snapshot(_ r: [SQLValue]) throws -> SnapshotRecord {
+        let sid = r[1].text ?? "?"
+        guard let id = r[0].int, let kind = r[2].text.flatMap(SnapshotKind.init(rawValue:)) else {
+            throw damaged("snapshot \(sid) has an unknown kind \"\(r[2].text ?? "")\"")
+        }
+        guard let root = r[5].blob.flatMap({ ObjectID(bytes: $0) }) else { throw damaged("\(kind.rawValue) \(sid) has no valid root id") }
+        guard let meta = JSONText.decoded([String: String].self, r[10].text ?? "{}") else {
+            throw damaged("\(kind.rawValue) \(sid) has metadata that is not a JSON object of strings")
+        }
+        return SnapshotRecord(id: id, sid: sid, kind: kind, session: r[3].int ?? 0, name: r[4].text ?? "", root: root,
+                              parent: r[6].int, time: r[7].real ?? 0, author: UInt32(r[8].int ?? 0), message: r[9].text ?? "",
+                              meta: meta, filesChanged: r[11].int ?? 0, bytesAdded: r[12].int ?? 0)
     }
 
     public func snapshot(id: Int64) throws -> SnapshotRecord? {
-        try db.query("SELECT \(Catalog.snapshotColumns) FROM snapshots WHERE id=?", .int(id)).first.map(Catalog.snapshot)
+        try db.query("SELECT \(Catalog.snapshotColumns) FROM snapshots WHERE id=?", .int(id)).first.map { try Catalog.snapshot($0) }
     }
 
     /// The session's checkpoints, oldest first.
     public func checkpoints(session: Int64) throws -> [SnapshotRecord] {
-        try db.query("SELECT \(Catalog.snapshotColumns) FROM snapshots WHERE session=? AND kind='checkpoint' ORDER BY id", .int(session)).map(Catalog.snapshot)
+        try db.query("SELECT \(Catalog.snapshotColumns) FROM snapshots WHERE session=? AND kind='checkpoint' ORDER BY id", .int(session)).map { try Catalog.snapshot($0) }
     }
 
     /// Every snapshot whose display id starts with `prefix`.
     public func snapshots(sidPrefix prefix: String) throws -> [SnapshotRecord] {
         try db.query("SELECT \(Catalog.snapshotColumns) FROM snapshots WHERE substr(sid, 1, ?)=? ORDER BY id",
-                     .int(Int64(prefix.count)), .text(prefix)).map(Catalog.snapshot)
-    }
-
-    public func allSnapshotRoots() throws -> [[UInt8]] {
-        try db.query("SELECT root FROM snapshots UNION SELECT base_root FROM sessions").compactMap { $0[0].blob }
+                     .int(Int64(prefix.count)), .text(prefix)).map { try Catalog.snapshot($0) }
     }
 
     public func setBaseCommit(session: Int64, _ commit: Int64?) throws {
@@ -195,8 +204,8 @@ public final class Catalog: @unchecked Sendable {
     }
 
     /// Snapshots of one kind, newest first.
-    public func snapshots(kind: String) throws -> [SnapshotRecord] {
-        try db.query("SELECT \(Catalog.snapshotColumns) FROM snapshots WHERE kind=? ORDER BY id DESC", .text(kind)).map(Catalog.snapshot)
+    public func snapshots(kind: SnapshotKind) throws -> [SnapshotRecord] {
+        try db.query("SELECT \(Catalog.snapshotColumns) FROM snapshots WHERE kind=? ORDER BY id DESC", .text(kind.rawValue)).map { try Catalog.snapshot($0) }
     }
 
     /// Changes whenever a snapshot is added or a branch is created, moved or deleted (snapshots are never
@@ -208,8 +217,8 @@ public final class Catalog: @unchecked Sendable {
 
     // MARK: branches
 
-    public func branches() throws -> [(name: String, head: Int64)] {
-        try db.query("SELECT name, head FROM branches ORDER BY name").map { ($0[0].text ?? "", $0[1].int ?? 0) }
+    public func branches() throws -> [BranchRecord] {
+        try db.query("SELECT name, head FROM branches ORDER BY name").map { BranchRecord(name: $0[0].text ?? "", head: $0[1].int ?? 0) }
     }
 
     public func branch(_ name: String) throws -> Int64? {
@@ -217,7 +226,7 @@ public final class Catalog: @unchecked Sendable {
     }
 
     public func createBranch(_ name: String, head: Int64) throws {
-        try db.run("INSERT INTO branches(name, head, created) VALUES(?,?,?)", .text(name), .int(head), .real(now()))
+        try db.run("INSERT INTO branches(name, head, created) VALUES(?,?,?)", .text(name), .int(head), .real(secondsNow()))
     }
 
     /// Moves a branch only if it still points at `expected`; returns whether it moved.
@@ -239,7 +248,7 @@ public final class Catalog: @unchecked Sendable {
             """, .int(session), .int(Int64(bitPattern: n.ino)), .int(Int64(n.kind)), .int(Int64(n.mode)),
             .int(Int64(n.uid)), .int(Int64(n.gid)), .int(Int64(bitPattern: n.size)), .int(n.atime), .int(n.mtime),
             .int(n.ctime), .int(Int64(n.nlink)), .int(Int64(bitPattern: n.rdev)), .blob(n.target),
-            n.content.map { .blob($0) } ?? .null, .int(n.upper ? 1 : 0), .int(n.materialized ? (n.overlay ? 2 : 1) : 0),
+            n.content.map { .blob($0.bytes) } ?? .null, .int(n.upper ? 1 : 0), .int(n.materialized ? (n.overlay ? 2 : 1) : 0),
             .int(n.dirty ? 1 : 0), .int(Int64(bitPattern: n.linkGroup)), .blob(n.xattrs))
     }
 
@@ -281,11 +290,15 @@ public final class Catalog: @unchecked Sendable {
             SELECT ino, kind, mode, uid, gid, size, atime, mtime, ctime, nlink, rdev, target, content, upper,
               materialized, dirty, link_group, xattrs FROM nodes WHERE session=?
             """, [.int(session)]) { r in
+            let content = try r[12].blob.map { (b) throws(MetadataError) in
+                guard let id = ObjectID(bytes: b) else { throw Catalog.damaged("inode \(r[0].int ?? 0) of session #\(session) has no valid content id") }
+                return id
+            }
             out.append(NodeRecord(
                 ino: UInt64(bitPattern: r[0].int ?? 0), kind: UInt8(r[1].int ?? 0), mode: UInt32(r[2].int ?? 0),
                 uid: UInt32(r[3].int ?? 0), gid: UInt32(r[4].int ?? 0), size: UInt64(bitPattern: r[5].int ?? 0),
                 atime: r[6].int ?? 0, mtime: r[7].int ?? 0, ctime: r[8].int ?? 0, nlink: UInt32(r[9].int ?? 1),
-                rdev: UInt64(bitPattern: r[10].int ?? 0), target: r[11].blob ?? [], content: r[12].blob,
+                rdev: UInt64(bitPattern: r[10].int ?? 0), target: r[11].blob ?? [], content: content,
                 upper: r[13].int == 1, materialized: (r[14].int ?? 0) != 0, overlay: r[14].int == 2, dirty: r[15].int == 1,
                 linkGroup: UInt64(bitPattern: r[16].int ?? 0), xattrs: r[17].blob ?? []))
         }
@@ -333,104 +346,6 @@ public final class Catalog: @unchecked Sendable {
 
     public func audit(uid: UInt32, action: String, session: String, detail: String) throws {
         try db.run("INSERT INTO audit(time, uid, action, session, detail) VALUES(?,?,?,?,?)",
-                   .real(now()), .int(Int64(uid)), .text(action), .text(session), .text(detail))
-    }
-}
-
-/// Seconds since the epoch, as stored in records.
-public func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
-public struct SessionRecord: Sendable, Equatable {
-    public var id: Int64
-    public var name: String
-    public var baseRoot: [UInt8]
-    public var baseSnapshot: Int64?
-    public var parentSession: Int64?
-    public var owner: UInt32
-    public var state: String
-    public var created: Double
-    public var lastUsed: Double
-    public var nextIno: UInt64
-    public var head: Int64?
-    /// The commit this session's work builds on; a commit to that commit's branch must fast-forward from it.
-    public var baseCommit: Int64?
-
-    public init(id: Int64 = 0, name: String, baseRoot: [UInt8], baseSnapshot: Int64?, parentSession: Int64?,
-                owner: UInt32, state: String = "active", created: Double = now(), lastUsed: Double = now(),
-                nextIno: UInt64 = 2, head: Int64? = nil, baseCommit: Int64? = nil) {
-        self.baseCommit = baseCommit
-        self.id = id; self.name = name; self.baseRoot = baseRoot; self.baseSnapshot = baseSnapshot
-        self.parentSession = parentSession; self.owner = owner; self.state = state; self.created = created
-        self.lastUsed = lastUsed; self.nextIno = nextIno; self.head = head
-    }
-}
-
-public struct SnapshotRecord: Sendable, Equatable {
-    public var id: Int64
-    /// The display id: 16 hex digits, unique in the store.
-    public var sid: String
-    public var kind: String
-    public var session: Int64
-    public var name: String
-    public var root: [UInt8]
-    public var parent: Int64?
-    public var time: Double
-    public var author: UInt32
-    public var message: String
-    /// A JSON object of string keys and values.
-    public var meta: String
-    public var filesChanged: Int64
-    public var bytesAdded: Int64
-
-    public init(id: Int64 = 0, sid: String, kind: String, session: Int64, name: String, root: [UInt8], parent: Int64?,
-                time: Double, author: UInt32, message: String, meta: String, filesChanged: Int64, bytesAdded: Int64) {
-        self.id = id; self.sid = sid; self.kind = kind; self.session = session; self.name = name; self.root = root
-        self.parent = parent; self.time = time; self.author = author; self.message = message; self.meta = meta
-        self.filesChanged = filesChanged; self.bytesAdded = bytesAdded
-    }
-}
-
-/// One node of a working layer as stored. Times are nanoseconds since the epoch.
-public struct NodeRecord: Sendable, Equatable {
-    public var ino: UInt64
-    /// 1 file, 2 directory, 3 symlink, 4 FIFO, 5 character device, 6 block device, 7 socket.
-    public var kind: UInt8
-    /// Permission bits with setuid, setgid and sticky (no file type bits).
-    public var mode: UInt32
-    public var uid: UInt32
-    public var gid: UInt32
-    public var size: UInt64
-    public var atime: Int64
-    public var mtime: Int64
-    public var ctime: Int64
-    public var nlink: UInt32
-    public var rdev: UInt64
-    public var target: [UInt8]
-    /// The object holding the content as of the base or last checkpoint: a manifest or a tree.
-    public var content: [UInt8]?
-    /// The file's bytes live in the session's upper file, not (only) in `content`.
-    public var upper: Bool
-    /// The directory's names are in dentry rows: all of them, or (`overlay`) those that differ from its tree.
-    public var materialized: Bool
-    /// A materialized directory's dentry rows override its tree's names (inode 0 hides one).
-    public var overlay: Bool
-    /// Changed since the last checkpoint.
-    public var dirty: Bool
-    /// Ties hard links of a base snapshot together (0 for none).
-    public var linkGroup: UInt64
-    /// The encoded extended attributes.
-    public var xattrs: [UInt8]
-
-    public init(ino: UInt64, kind: UInt8, mode: UInt32, uid: UInt32, gid: UInt32, size: UInt64, atime: Int64,
-                mtime: Int64, ctime: Int64, nlink: UInt32, rdev: UInt64 = 0, target: [UInt8] = [], content: [UInt8]? = nil,
-                upper: Bool = false, materialized: Bool = false, overlay: Bool = false, dirty: Bool = false, linkGroup: UInt64 = 0, xattrs: [UInt8] = []) {
-        self.ino = ino; self.kind = kind; self.mode = mode; self.uid = uid; self.gid = gid; self.size = size
-        self.atime = atime; self.mtime = mtime; self.ctime = ctime; self.nlink = nlink; self.rdev = rdev
-        self.target = target; self.content = content; self.upper = upper; self.materialized = materialized; self.overlay = overlay
-        self.dirty = dirty; self.linkGroup = linkGroup; self.xattrs = xattrs
+                   .real(secondsNow()), .int(Int64(uid)), .text(action), .text(session), .text(detail))
     }
 }

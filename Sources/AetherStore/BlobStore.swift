@@ -1,3 +1,4 @@
+import AetherModel
 import Synchronization
 
 /// Where objects' bytes live: a directory on the local disk, memory (tests) and, later, an S3 bucket.

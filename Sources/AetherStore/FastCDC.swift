@@ -1,3 +1,4 @@
+import AetherModel
 /// Content-defined chunking with FastCDC: a gear rolling hash with normalized chunking.
 ///
 /// Sizes: minimum 16 KiB, average 64 KiB, maximum 256 KiB. Below the average a cut needs 18 zero bits

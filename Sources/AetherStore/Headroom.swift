@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import AetherModel
 import Glibc
 #endif
 
@@ -46,11 +47,4 @@ public final class Headroom: @unchecked Sendable {
     public func addWaiter(_ wait: @escaping () -> Void) {
         lock.withLock { waiters.append(wait) }
     }
-}
-
-/// Nanoseconds of the monotonic clock (intervals only).
-public func monotonicNanoseconds() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
 }

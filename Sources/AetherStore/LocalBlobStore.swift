@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import AetherModel
 import Glibc
 #endif
 

@@ -1,3 +1,4 @@
+import AetherModel
 import CZstd
 
 /// zstd compression of single objects.

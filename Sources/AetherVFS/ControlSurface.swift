@@ -3,8 +3,8 @@ import Glibc
 #endif
 import Foundation
 import Dispatch
+import AetherModel
 import AetherCore
-import AetherMeta
 
 /// The files of `.aether/`, the control surface inside a mount.
 ///
@@ -79,7 +79,7 @@ extension VirtualFileSystem {
     func controlContent(_ file: ControlFile, caller: Caller) -> [UInt8] {
         switch file {
         case .checkpoint:
-            let head = workspace.session.head.flatMap { try? workspace.repo.catalog.snapshot(id: $0) }
+            let head = workspace.session.head.flatMap { try? workspace.repo.metadata.snapshot(id: $0) }
             return Array((head.map { JSONText.encode(SnapshotInfo($0)) } ?? "null").utf8) + [10]
         case .restore, .fork, .commit: return []
         case .status: return Array(JSONText.encode(status()).utf8) + [10]
@@ -145,8 +145,10 @@ extension VirtualFileSystem {
     /// error in `last` for the caller, and invalidates what the kernel must forget.
     ///
     /// From an xattr on the root, the kernel holds the root's inode lock until we reply, and invalidating
-    /// a name in the root takes that lock: those invalidations (`deferRoot`) go out right after the reply.
-    func perform(_ action: ControlFile, payload: [UInt8], caller: Caller, deferRoot: Bool = false) throws(FSFailure) {
+    /// a name in the root takes that lock: those invalidations (`deferRoot`) are returned, for the
+    /// adapter to send right after its reply.
+    @discardableResult
+    func perform(_ action: ControlFile, payload: [UInt8], caller: Caller, deferRoot: Bool = false) throws(FSFailure) -> [Invalidation] {
         var invalidations: [Invalidation] = []
         flushKernel()
         let result: Result<String, AetherError> = lock.withLock {
@@ -174,6 +176,7 @@ extension VirtualFileSystem {
                 return .failure(error)
             }
         }
+        var later: [Invalidation] = []
         if deferRoot {
             // Names in the root, and paths walked from it, need the root's lock.
             let needsRoot: (Invalidation) -> Bool = {
@@ -182,16 +185,14 @@ extension VirtualFileSystem {
                 default: false
                 }
             }
-            let later = invalidations.filter(needsRoot)
+            later = invalidations.filter(needsRoot)
             invalidations.removeAll(where: needsRoot)
-            if !later.isEmpty {
-                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(1)) { self.send(later) }
-            }
         }
-        if !invalidations.isEmpty { send(invalidations) }
+        send(invalidations)
         switch result {
         case .success(let json):
             lock.withLock { lastResults[caller.uid] = json + "\n" }
+            return later
         case .failure(let error):
             let failure = FSFailure(error)
             lock.withLock { lastResults[caller.uid] = "error: \(action.name): \(error.description) (\(errnoName(failure.code)))\n" }
@@ -273,7 +274,7 @@ extension VirtualFileSystem {
 
     func status() -> StatusInfo {
         let s = workspace.session
-        let head = s.head.flatMap { try? workspace.repo.catalog.snapshot(id: $0) }
+        let head = s.head.flatMap { try? workspace.repo.metadata.snapshot(id: $0) }
         let usage = (try? workspace.repo.objects.usage()) ?? (objects: 0, bytes: 0)
         return StatusInfo(session: s.name, sessionID: s.id, mountpoint: mountpoint, base: head?.sid, head: head?.name,
                           dirtyPaths: workspace.dirtyCount,

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import AetherModel
 import AetherCore
 
 /// A failed file system request: the errno the kernel gets, and the line a person reads.

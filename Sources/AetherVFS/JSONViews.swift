@@ -1,24 +1,15 @@
 import Foundation
+import AetherModel
 import AetherCore
-import AetherMeta
 import AetherStore
 
-/// The one JSON encoder and decoder of what AetherFS prints and answers: compact, keys in a fixed
-/// order, slashes as they are.
-public enum JSONText {
-    public static func encode<T: Encodable>(_ value: T) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        // Encoding these plain records cannot fail.
-        return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "null"
-    }
-
+extension JSONText {
+    /// Reads an answer of the daemon (or a request) as `type`.
     public static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws(AetherError) -> T {
-        do {
-            return try JSONDecoder().decode(type, from: Data(text.utf8))
-        } catch {
+        guard let value = JSONText.decoded(type, text) else {
             throw .damaged("an answer that is not the expected JSON: \(text.prefix(200))")
         }
+        return value
     }
 }
 
@@ -42,9 +33,8 @@ public struct SnapshotInfo: Codable, Equatable, Sendable {
     }
 
     public init(_ r: SnapshotRecord) {
-        id = r.sid; name = r.name; kind = r.kind; root = hex(r.root); time = isoTime(r.time)
-        author = r.author; message = r.message
-        meta = (try? JSONDecoder().decode([String: String].self, from: Data(r.meta.utf8))) ?? [:]
+        id = r.sid; name = r.name; kind = r.kind.rawValue; root = r.root.hex; time = isoTime(r.time)
+        author = r.author; message = r.message; meta = r.meta
         filesChanged = r.filesChanged; bytesAdded = r.bytesAdded
     }
 }
@@ -57,7 +47,7 @@ public struct SessionSummary: Codable, Equatable, Sendable {
     public var root: String
 
     public init(_ s: SessionRecord) {
-        session = s.name; id = s.id; parent = s.parentSession; root = hex(s.baseRoot)
+        session = s.name; id = s.id; parent = s.parentSession; root = s.baseRoot.hex
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -98,4 +88,3 @@ public struct StatusInfo: Codable, Equatable, Sendable {
     }
 }
 
-func hex(_ bytes: [UInt8]) -> String { ObjectID(bytes: bytes)?.hex ?? "" }

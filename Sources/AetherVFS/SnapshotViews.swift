@@ -1,8 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import AetherModel
 import AetherCore
-import AetherMeta
 import AetherStore
 
 /// Read-only views of snapshots: `.aether/checkpoints/NAME/` and `.aether/commits/BRANCH/ID/` (with a
@@ -64,7 +64,7 @@ final class SnapshotViews {
     func currentAttributes(_ ino: UInt64) throws(AetherError) -> Attributes {
         let v = try view(ino)
         guard case .listing = v.content else { return v.attributes }
-        let print = try domain { try repo.catalog.snapshotsVersion() }
+        let print = try domain { try repo.metadata.snapshotsVersion() }
         if let seen = listed[ino], seen != print {
             let now = nanosecondsNow()
             views[ino]!.attributes.mtime = now
@@ -88,7 +88,7 @@ final class SnapshotViews {
     /// The view of a listing directory (registered on first use).
     func listingView(_ listing: Listing, ino: UInt64) -> View {
         if let v = views[ino] { return v }
-        let t = (try? repo.catalog.snapshots(kind: "commit").first?.time).flatMap { $0 }.map { Int64($0 * 1e9) } ?? 0
+        let t = (try? repo.metadata.snapshots(kind: .commit).first?.time).flatMap { $0 }.map { Int64($0 * 1e9) } ?? 0
         let v = View(attributes: Attributes(ino: ino, kind: .directory, mode: 0o555, nlink: 2, uid: 0, gid: 0, size: 0,
                                             atime: t, mtime: t, ctime: t, rdev: 0), content: .listing(listing))
         views[ino] = v
@@ -100,7 +100,7 @@ final class SnapshotViews {
     /// places has distinct directory inodes in each (the kernel allows one name per directory).
     private func rootView(_ s: SnapshotRecord, key: [UInt8]) throws(AetherError) -> View {
         let ino = SnapshotViews.ino(key)
-        guard let id = ObjectID(bytes: s.root) else { throw .damaged("snapshot \(s.sid) has no root") }
+        let id = s.root
         let t = try repo.tree(id)
         let v = View(attributes: Attributes(ino: ino, kind: .directory, mode: t.mode, nlink: 2 + UInt32(t.entries.filter { $0.kind == .directory }.count),
                                             uid: t.uid, gid: t.gid, size: 4096, atime: t.mtime, mtime: t.mtime, ctime: t.mtime, rdev: 0),
@@ -121,7 +121,7 @@ final class SnapshotViews {
     func children(_ ino: UInt64) throws(AetherError) -> [(name: [UInt8], view: View)] {
         let parent = try view(ino)
         func named(_ s: String) -> [UInt8] { Array(s.utf8) }
-        let catalog = repo.catalog
+        let metadata = repo.metadata
         switch parent.content {
         case .listing(let listing):
             switch listing {
@@ -148,9 +148,9 @@ final class SnapshotViews {
                 }
                 return out
             case .byID:
-                return try roots(try domain { try catalog.snapshots(kind: "commit") }, in: "by-id") { $0.sid }
+                return try roots(try domain { try metadata.snapshots(kind: .commit) }, in: "by-id") { $0.sid }
             case .byTime:
-                return try roots(try domain { try catalog.snapshots(kind: "commit") }, in: "by-time") { isoTime($0.time) + "-" + $0.sid }
+                return try roots(try domain { try metadata.snapshots(kind: .commit) }, in: "by-time") { isoTime($0.time) + "-" + $0.sid }
             }
         case .tree(let id, let key, let path):
             let tree = try repo.tree(id)

@@ -1,11 +1,12 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import AetherModel
 import AetherCore
 import AetherStore
-import AetherMeta
 import Logging
 import Dispatch
+import Synchronization
 
 /// What the kernel learns about a node: its attributes and how long it may cache them.
 public struct EntryReply: Sendable {
@@ -31,10 +32,10 @@ public struct MountOptions: Sendable {
 
 /// The file system a mount serves: the session's workspace, the `.aether` control surface, open
 /// handles, and the translation of domain errors into errno. Kernel-free: the FUSE adapter calls one
-/// method per request, and kernel invalidations leave through `invalidator`.
+/// method per request, and kernel invalidations leave through its `KernelNotifier`.
 ///
 /// Lock order: `lock` guards the workspace and the handle table; it is never held while the
-/// invalidator runs. A checkpoint (fork, commit) lets `lock` go while it cuts written files into the
+/// notifier runs. A checkpoint (fork, commit) lets `lock` go while it cuts written files into the
 /// store (`frozen`): reads, lookups, opens and closes go on, and every request that changes the tree
 /// or reads it whole waits on `thawed` (`change`).
 public final class VirtualFileSystem: @unchecked Sendable {
@@ -50,11 +51,8 @@ public final class VirtualFileSystem: @unchecked Sendable {
     var handles: [UInt64: Handle] = [:]
     var nextHandle: UInt64 = 1
     var lastResults: [UInt32: String] = [:]
-    /// Sends invalidations to the kernel; set by the FUSE adapter, a no-op in tests.
-    public var invalidator: @Sendable ([Invalidation]) -> Void = { _ in }
-    /// Makes the kernel send every page written into its cache and not yet to us; set by the FUSE
-    /// adapter. Called without `lock`, since the writes it causes arrive as requests of their own.
-    public var kernelFlush: @Sendable () -> Void = {}
+    /// The kernel's side: attached by the FUSE adapter while the session runs; none in unit tests.
+    private let notifier = Mutex<(any KernelNotifier)?>(nil)
     public var writebackCache: Bool { !snapshotsOnly && options.writebackCache }
     /// Whether the kernel can do without opendir (set by the FUSE adapter from the connection's
     /// capabilities): it then keeps every listing, as `opendir` explains.
@@ -70,17 +68,25 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// Sends invalidations to the kernel (never under `lock`). The `setattr`s that `.resize` causes
     /// change nothing here: the node already holds the restored size and time.
     func send(_ items: [Invalidation]) {
+        guard !items.isEmpty, let kernel = notifier.withLock({ $0 }) else { return }
         let inos = items.compactMap { item -> UInt64? in if case .resize(let ino, _, _, _) = item { ino } else { nil } }
         if !inos.isEmpty { lock.withLock { resizing.formUnion(inos) } }
-        invalidator(items)
+        kernel.invalidate(items)
         if !inos.isEmpty { lock.withLock { resizing.subtract(inos) } }
     }
+
+    /// Connects the kernel's side (nil detaches it, at the end of the session).
+    public func attach(_ kernel: (any KernelNotifier)?) { notifier.withLock { $0 = kernel } }
+
+    /// Sends what a request's answer left for after the reply (`write`, `setxattr`): the kernel held
+    /// locks until it had the answer that these invalidations need.
+    public func afterReply(_ items: [Invalidation]) { send(items) }
 
     /// Before anything reads the tree behind the kernel (checkpoints, forks, commits, restores, states
     /// and digests), the writes the kernel still holds must be ours: with the writeback cache every
     /// written page, without it the pages of shared writable mappings (mmap).
     func flushKernel() {
-        if !snapshotsOnly { kernelFlush() }
+        if !snapshotsOnly { notifier.withLock { $0 }?.flushWrites() }
     }
     public let mountpoint: String
 
@@ -356,19 +362,17 @@ public final class VirtualFileSystem: @unchecked Sendable {
         return try mappingErrors { () throws(AetherError) in try views.repo.content.read(plan) }
     }
 
-    public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer, caller: Caller) throws(FSFailure) -> Int {
-        if let control = ControlFile(ino: ino) { return try controlWrite(control, handle: handle, data: data, caller: caller) }
+    public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer,
+                      caller: Caller) throws(FSFailure) -> (count: Int, afterReply: [Invalidation]) {
+        if let control = ControlFile(ino: ino) { return (try controlWrite(control, handle: handle, data: data, caller: caller), []) }
         if isView(ino) { throw VirtualFileSystem.readOnly }
         let (count, modeChanged) = try change { () throws(AetherError) in
             (try workspace.write(ino, offset: offset, data: data, keepsPrivilegeBits: caller.keepsPrivilegeBits),
              workspace.takeModesChangedByWrites())
         }
-        if !modeChanged.isEmpty {
-            // After the reply: the kernel may hold this file's pages locked until the write returns.
-            let send = invalidator
-            DispatchQueue.global().async { send(modeChanged.map { .attributes($0) }) }
-        }
-        return count
+        // A write that cleared setuid/setgid: the kernel forgets the mode after the reply (it may hold
+        // this file's pages locked until the write returns).
+        return (count, modeChanged.map { .attributes($0) })
     }
 
     /// The corresponding FUSE operation is `flush`: a control file opened for writing and closed
@@ -546,7 +550,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
             switch (key, ino == Workspace.rootIno) {
             case ("session", true): return Array(workspace.session.name.utf8)
             case ("head", true):
-                guard let head = workspace.session.head, let s = try? workspace.repo.catalog.snapshot(id: head) else { throw .noAttribute }
+                guard let head = workspace.session.head, let s = try? workspace.repo.metadata.snapshot(id: head) else { throw .noAttribute }
                 return Array(s.sid.utf8)
             case ("branch", true):
                 guard let b = try workspace.baseBranch() else { throw .noAttribute }
@@ -567,7 +571,10 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     /// The corresponding FUSE operation is `setxattr`. On the root, `user.aether.checkpoint`, `.fork`,
     /// `.commit` and `.restore` run the control request in the value; any other `user.aether.` name is EPERM.
-    public func setxattr(_ ino: UInt64, name: String, value: [UInt8], create: Bool, replace: Bool, caller: Caller) throws(FSFailure) {
+    /// Returns the invalidations to send after the reply (see `perform`).
+    @discardableResult
+    public func setxattr(_ ino: UInt64, name: String, value: [UInt8], create: Bool, replace: Bool,
+                         caller: Caller) throws(FSFailure) -> [Invalidation] {
         if ControlFile.isVirtual(ino) { throw FSFailure(code: EPERM, message: "control files have no attributes") }
         if isView(ino) { throw VirtualFileSystem.readOnly }
         if name.hasPrefix(VirtualFileSystem.reservedPrefix) {
@@ -575,10 +582,10 @@ public final class VirtualFileSystem: @unchecked Sendable {
             guard ino == Workspace.rootIno, let action = ControlFile(name: key), action.writable else {
                 throw FSFailure(code: EPERM, message: "the user.aether. prefix is reserved")
             }
-            try perform(action, payload: value, caller: caller, deferRoot: true)
-            return
+            return try perform(action, payload: value, caller: caller, deferRoot: true)
         }
         try change { () throws(AetherError) in try workspace.setXattr(ino, name: name, value: value, create: create, replace: replace, caller: caller) }
+        return []
     }
 
     public func removexattr(_ ino: UInt64, name: String) throws(FSFailure) {

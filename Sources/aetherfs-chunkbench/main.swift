@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import AetherModel
 import AetherStore
 
 // The chunker alone and the chunker with SHA-256 object ids, on one core, over pseudo-random bytes in

@@ -1,4 +1,5 @@
 import Testing
+import AetherModel
 @testable import AetherCore
 
 /// An ACL value as `setfacl` has the kernel hand it over: entries of (tag, perm, id).

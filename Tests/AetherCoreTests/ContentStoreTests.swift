@@ -1,5 +1,6 @@
 import Testing
 import Synchronization
+import AetherModel
 @testable import AetherCore
 import AetherStore
 import TestSupport

@@ -1,4 +1,5 @@
 import Testing
+import AetherModel
 @testable import AetherCore
 import AetherStore
 import TestSupport

@@ -1,5 +1,6 @@
 import Testing
 import Glibc
+import AetherModel
 @testable import AetherCore
 import AetherStore
 @testable import AetherMeta
@@ -30,9 +31,11 @@ final class Fixture {
     let repo: Repository
     var session: SessionRecord
     init() throws {
-        repo = try Repository(path: dir.path + "/store", blobs: MemoryBlobStore())
+        repo = try Repository(path: dir.path + "/store", blobs: MemoryBlobStore(), metadata: MemoryMetadataStore())
         session = try repo.createSession(name: "w", owner: 1000)
     }
+    /// The working layer's SQLite database.
+    var catalog: Catalog { repo.working as! Catalog }
     func open() throws -> Workspace { try Workspace(repo: repo, session: try repo.session(named: "w")) }
     deinit { dir.remove() }
 }
@@ -198,7 +201,7 @@ final class Fixture {
         let f = try Fixture()
         /// The stored tree of `dir` in checkpoint `cp`, checked to be the one a whole rewrite gives.
         func storedTree(_ cp: SnapshotRecord, _ dir: String) throws -> Tree {
-            var id = ObjectID(bytes: cp.root)!
+            var id = cp.root
             for part in dir.split(separator: "/") {
                 id = try #require(try f.repo.tree(id).entries.first { $0.name == bytes(String(part)) }?.content)
             }
@@ -301,7 +304,7 @@ final class Fixture {
     /// from a node row of schema 3, which kept its attributes in itself.
     @Test func linksAndXattrsCostWhatTheyChange() throws {
         let f = try Fixture()
-        let rows = { f.repo.catalog.db.rowsChanged }
+        let rows = { f.catalog.db.rowsChanged }
         let value = [UInt8](repeating: 7, count: 40)
         do {
             let ws = try f.open()
@@ -319,7 +322,7 @@ final class Fixture {
             try ws.setXattr(a.ino, name: "user.k500", value: bytes("new"), create: false, replace: true)
             try ws.removeXattr(a.ino, name: "user.k7")
             #expect(rows() - before <= 4)
-            let stored = try f.repo.catalog.db.query("SELECT max(length(xattrs)) FROM nodes").first?.first?.int
+            let stored = try f.catalog.db.query("SELECT max(length(xattrs)) FROM nodes").first?.first?.int
             #expect(stored == 0)
         }
         func check(_ ws: Workspace) throws {
@@ -333,17 +336,17 @@ final class Fixture {
         try check(try f.open())
         // A row as schema 3 wrote it: the attributes inside the node row, none of their own.
         let a = try f.open().path("a")
-        let all = try f.repo.catalog.db.query("SELECT name, value FROM xattrs WHERE ino=?", .int(Int64(a)))
+        let all = try f.catalog.db.query("SELECT name, value FROM xattrs WHERE ino=?", .int(Int64(a)))
         var map = XattrMap()
         for r in all { map[String(decoding: r[0].blob!, as: UTF8.self)] = r[1].blob! }
-        _ = try f.repo.catalog.db.run("UPDATE nodes SET xattrs=? WHERE ino=?", .blob(encodeXattrs(map)), .int(Int64(a)))
-        _ = try f.repo.catalog.db.run("DELETE FROM xattrs")
+        _ = try f.catalog.db.run("UPDATE nodes SET xattrs=? WHERE ino=?", .blob(encodeXattrs(map)), .int(Int64(a)))
+        _ = try f.catalog.db.run("DELETE FROM xattrs")
         do {
             let ws = try f.open()
             try check(ws)
             try ws.setXattr(a, name: "user.k9", value: value, create: false, replace: true)
         }
-        #expect(try f.repo.catalog.db.query("SELECT count(*) FROM xattrs").first?.first?.int == 999)
+        #expect(try f.catalog.db.query("SELECT count(*) FROM xattrs").first?.first?.int == 999)
         do {
             let ws = try f.open()
             try check(ws)

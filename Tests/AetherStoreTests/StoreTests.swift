@@ -1,6 +1,7 @@
 import Testing
 import Glibc
 import Dispatch
+import AetherModel
 @testable import AetherStore
 import TestSupport
 

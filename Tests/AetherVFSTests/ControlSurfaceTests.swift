@@ -1,9 +1,11 @@
 import Testing
 import Glibc
+import AetherModel
 import AetherCore
 import AetherVFS
 import AetherStore
 import TestSupport
+import Synchronization
 
 /// The control surface without a kernel.
 final class VFSFixture {
@@ -12,7 +14,7 @@ final class VFSFixture {
     let vfs: VirtualFileSystem
     let me = Caller(uid: 0, gid: 0)
     init() throws {
-        repo = try Repository(path: dir.path + "/store", blobs: MemoryBlobStore())
+        repo = try Repository(path: dir.path + "/store", blobs: MemoryBlobStore(), metadata: MemoryMetadataStore())
         let s = try repo.createSession(name: "v", owner: 0)
         vfs = VirtualFileSystem(workspace: try Workspace(repo: repo, session: s), mountpoint: "/nowhere")
     }
@@ -51,7 +53,45 @@ final class VFSFixture {
     }
 }
 
+/// A kernel that records what it is told.
+final class RecordingKernel: KernelNotifier {
+    let told = Mutex((invalidations: [Invalidation](), flushes: 0))
+    func invalidate(_ items: [Invalidation]) { told.withLock { $0.invalidations += items } }
+    func flushWrites() { told.withLock { $0.flushes += 1 } }
+    func take() -> (invalidations: [Invalidation], flushes: Int) { told.withLock { t in defer { t = ([], 0) }; return t } }
+}
+
 @Suite struct ControlSurfaceTests {
+    /// A restore tells the kernel what to forget; by xattr on the root (whose lock the kernel holds until
+    /// the reply) the root's names are left for the adapter to send after replying, by control file
+    /// they go at once. Every request first asks the kernel for its written pages.
+    @Test func theKernelHearsOfARestoreAndRootNamesWaitForTheReply() throws {
+        let f = try VFSFixture()
+        let kernel = RecordingKernel()
+        f.vfs.attach(kernel)
+        let root = Workspace.rootIno
+        _ = try f.vfs.mknod(parent: root, name: Array("a".utf8), mode: 0o100644, rdev: 0, caller: f.me)
+        #expect(f.request(.checkpoint, "{\"name\":\"one\",\"message\":\"m\"}\n") == 0)
+        _ = try f.vfs.mknod(parent: root, name: Array("b".utf8), mode: 0o100644, rdev: 0, caller: f.me)
+        _ = try f.vfs.mkdir(parent: root, name: Array("d".utf8), mode: 0o755, caller: f.me)
+        #expect(kernel.take().flushes == 1, "the checkpoint asked for the kernel's pages")
+
+        let later = try f.vfs.setxattr(root, name: "user.aether.restore", value: Array("one".utf8), create: false, replace: false, caller: f.me)
+        let now = kernel.take()
+        #expect(now.flushes == 1)
+        #expect(later.contains(.entry(parent: root, name: Array("b".utf8))) && later.contains(.entry(parent: root, name: Array("d".utf8))))
+        #expect(later.allSatisfy { if case .entry(root, _) = $0 { true } else if case .resize = $0 { true } else { false } })
+        #expect(!now.invalidations.contains { if case .entry(root, _) = $0 { true } else { false } }, "no root name before the reply")
+
+        _ = try f.vfs.mknod(parent: root, name: Array("c".utf8), mode: 0o100644, rdev: 0, caller: f.me)
+        #expect(f.request(.restore, "one\n") == 0)
+        #expect(kernel.take().invalidations.contains(.entry(parent: root, name: Array("c".utf8))), "by control file: at once")
+        f.vfs.attach(nil)
+        _ = try f.vfs.mknod(parent: root, name: Array("e".utf8), mode: 0o100644, rdev: 0, caller: f.me)
+        #expect(f.request(.restore, "one\n") == 0)
+        #expect(kernel.take().invalidations.isEmpty, "a detached kernel hears nothing")
+    }
+
     @Test func controlDirectoryIsHiddenButReachable() throws {
         let f = try VFSFixture()
         #expect(try f.names(Workspace.rootIno) == [".", ".."])

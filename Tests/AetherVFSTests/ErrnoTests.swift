@@ -1,5 +1,6 @@
 import Testing
 import Glibc
+import AetherModel
 import AetherCore
 import AetherVFS
 

@@ -1,0 +1,25 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The one clock of AetherFS: records' times, files' times and intervals each read it here.
+
+/// Now, as a file's time: the kernel's coarse clock, which it stamps files with itself. With the
+/// writeback cache the kernel keeps a file's mtime and sends it back only when its own stamp differs:
+/// a finer clock here makes every created-then-written file cost one more SETATTR round trip.
+public func fileTimeNow() -> Int64 { read(CLOCK_REALTIME_COARSE) }
+
+/// Nanoseconds since the epoch.
+public func nanosecondsNow() -> Int64 { read(CLOCK_REALTIME) }
+
+/// Seconds since the epoch, as records store them.
+public func secondsNow() -> Double { Double(nanosecondsNow()) / 1e9 }
+
+/// Nanoseconds of the monotonic clock (intervals only).
+public func monotonicNanoseconds() -> Int64 { read(CLOCK_MONOTONIC) }
+
+private func read(_ clock: clockid_t) -> Int64 {
+    var ts = timespec()
+    clock_gettime(clock, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+}

@@ -1,0 +1,228 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// The metadata that several hosts will share (later in PostgreSQL): sessions, snapshot records,
+/// branches, which move only by compare-and-swap, and the audit log. A backend implements this and
+/// passes the conformance tests; the core knows nothing else of it. Errors are `MetadataError`s or the
+/// backend's own (which the core reports as I/O errors).
+public protocol MetadataStore: AnyObject, Sendable {
+    /// Runs `body` in one transaction: all of its changes or none. `durable` returns only once they are
+    /// on disk. Transactions do not nest.
+    func transaction<T>(durable: Bool, _ body: () throws -> T) throws -> T
+
+    /// Adds a session (its `id` is ignored) and returns its id; a taken name is a `conflict`.
+    func insertSession(_ s: SessionRecord) throws -> Int64
+    func session(named name: String) throws -> SessionRecord?
+    func session(id: Int64) throws -> SessionRecord?
+    /// Every session, oldest first.
+    func sessions() throws -> [SessionRecord]
+    /// Points a session at a new base (a checkpoint or restore) and marks it used now.
+    func updateSessionBase(_ id: Int64, baseRoot: ObjectID, baseSnapshot: Int64?, head: Int64?) throws
+    /// The tree a session's working layer lies over.
+    func setSessionRoot(_ id: Int64, baseRoot: ObjectID) throws
+    func setNextIno(_ id: Int64, _ next: UInt64) throws
+    func setBaseCommit(session: Int64, _ commit: Int64?) throws
+    /// Marks a session used now.
+    func touchSession(_ id: Int64) throws
+    /// Removes a session's record; its snapshots stay.
+    func deleteSession(_ id: Int64) throws
+
+    /// Adds a snapshot (its `id` is ignored) and returns its id: ids only grow. A display id or a
+    /// (session, kind, name) already taken is a `conflict`.
+    func insertSnapshot(_ s: SnapshotRecord) throws -> Int64
+    func snapshot(id: Int64) throws -> SnapshotRecord?
+    /// The session's checkpoints, oldest first.
+    func checkpoints(session: Int64) throws -> [SnapshotRecord]
+    /// Every snapshot whose display id starts with `prefix`, oldest first.
+    func snapshots(sidPrefix prefix: String) throws -> [SnapshotRecord]
+    /// Snapshots of one kind, newest first.
+    func snapshots(kind: SnapshotKind) throws -> [SnapshotRecord]
+    /// Every snapshot's id, oldest first.
+    func snapshotIDs() throws -> [Int64]
+    /// Changes whenever a snapshot is added or a branch is created, moved or deleted.
+    func snapshotsVersion() throws -> String
+
+    /// Every branch, by name.
+    func branches() throws -> [BranchRecord]
+    func branch(_ name: String) throws -> Int64?
+    /// A name already taken is a `conflict`.
+    func createBranch(_ name: String, head: Int64) throws
+    /// Moves a branch only if it still points at `expected`; returns whether it moved.
+    func moveBranch(_ name: String, from expected: Int64, to head: Int64) throws -> Bool
+    /// Returns whether there was such a branch.
+    func deleteBranch(_ name: String) throws -> Bool
+
+    func audit(uid: UInt32, action: String, session: String, detail: String) throws
+    /// The backend's own consistency check: `["ok"]`, or the problems it found.
+    func integrityCheck() throws -> [String]
+}
+
+/// The live part of each session (its nodes, names and extended attributes), written by every request
+/// and kept on the host that serves the session.
+public protocol WorkingLayerStore: AnyObject, Sendable {
+    func transaction<T>(durable: Bool, _ body: () throws -> T) throws -> T
+    func upsertNode(session: Int64, _ n: NodeRecord) throws
+    /// Removes a node with its names (when a directory) and its extended attributes.
+    func deleteNode(session: Int64, ino: UInt64) throws
+    /// Sets (`value` non-nil) or removes one extended attribute of a live node.
+    func setXattr(session: Int64, ino: UInt64, name: [UInt8], value: [UInt8]?) throws
+    /// Replaces every extended attribute of a live node.
+    func replaceXattrs(session: Int64, ino: UInt64, _ all: [(name: [UInt8], value: [UInt8])]) throws
+    func xattrs(session: Int64) throws -> [(ino: UInt64, name: [UInt8], value: [UInt8])]
+    func nodes(session: Int64) throws -> [NodeRecord]
+    func setDentry(session: Int64, parent: UInt64, name: [UInt8], ino: UInt64) throws
+    func removeDentry(session: Int64, parent: UInt64, name: [UInt8]) throws
+    func dentries(session: Int64) throws -> [(parent: UInt64, name: [UInt8], ino: UInt64)]
+    /// Drops a session's whole working layer.
+    func clearWorkingLayer(session: Int64) throws
+    func integrityCheck() throws -> [String]
+}
+
+/// What a metadata backend reports in the domain's terms.
+public struct MetadataError: Error, Equatable, CustomStringConvertible {
+    public enum Code: Sendable, Equatable {
+        /// A unique name or id is taken.
+        case conflict
+        /// A stored record does not decode.
+        case damaged
+    }
+    public let code: Code
+    public let message: String
+    public init(_ code: Code, _ message: String) { self.code = code; self.message = message }
+    public var description: String { "metadata: \(message)" }
+}
+
+/// Shared metadata in memory: the backend of unit tests and the reference the others' conformance
+/// tests hold to. Writes and transactions are serialized; a transaction that throws rolls back.
+public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
+    struct State {
+        var sessions: [Int64: SessionRecord] = [:]
+        var snapshots: [Int64: SnapshotRecord] = [:]
+        var branches: [String: Int64] = [:]
+        var audit: [(time: Double, uid: UInt32, action: String, session: String, detail: String)] = []
+        var nextSession: Int64 = 1
+        var nextSnapshot: Int64 = 1
+    }
+    private let state = Mutex(State())
+    /// Held across a transaction and each write (recursive: a transaction's body writes on its thread),
+    /// so that a rollback undoes only that transaction's changes.
+    private let serial = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+
+    public init() {
+        var attr = pthread_mutexattr_t()
+        pthread_mutexattr_init(&attr)
+        pthread_mutexattr_settype(&attr, Int32(PTHREAD_MUTEX_RECURSIVE))
+        pthread_mutex_init(serial, &attr)
+        pthread_mutexattr_destroy(&attr)
+    }
+    deinit { pthread_mutex_destroy(serial); serial.deallocate() }
+
+    /// The audit log, oldest first (tests).
+    public var auditLog: [(uid: UInt32, action: String, session: String, detail: String)] {
+        state.withLock { $0.audit.map { ($0.uid, $0.action, $0.session, $0.detail) } }
+    }
+
+    public func transaction<T>(durable: Bool, _ body: () throws -> T) throws -> T {
+        pthread_mutex_lock(serial)
+        defer { pthread_mutex_unlock(serial) }
+        let before = state.withLock { $0 }
+        do { return try body() } catch {
+            state.withLock { $0 = before }
+            throw error
+        }
+    }
+
+    /// Changes the state, after any transaction of another thread.
+    private func write<T, E: Error>(_ change: (inout State) throws(E) -> T) throws(E) -> T {
+        pthread_mutex_lock(serial)
+        defer { pthread_mutex_unlock(serial) }
+        return try state.withLock { (st) throws(E) in try change(&st) }
+    }
+
+    public func insertSession(_ s: SessionRecord) throws -> Int64 {
+        try write { (st) throws(MetadataError) in
+            if st.sessions.values.contains(where: { $0.name == s.name }) { throw MetadataError(.conflict, "session \(s.name) exists") }
+            var s = s
+            s.id = st.nextSession
+            st.nextSession += 1
+            st.sessions[s.id] = s
+            return s.id
+        }
+    }
+
+    public func session(named name: String) throws -> SessionRecord? { state.withLock { $0.sessions.values.first { $0.name == name } } }
+    public func session(id: Int64) throws -> SessionRecord? { state.withLock { $0.sessions[id] } }
+    public func sessions() throws -> [SessionRecord] { state.withLock { $0.sessions.values.sorted { $0.id < $1.id } } }
+
+    private func changeSession(_ id: Int64, _ change: (inout SessionRecord) -> Void) {
+        write { st in if var s = st.sessions[id] { change(&s); st.sessions[id] = s } }
+    }
+
+    public func updateSessionBase(_ id: Int64, baseRoot: ObjectID, baseSnapshot: Int64?, head: Int64?) throws {
+        let now = secondsNow()
+        changeSession(id) { $0.baseRoot = baseRoot; $0.baseSnapshot = baseSnapshot; $0.head = head; $0.lastUsed = now }
+    }
+    public func setSessionRoot(_ id: Int64, baseRoot: ObjectID) throws { changeSession(id) { $0.baseRoot = baseRoot } }
+    public func setNextIno(_ id: Int64, _ next: UInt64) throws { changeSession(id) { $0.nextIno = next } }
+    public func setBaseCommit(session: Int64, _ commit: Int64?) throws { changeSession(session) { $0.baseCommit = commit } }
+    public func touchSession(_ id: Int64) throws {
+        let now = secondsNow()
+        changeSession(id) { $0.lastUsed = now }
+    }
+    public func deleteSession(_ id: Int64) throws { _ = write { $0.sessions.removeValue(forKey: id) } }
+
+    public func insertSnapshot(_ s: SnapshotRecord) throws -> Int64 {
+        try write { (st) throws(MetadataError) in
+            if st.snapshots.values.contains(where: { $0.sid == s.sid || ($0.session == s.session && $0.kind == s.kind && $0.name == s.name) }) {
+                throw MetadataError(.conflict, "\(s.kind.rawValue) \(s.name) (\(s.sid)) exists")
+            }
+            var s = s
+            s.id = st.nextSnapshot
+            st.nextSnapshot += 1
+            st.snapshots[s.id] = s
+            return s.id
+        }
+    }
+
+    private func snapshots(where keep: (SnapshotRecord) -> Bool) -> [SnapshotRecord] {
+        state.withLock { $0.snapshots.values.filter(keep).sorted { $0.id < $1.id } }
+    }
+    public func snapshot(id: Int64) throws -> SnapshotRecord? { state.withLock { $0.snapshots[id] } }
+    public func checkpoints(session: Int64) throws -> [SnapshotRecord] { snapshots { $0.session == session && $0.kind == .checkpoint } }
+    public func snapshots(sidPrefix prefix: String) throws -> [SnapshotRecord] { snapshots { $0.sid.hasPrefix(prefix) } }
+    public func snapshots(kind: SnapshotKind) throws -> [SnapshotRecord] { snapshots { $0.kind == kind }.reversed() }
+    public func snapshotIDs() throws -> [Int64] { state.withLock { $0.snapshots.keys.sorted() } }
+    public func snapshotsVersion() throws -> String {
+        state.withLock { st in
+            "\(st.snapshots.keys.max() ?? 0) " + st.branches.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: "/")
+        }
+    }
+
+    public func branches() throws -> [BranchRecord] {
+        state.withLock { $0.branches.map { BranchRecord(name: $0.key, head: $0.value) }.sorted { $0.name < $1.name } }
+    }
+    public func branch(_ name: String) throws -> Int64? { state.withLock { $0.branches[name] } }
+    public func createBranch(_ name: String, head: Int64) throws {
+        try write { (st) throws(MetadataError) in
+            if st.branches[name] != nil { throw MetadataError(.conflict, "branch \(name) exists") }
+            st.branches[name] = head
+        }
+    }
+    public func moveBranch(_ name: String, from expected: Int64, to head: Int64) throws -> Bool {
+        write { st in
+            guard st.branches[name] == expected else { return false }
+            st.branches[name] = head
+            return true
+        }
+    }
+    public func deleteBranch(_ name: String) throws -> Bool { write { $0.branches.removeValue(forKey: name) != nil } }
+
+    public func audit(uid: UInt32, action: String, session: String, detail: String) throws {
+        let now = secondsNow()
+        write { $0.audit.append((now, uid, action, session, detail)) }
+    }
+
+    public func integrityCheck() throws -> [String] { ["ok"] }
+}

@@ -1,0 +1,109 @@
+/// The records of the shared metadata (sessions, snapshots, branches) and of a session's working layer
+/// (nodes), as every metadata backend stores and returns them.
+
+/// What a snapshot is. The raw value is stored; never rename.
+public enum SnapshotKind: String, Sendable, Codable, CaseIterable {
+    /// A session's own saved state, named within the session.
+    case checkpoint
+    /// A durable result on a branch.
+    case commit
+}
+
+public struct SessionRecord: Sendable, Equatable {
+    public var id: Int64
+    public var name: String
+    /// The tree the session's working layer lies over.
+    public var baseRoot: ObjectID
+    public var baseSnapshot: Int64?
+    public var parentSession: Int64?
+    public var owner: UInt32
+    public var state: String
+    public var created: Double
+    public var lastUsed: Double
+    public var nextIno: UInt64
+    public var head: Int64?
+    /// The commit this session's work builds on; a commit to that commit's branch must fast-forward from it.
+    public var baseCommit: Int64?
+
+    public init(id: Int64 = 0, name: String, baseRoot: ObjectID, baseSnapshot: Int64?, parentSession: Int64?,
+                owner: UInt32, state: String = "active", created: Double = secondsNow(), lastUsed: Double = secondsNow(),
+                nextIno: UInt64 = 2, head: Int64? = nil, baseCommit: Int64? = nil) {
+        self.baseCommit = baseCommit
+        self.id = id; self.name = name; self.baseRoot = baseRoot; self.baseSnapshot = baseSnapshot
+        self.parentSession = parentSession; self.owner = owner; self.state = state; self.created = created
+        self.lastUsed = lastUsed; self.nextIno = nextIno; self.head = head
+    }
+}
+
+public struct SnapshotRecord: Sendable, Equatable {
+    public var id: Int64
+    /// The display id: 16 hex digits, unique in the store.
+    public var sid: String
+    public var kind: SnapshotKind
+    public var session: Int64
+    public var name: String
+    public var root: ObjectID
+    public var parent: Int64?
+    public var time: Double
+    public var author: UInt32
+    public var message: String
+    /// What its author attached: string keys and values.
+    public var meta: [String: String]
+    public var filesChanged: Int64
+    public var bytesAdded: Int64
+
+    public init(id: Int64 = 0, sid: String, kind: SnapshotKind, session: Int64, name: String, root: ObjectID, parent: Int64?,
+                time: Double, author: UInt32, message: String, meta: [String: String], filesChanged: Int64, bytesAdded: Int64) {
+        self.id = id; self.sid = sid; self.kind = kind; self.session = session; self.name = name; self.root = root
+        self.parent = parent; self.time = time; self.author = author; self.message = message; self.meta = meta
+        self.filesChanged = filesChanged; self.bytesAdded = bytesAdded
+    }
+}
+
+/// A branch: a name and the commit it points at.
+public struct BranchRecord: Sendable, Equatable {
+    public var name: String
+    public var head: Int64
+    public init(name: String, head: Int64) { self.name = name; self.head = head }
+}
+
+/// One node of a working layer as stored. Times are nanoseconds since the epoch.
+public struct NodeRecord: Sendable, Equatable {
+    public var ino: UInt64
+    /// 1 file, 2 directory, 3 symlink, 4 FIFO, 5 character device, 6 block device, 7 socket.
+    public var kind: UInt8
+    /// Permission bits with setuid, setgid and sticky (no file type bits).
+    public var mode: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var size: UInt64
+    public var atime: Int64
+    public var mtime: Int64
+    public var ctime: Int64
+    public var nlink: UInt32
+    public var rdev: UInt64
+    public var target: [UInt8]
+    /// The object holding the content as of the base or last checkpoint: a manifest or a tree.
+    public var content: ObjectID?
+    /// The file's bytes live in the session's upper file, not (only) in `content`.
+    public var upper: Bool
+    /// The directory's names are in dentry rows: all of them, or (`overlay`) those that differ from its tree.
+    public var materialized: Bool
+    /// A materialized directory's dentry rows override its tree's names (inode 0 hides one).
+    public var overlay: Bool
+    /// Changed since the last checkpoint.
+    public var dirty: Bool
+    /// Ties hard links of a base snapshot together (0 for none).
+    public var linkGroup: UInt64
+    /// The encoded extended attributes.
+    public var xattrs: [UInt8]
+
+    public init(ino: UInt64, kind: UInt8, mode: UInt32, uid: UInt32, gid: UInt32, size: UInt64, atime: Int64,
+                mtime: Int64, ctime: Int64, nlink: UInt32, rdev: UInt64 = 0, target: [UInt8] = [], content: ObjectID? = nil,
+                upper: Bool = false, materialized: Bool = false, overlay: Bool = false, dirty: Bool = false, linkGroup: UInt64 = 0, xattrs: [UInt8] = []) {
+        self.ino = ino; self.kind = kind; self.mode = mode; self.uid = uid; self.gid = gid; self.size = size
+        self.atime = atime; self.mtime = mtime; self.ctime = ctime; self.nlink = nlink; self.rdev = rdev
+        self.target = target; self.content = content; self.upper = upper; self.materialized = materialized; self.overlay = overlay
+        self.dirty = dirty; self.linkGroup = linkGroup; self.xattrs = xattrs
+    }
+}

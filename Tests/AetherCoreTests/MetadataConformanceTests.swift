@@ -1,0 +1,107 @@
+import Testing
+import AetherModel
+import AetherMeta
+import TestSupport
+
+/// The metadata backends every conformance test runs against.
+enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
+    case sqlite, memory
+    var testDescription: String { rawValue }
+
+    func make(in dir: TempDir) throws -> any MetadataStore {
+        switch self {
+        case .sqlite: try Catalog(path: dir.path + "/meta.db")
+        case .memory: MemoryMetadataStore()
+        }
+    }
+}
+
+/// What every shared-metadata backend must do.
+@Suite struct MetadataConformance {
+    let rootA = ObjectID.of(.tree, [1]), rootB = ObjectID.of(.tree, [2])
+
+    func snapshot(_ session: Int64, _ kind: SnapshotKind, _ name: String, sid: String, root: ObjectID) -> SnapshotRecord {
+        SnapshotRecord(sid: sid, kind: kind, session: session, name: name, root: root, parent: nil, time: 1.5, author: 1000,
+                       message: "m", meta: ["ticket": "T-1", "quote": "a \"b\"/c"], filesChanged: 2, bytesAdded: 3)
+    }
+
+    @Test(arguments: MetadataBackend.allCases) func sessionsKeepTheirFieldsAndNamesAreUnique(_ backend: MetadataBackend) throws {
+        let dir = TempDir(); defer { dir.remove() }
+        let m = try backend.make(in: dir)
+        let id = try m.insertSession(SessionRecord(name: "s", baseRoot: rootA, baseSnapshot: nil, parentSession: nil, owner: 1000))
+        let other = try m.insertSession(SessionRecord(name: "t", baseRoot: rootB, baseSnapshot: nil, parentSession: id, owner: 0))
+        #expect(id != other)
+        #expect(throws: (any Error).self) {
+            try m.insertSession(SessionRecord(name: "s", baseRoot: rootB, baseSnapshot: nil, parentSession: nil, owner: 1))
+        }
+        try m.updateSessionBase(id, baseRoot: rootB, baseSnapshot: 7, head: 7)
+        try m.setNextIno(id, 42)
+        try m.setBaseCommit(session: id, 9)
+        let s = try #require(try m.session(named: "s"))
+        #expect(s.id == id && s.baseRoot == rootB && s.baseSnapshot == 7 && s.head == 7 && s.nextIno == 42 && s.baseCommit == 9)
+        #expect(s.owner == 1000 && s.parentSession == nil)
+        #expect(try m.session(id: other)?.parentSession == id)
+        #expect(try m.sessions().map(\.name) == ["s", "t"])
+        try m.deleteSession(id)
+        #expect(try m.session(named: "s") == nil && m.sessions().map(\.name) == ["t"])
+    }
+
+    @Test(arguments: MetadataBackend.allCases) func snapshotsAreFoundEveryWayAndRoundTrip(_ backend: MetadataBackend) throws {
+        let dir = TempDir(); defer { dir.remove() }
+        let m = try backend.make(in: dir)
+        let version0 = try m.snapshotsVersion()
+        let a = try m.insertSnapshot(snapshot(1, .checkpoint, "cp-1", sid: "aaaa000000000001", root: rootA))
+        let b = try m.insertSnapshot(snapshot(1, .commit, "main/x", sid: "aaab000000000002", root: rootB))
+        let c = try m.insertSnapshot(snapshot(1, .checkpoint, "cp-2", sid: "bbbb000000000003", root: rootB))
+        let d = try m.insertSnapshot(snapshot(2, .checkpoint, "cp-1", sid: "cccc000000000004", root: rootA))
+        #expect(a < b && b < c && c < d, "ids grow")
+        #expect(try m.snapshotsVersion() != version0)
+        #expect(throws: (any Error).self) { try m.insertSnapshot(snapshot(1, .checkpoint, "cp-1", sid: "dddd000000000005", root: rootA)) }
+        let back = try #require(try m.snapshot(id: a))
+        #expect(back == { var s = snapshot(1, .checkpoint, "cp-1", sid: "aaaa000000000001", root: rootA); s.id = a; return s }())
+        #expect(try m.checkpoints(session: 1).map(\.name) == ["cp-1", "cp-2"])
+        #expect(try m.snapshots(sidPrefix: "aaa").map(\.id) == [a, b])
+        #expect(try m.snapshots(kind: .checkpoint).map(\.id) == [d, c, a], "newest first")
+        #expect(try m.snapshots(kind: .commit).map(\.id) == [b])
+        #expect(try m.snapshotIDs() == [a, b, c, d])
+        #expect(try m.snapshot(id: 999) == nil)
+    }
+
+    @Test(arguments: MetadataBackend.allCases) func branchesMoveOnlyByCompareAndSwap(_ backend: MetadataBackend) throws {
+        let dir = TempDir(); defer { dir.remove() }
+        let m = try backend.make(in: dir)
+        try m.createBranch("main", head: 1)
+        #expect(throws: (any Error).self) { try m.createBranch("main", head: 2) }
+        let before = try m.snapshotsVersion()
+        #expect(try m.moveBranch("main", from: 1, to: 2))
+        #expect(try m.snapshotsVersion() != before, "a moved branch changes the version")
+        #expect(try !m.moveBranch("main", from: 1, to: 3), "a stale expectation does not move it")
+        #expect(try m.branch("main") == 2)
+        try m.createBranch("dev", head: 5)
+        #expect(try m.branches() == [BranchRecord(name: "dev", head: 5), BranchRecord(name: "main", head: 2)])
+        #expect(try m.deleteBranch("dev") && !m.deleteBranch("dev"))
+        #expect(try m.branch("dev") == nil && !m.moveBranch("dev", from: 5, to: 6))
+    }
+
+    @Test(arguments: MetadataBackend.allCases) func aTransactionThatThrowsChangesNothing(_ backend: MetadataBackend) throws {
+        struct Stop: Error {}
+        let dir = TempDir(); defer { dir.remove() }
+        let m = try backend.make(in: dir)
+        try m.createBranch("main", head: 1)
+        #expect(throws: Stop.self) {
+            try m.transaction(durable: true) {
+                _ = try m.insertSession(SessionRecord(name: "s", baseRoot: rootA, baseSnapshot: nil, parentSession: nil, owner: 1))
+                _ = try m.insertSnapshot(snapshot(1, .commit, "main/y", sid: "eeee000000000001", root: rootA))
+                _ = try m.moveBranch("main", from: 1, to: 2)
+                try m.audit(uid: 1, action: "commit", session: "s", detail: "")
+                throw Stop()
+            }
+        }
+        #expect(try m.sessions().isEmpty && m.snapshotIDs().isEmpty && m.branch("main") == 1)
+        let id = try m.transaction(durable: false) {
+            try m.insertSession(SessionRecord(name: "s", baseRoot: rootA, baseSnapshot: nil, parentSession: nil, owner: 1))
+        }
+        #expect(try m.session(id: id)?.name == "s")
+        #expect(try m.integrityCheck() == ["ok"])
+    }
+}
