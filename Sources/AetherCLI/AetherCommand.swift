@@ -17,7 +17,7 @@ public struct AetherCommand: ParsableCommand {
         Inside a mount, .aether/checkpoint, .aether/restore, .aether/status, .aether/log and .aether/last
         are the control surface.
         """,
-        version: "aetherfs \(Repository.softwareVersion) (store format \(Repository.formatVersion), metadata schema \(Catalog.schemaVersion))",
+        version: "aetherfs \(Repository.softwareVersion) (store format \(Repository.formatVersion), metadata schema \(Repository.schemaVersion))",
         subcommands: [InitCommand.self, MountCommand.self, UnmountCommand.self, SessionCommand.self,
                       CheckpointCommand.self, CheckpointsCommand.self, RestoreCommand.self, ForkCommand.self,
                       CommitCommand.self, BranchCommand.self, LogCommand.self, ShowCommand.self, DiffCommand.self,
@@ -78,7 +78,7 @@ func fail<T>(_ body: () throws(AetherError) -> T) throws -> T {
     do {
         return try body()
     } catch {
-        printError(error.description, code: error.code)
+        printError(error.description, code: errorCode(for: error))
         throw ExitCode(1)
     }
 }

@@ -45,7 +45,13 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
     case damaged(String)
     /// The caller asked to stop (SIGINT); nothing changed. (ECANCELED)
     case cancelled(String)
-    /// A system call failed with this errno.
+    /// Nothing of the kind asked for at or after an offset (SEEK_DATA, SEEK_HOLE). (ENXIO)
+    case noMoreData(String)
+    /// A handle used for what it was not opened for. (EBADF)
+    case badHandle(String)
+    /// A file's extended attributes would no longer fit its list. (ENOSPC, as on ext4)
+    case attributesFull(String)
+    /// A system call failed with this errno: what the kernel said, passed on as it is.
     case system(Int32, String)
 
     public var description: String {
@@ -69,12 +75,15 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
         case .noSpace(let what): "store full: \(what)"
         case .damaged(let what): "store damaged: \(what)"
         case .cancelled(let what): "cancelled: \(what)"
+        case .noMoreData(let what): what
+        case .badHandle(let what): what
+        case .attributesFull(let what): what
         case .system(_, let what): what
         }
     }
 
     /// A stable name for the kind of error, for `--json` output (and, later, HTTP bodies). A system
-    /// error (as a mounted session's control file answers) is named by its errno's kind.
+    /// error is "system" here; the boundary that knows its errno names it (`errorCode(for:)`).
     public var code: String {
         switch self {
         case .notFound: "not_found"
@@ -96,21 +105,20 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
         case .noSpace: "no_space"
         case .damaged: "damaged"
         case .cancelled: "cancelled"
-        case .system(let errno, _):
-            switch errno {
-            case ENOENT: "not_found"
-            case EEXIST: "exists"
-            case EINVAL: "invalid"
-            case EACCES: "permission_denied"
-            case EPERM: "not_permitted"
-            case EAGAIN: "branch_moved"
-            case ENOSPC: "no_space"
-            case EIO: "damaged"
-            case EBUSY: "busy"
-            case EROFS: "read_only"
-            default: "system"
-            }
+        case .noMoreData: "no_more_data"
+        case .badHandle: "bad_handle"
+        case .attributesFull: "attributes_full"
+        case .system: "system"
         }
+    }
+
+    /// One error of each case, those that carry a message carrying `message`, for tables that read
+    /// errno back into the domain; `system` is not among them.
+    public static func every(_ message: String) -> [AetherError] {
+        [.notFound(message), .exists(message), .notEmpty, .notDirectory, .isDirectory, .invalid(message), .nameTooLong,
+         .notPermitted(message), .accessDenied(message), .readOnly, .busy(message), .noAttribute, .range, .tooBig,
+         .notSupported(message), .branchMoved(message), .noSpace(message), .damaged(message), .cancelled(message),
+         .noMoreData(message), .badHandle(message), .attributesFull(message)]
     }
 
     /// Wraps lower layers' errors into the domain's vocabulary.

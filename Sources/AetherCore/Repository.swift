@@ -15,6 +15,8 @@ public final class Repository: @unchecked Sendable {
     public static let formatVersion = 1
     /// This software's version, as `aetherfs --version` prints it.
     public static let softwareVersion = "0.3.0"
+    /// The metadata database's schema this software writes.
+    public static let schemaVersion = Catalog.schemaVersion
     public let path: String
     public let objects: ObjectStore
     public let content: ContentStore

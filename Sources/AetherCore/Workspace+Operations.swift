@@ -101,7 +101,7 @@ extension Workspace {
     public func seek(_ ino: UInt64, offset: UInt64, data: Bool) throws(AetherError) -> UInt64 {
         let n = try node(ino)
         guard n.kind == .file else { throw n.kind == .directory ? .isDirectory : .invalid("seek in a special file") }
-        let beyond = AetherError.system(ENXIO, "no \(data ? "data" : "hole") at or after offset \(offset)")
+        let beyond = AetherError.noMoreData("no \(data ? "data" : "hole") at or after offset \(offset)")
         guard offset < n.rec.size else { throw beyond }
         if n.rec.upper {
             let fd = try upperDescriptor(n)
@@ -607,7 +607,7 @@ extension Workspace {
         if !exists {
             let list = n.xattrs.keys.reduce(name.utf8.count + 1) { $0 + $1.utf8.count + 1 }
             guard list <= Workspace.maxXattrList else {
-                throw .system(ENOSPC, "the names of a file's extended attributes fit in \(Workspace.maxXattrList) bytes")
+                throw .attributesFull("the names of a file's extended attributes fit in \(Workspace.maxXattrList) bytes")
             }
         }
         if PosixACL.isACL(name) {

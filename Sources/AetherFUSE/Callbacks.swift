@@ -192,7 +192,7 @@ enum Callbacks {
     static let rename: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, fuse_ino_t, UnsafePointer<CChar>?, UInt32) -> Void = { req, parent, n, newParent, newName, flags in
         replyStatus(req) { () throws(FSFailure) in
             if flags & ~(cfuse_rename_noreplace | cfuse_rename_exchange | cfuse_rename_whiteout) != 0 {
-                throw FSFailure(code: EINVAL, message: "unknown rename flags")
+                throw FSFailure(.invalid("unknown rename flags"))
             }
             var f: Workspace.RenameFlags = []
             if flags & cfuse_rename_noreplace != 0 { f.insert(.noReplace) }
@@ -270,7 +270,7 @@ enum Callbacks {
 
     static let lseek: @convention(c) (fuse_req_t?, fuse_ino_t, off_t, Int32, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, off, whence, _ in
         do {
-            guard whence == FileIO.seekData || whence == FileIO.seekHole, off >= 0 else { throw FSFailure(code: EINVAL, message: "lseek whence") }
+            guard whence == FileIO.seekData || whence == FileIO.seekHole, off >= 0 else { throw FSFailure(.invalid("lseek whence")) }
             let at = try vfs(req).seek(ino, offset: UInt64(off), data: whence == FileIO.seekData)
             fuse_reply_lseek(req, off_t(at))
         } catch {
@@ -280,7 +280,7 @@ enum Callbacks {
 
     static let fallocate: @convention(c) (fuse_req_t?, fuse_ino_t, Int32, off_t, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, mode, off, length, _ in
         replyStatus(req) { () throws(FSFailure) in
-            guard off >= 0, length > 0 else { throw FSFailure(code: EINVAL, message: "fallocate range") }
+            guard off >= 0, length > 0 else { throw FSFailure(.invalid("fallocate range")) }
             try vfs(req).fallocate(ino, mode: mode, offset: UInt64(off), length: UInt64(length))
         }
     }
@@ -294,7 +294,7 @@ enum Callbacks {
             let cacheable = try vfs(req).opendir(ino)
             // The kernel then skips opendir and releasedir for good and caches every listing; the
             // listings that change behind it (the control directory's, snapshots') change their mtime.
-            if vfs(req).kernelSkipsOpendir { fuse_reply_err(req, ENOSYS); return }
+            if vfs(req).kernelSkipsOpendir { fuse_reply_err(req, KernelAnswer.noOpendir); return }
             fi!.pointee.fh = 0
             fi!.pointee.cache_readdir = cacheable ? 1 : 0
             fi!.pointee.keep_cache = cacheable ? 1 : 0
@@ -363,7 +363,7 @@ enum Callbacks {
     /// Replies to a getxattr/listxattr: the size when asked for 0 bytes, ERANGE when the buffer is too small.
     static func replyXattr(_ req: fuse_req_t?, _ size: Int, _ value: [UInt8]) {
         if size == 0 { fuse_reply_xattr(req, value.count) }
-        else if size < value.count { fuse_reply_err(req, ERANGE) }
+        else if size < value.count { fuse_reply_err(req, errnoCode(for: .range)) }
         else { value.withUnsafeBytes { _ = fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) } }
     }
 

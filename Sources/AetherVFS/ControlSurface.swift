@@ -50,7 +50,7 @@ extension VirtualFileSystem {
         if let view = lock.withLock({ viewListing(name) }) {
             return EntryReply(attributes: view.attributes, entryTimeout: 0, attrTimeout: 0)
         }
-        guard let file = ControlFile(name: name) else { throw FSFailure(code: ENOENT, message: "no such control file") }
+        guard let file = ControlFile(name: name) else { throw FSFailure(.notFound("no such control file")) }
         return EntryReply(attributes: controlAttributes(file.ino)!, entryTimeout: options.cacheTimeout, attrTimeout: 0)
     }
 
@@ -94,7 +94,7 @@ extension VirtualFileSystem {
     /// request runs with the next write of another size, or at close (its error then comes from
     /// close). A write after the request ran is refused. The corresponding FUSE operation is `write`.
     func controlWrite(_ file: ControlFile, handle: UInt64, data: UnsafeRawBufferPointer, caller: Caller) throws(FSFailure) -> Int {
-        guard file.writable else { throw FSFailure(code: EBADF, message: "\(file.name) is read-only") }
+        guard file.writable else { throw FSFailure(.badHandle("\(file.name) is read-only")) }
         enum Next { case keep, run([UInt8]), refuse(String) }
         let next = lock.withLock { () -> Next in
             guard case .control(var h)? = handles[handle] else { return .refuse("the file is not open for a request") }
@@ -113,7 +113,7 @@ extension VirtualFileSystem {
         case .keep: return data.count
         case .refuse(let why):
             lock.withLock { lastResults[caller.uid] = "error: \(file.name): invalid request: \(why) (EINVAL)\n" }
-            throw FSFailure(code: EINVAL, message: why)
+            throw FSFailure(.invalid(why))
         case .run(let payload):
             try perform(file, payload: payload, caller: caller)
             return data.count
@@ -137,7 +137,7 @@ extension VirtualFileSystem {
             return h.pending
         }
         guard let payload else { return }
-        if payload.isEmpty { throw FSFailure(code: EINVAL, message: "empty control request") }
+        if payload.isEmpty { throw FSFailure(.invalid("empty control request")) }
         try perform(file, payload: payload, caller: caller)
     }
 
@@ -290,7 +290,7 @@ extension VirtualFileSystem {
 /// One line of a history: id, time, kind, name, first line of the message.
 public func formatLogLine(_ r: SnapshotRecord) -> String {
     let first = r.message.split(separator: "\n").first.map(String.init) ?? ""
-    return "\(r.sid)  \(isoTime(r.time))  \(r.kind)  \(r.name)  \(first)\n"
+    return "\(r.sid)  \(isoTime(r.time))  \(r.kind.rawValue)  \(r.name)  \(first)\n"
 }
 
 public func isoTime(_ t: Double) -> String {
@@ -298,22 +298,4 @@ public func isoTime(_ t: Double) -> String {
     var tmv = tm()
     gmtime_r(&seconds, &tmv)
     return String(format: "%04d-%02d-%02dT%02d:%02d:%02dZ", tmv.tm_year + 1900, tmv.tm_mon + 1, tmv.tm_mday, tmv.tm_hour, tmv.tm_min, tmv.tm_sec)
-}
-
-/// The symbolic name of an errno, for messages.
-public func errnoName(_ code: Int32) -> String {
-    switch code {
-    case ENOENT: "ENOENT"
-    case EEXIST: "EEXIST"
-    case EINVAL: "EINVAL"
-    case EIO: "EIO"
-    case ENOSPC: "ENOSPC"
-    case EACCES: "EACCES"
-    case EPERM: "EPERM"
-    case EAGAIN: "EAGAIN"
-    case EBUSY: "EBUSY"
-    case EROFS: "EROFS"
-    case ENOTDIR: "ENOTDIR"
-    default: "errno \(code)"
-    }
 }

@@ -124,7 +124,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// Whether an inode is a read-only snapshot view.
     func isView(_ ino: UInt64) -> Bool { snapshotsOnly || SnapshotViews.owns(ino) }
 
-    static let readOnly = FSFailure(code: EROFS, message: "snapshot views are read-only")
+    static let readOnly = FSFailure(.readOnly)
 
     enum Handle {
         case file(UInt64)
@@ -228,9 +228,9 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     private func checkNotControl(_ parent: UInt64, _ name: [UInt8]) throws(FSFailure) {
         if isView(parent) { throw VirtualFileSystem.readOnly }
-        if ControlFile.isVirtual(parent) { throw FSFailure(code: EPERM, message: "the control directory is not writable") }
+        if ControlFile.isVirtual(parent) { throw FSFailure(.notPermitted("the control directory is not writable")) }
         if parent == Workspace.rootIno && name == ControlFile.directoryName {
-            throw FSFailure(code: EEXIST, message: ".aether is reserved for the control surface")
+            throw FSFailure(.exists(".aether is reserved for the control surface"))
         }
     }
 
@@ -260,7 +260,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     }
 
     public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(FSFailure) -> EntryReply {
-        if ControlFile.isVirtual(ino) { throw FSFailure(code: EPERM, message: "control files cannot be linked") }
+        if ControlFile.isVirtual(ino) { throw FSFailure(.notPermitted("control files cannot be linked")) }
         if isView(ino) { throw VirtualFileSystem.readOnly }
         try checkNotControl(newParent, newName)
         return try change { () throws(AetherError) in reply(try workspace.link(ino, newParent: newParent, newName: newName)) }
@@ -293,7 +293,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// file is emptied here.
     public func open(_ ino: UInt64, writing: Bool, truncate: Bool = false, caller: Caller) throws(FSFailure) -> (handle: UInt64, direct: Bool) {
         if let control = ControlFile(ino: ino) {
-            if writing && !control.writable { throw FSFailure(code: EACCES, message: "\(control.name) is read-only") }
+            if writing && !control.writable { throw FSFailure(.accessDenied("\(control.name) is read-only")) }
             if !writing { flushKernel() }
             return lock.withLock {
                 let content = writing ? [] : controlContent(control, caller: caller)
@@ -332,13 +332,13 @@ public final class VirtualFileSystem: @unchecked Sendable {
     public func seek(_ ino: UInt64, offset: UInt64, data: Bool) throws(FSFailure) -> UInt64 {
         if ControlFile(ino: ino) != nil {
             let size = try getattr(ino).attributes.size
-            guard offset < size else { throw FSFailure(code: ENXIO, message: "seek past the end") }
+            guard offset < size else { throw FSFailure(.noMoreData("seek past the end")) }
             return data ? offset : size
         }
         if isView(ino) {
             return try run { () throws(AetherError) in
                 guard let at = try views.seek(ino, offset: offset, data: data) else {
-                    throw .system(ENXIO, "no \(data ? "data" : "hole") at or after offset \(offset)")
+                    throw .noMoreData("no \(data ? "data" : "hole") at or after offset \(offset)")
                 }
                 return at
             }
@@ -393,7 +393,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// The corresponding FUSE operation is `fallocate`. Errors: EOPNOTSUPP (other modes, control
     /// files), EROFS (views), ENOSPC, EISDIR, EINVAL.
     public func fallocate(_ ino: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws(FSFailure) {
-        if ControlFile.isVirtual(ino) { throw FSFailure(code: EOPNOTSUPP, message: "control files take no fallocate") }
+        if ControlFile.isVirtual(ino) { throw FSFailure(.notSupported("control files take no fallocate")) }
         if isView(ino) { throw VirtualFileSystem.readOnly }
         try change { () throws(AetherError) in try workspace.fallocate(ino, mode: mode, offset: offset, length: length) }
     }
@@ -535,7 +535,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// `user.aether.session`, `.head`, `.branch`, `.root` (the current tree's id); on every file
     /// `user.aether.state` and `.digest`.
     public func getxattr(_ ino: UInt64, name: String) throws(FSFailure) -> [UInt8] {
-        if ControlFile.isVirtual(ino) { throw FSFailure(code: ENODATA, message: "no such attribute") }
+        if ControlFile.isVirtual(ino) { throw FSFailure(.noAttribute) }
         if isView(ino) {
             return try run { () throws(AetherError) in
                 guard let v = try views.view(ino).xattrs[name] else { throw .noAttribute }
@@ -575,12 +575,12 @@ public final class VirtualFileSystem: @unchecked Sendable {
     @discardableResult
     public func setxattr(_ ino: UInt64, name: String, value: [UInt8], create: Bool, replace: Bool,
                          caller: Caller) throws(FSFailure) -> [Invalidation] {
-        if ControlFile.isVirtual(ino) { throw FSFailure(code: EPERM, message: "control files have no attributes") }
+        if ControlFile.isVirtual(ino) { throw FSFailure(.notPermitted("control files have no attributes")) }
         if isView(ino) { throw VirtualFileSystem.readOnly }
         if name.hasPrefix(VirtualFileSystem.reservedPrefix) {
             let key = Array(name.dropFirst(VirtualFileSystem.reservedPrefix.count).utf8)
             guard ino == Workspace.rootIno, let action = ControlFile(name: key), action.writable else {
-                throw FSFailure(code: EPERM, message: "the user.aether. prefix is reserved")
+                throw FSFailure(.notPermitted("the user.aether. prefix is reserved"))
             }
             return try perform(action, payload: value, caller: caller, deferRoot: true)
         }
@@ -589,9 +589,9 @@ public final class VirtualFileSystem: @unchecked Sendable {
     }
 
     public func removexattr(_ ino: UInt64, name: String) throws(FSFailure) {
-        if ControlFile.isVirtual(ino) { throw FSFailure(code: ENODATA, message: "no such attribute") }
+        if ControlFile.isVirtual(ino) { throw FSFailure(.noAttribute) }
         if isView(ino) { throw VirtualFileSystem.readOnly }
-        if name.hasPrefix(VirtualFileSystem.reservedPrefix) { throw FSFailure(code: EPERM, message: "the user.aether. prefix is reserved") }
+        if name.hasPrefix(VirtualFileSystem.reservedPrefix) { throw FSFailure(.notPermitted("the user.aether. prefix is reserved")) }
         try change { () throws(AetherError) in try workspace.removeXattr(ino, name: name) }
     }
 

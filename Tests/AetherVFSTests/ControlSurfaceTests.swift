@@ -29,7 +29,7 @@ final class VFSFixture {
             let bytes = Array(text.utf8)
             var at = 0
             for n in pieces ?? [bytes.count] {
-                _ = try Array(bytes[at..<at + n]).withUnsafeBytes { (b) throws(FSFailure) in try vfs.write(file.ino, handle: h, offset: UInt64(at), data: b, caller: me) }
+                _ = try Array(bytes[at..<at + n]).withUnsafeBytes { (b) throws(FSFailure) in try vfs.write(file.ino, handle: h, offset: UInt64(at), data: b, caller: me).count }
                 at += n
             }
             try vfs.flush(file.ino, handle: h, caller: me)
@@ -105,11 +105,11 @@ final class RecordingKernel: KernelNotifier {
         let f = try VFSFixture()
         let a = try f.vfs.mknod(parent: Workspace.rootIno, name: Array("a".utf8), mode: 0o100644, rdev: 0, caller: f.me)
         let h = try f.vfs.open(a.attributes.ino, writing: true, caller: f.me).handle
-        _ = try Array("v1".utf8).withUnsafeBytes { (b) throws(FSFailure) in try f.vfs.write(a.attributes.ino, handle: h, offset: 0, data: b, caller: f.me) }
+        _ = try Array("v1".utf8).withUnsafeBytes { (b) throws(FSFailure) in try f.vfs.write(a.attributes.ino, handle: h, offset: 0, data: b, caller: f.me).count }
         #expect(f.request(.checkpoint, "{\"message\":\"one\",\"name\":\"one\",\"meta\":{\"k\":\"v\"}}\n") == 0)
         #expect(try f.read(.last).contains("\"meta\":{\"k\":\"v\"}"))
         #expect(try f.read(.checkpoint).contains("\"name\":\"one\""))
-        _ = try Array("v2".utf8).withUnsafeBytes { (b) throws(FSFailure) in try f.vfs.write(a.attributes.ino, handle: h, offset: 0, data: b, caller: f.me) }
+        _ = try Array("v2".utf8).withUnsafeBytes { (b) throws(FSFailure) in try f.vfs.write(a.attributes.ino, handle: h, offset: 0, data: b, caller: f.me).count }
         #expect(f.request(.restore, "one\n") == 0)
         #expect(try f.vfs.read(a.attributes.ino, handle: h, offset: 0, count: 10) == Array("v1".utf8))
         #expect(try f.read(.log).contains("one"))
