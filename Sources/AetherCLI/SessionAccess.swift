@@ -21,10 +21,10 @@ enum SessionAccess {
         close(fd)
         let last = (try? FileIO.readFile(mountpoint + "/.aether/last")).map { String(decoding: $0, as: UTF8.self) } ?? ""
         if n < 0 {
-            let line = last.hasPrefix("error: ") ? String(last.dropFirst(7)).trimmingCharacters() : String(cString: strerror(code))
+            let line = last.hasPrefix("error: ") ? String(last.dropFirst(7)).trimmingWhitespace() : String(cString: strerror(code))
             throw .system(code, line)
         }
-        return last.trimmingCharacters()
+        return last.trimmingWhitespace()
     }
 
     /// Runs a request on a session: through its mount's control file `file` when it is mounted (its
@@ -54,15 +54,6 @@ enum SessionAccess {
         defer { lock.release() }
         let ws = try Workspace(repo: repo, session: session)
         return try body(ws)
-    }
-}
-
-extension String {
-    func trimmingCharacters() -> String {
-        var s = Substring(self)
-        while let f = s.first, f.isWhitespace { s.removeFirst() }
-        while let l = s.last, l.isWhitespace { s.removeLast() }
-        return String(s)
     }
 }
 

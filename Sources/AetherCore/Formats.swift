@@ -104,8 +104,7 @@ public struct Tree: Equatable, Sendable {
     /// Whether `name` begins a page: the top 7 bits of its FNV-1a 64-bit hash, mixed by MurmurHash3's
     /// 64-bit finalizer, are zero (one name in 128). Part of the format: never change.
     public static func startsPage(_ name: [UInt8]) -> Bool {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in name { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+        var h = FNV1a.hash(name)
         h ^= h >> 33; h = h &* 0xff51_afd7_ed55_8ccd
         h ^= h >> 33; h = h &* 0xc4ce_b9fe_1a85_ec53
         h ^= h >> 33

@@ -11,7 +11,7 @@ import Logging
 /// Layout (format version 1): `FORMAT` (the line `aetherfs-store 1`), `objects/`, `meta.db`,
 /// `sessions/ID/upper/INO` (files written since they left the chunk store), `sessions/ID.lock`
 /// (held by the process serving the session), `sessions/ID.mount` (where it is mounted).
-public final class Repository: @unchecked Sendable {
+public final class Repository: Sendable {
     public static let formatVersion = 1
     /// This software's version, as `aetherfs --version` prints it.
     public static let softwareVersion = "0.3.0"
@@ -265,13 +265,4 @@ func removeTree(_ path: String) {
         if e.isDirectory { removeTree(path + "/" + e.name) } else { unlink(path + "/" + e.name) }
     }
     if rmdir(path) != 0 { unlink(path) }
-}
-
-extension String {
-    func trimmingWhitespace() -> String {
-        let scalars = unicodeScalars
-        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
-        let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
-        return String(scalars[first...last])
-    }
 }

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import AetherModel
 import Glibc
 #endif
+import AetherModel
 import CSQLite
 
 /// A value bound to or read from SQLite.

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import AetherModel
 import Glibc
 #endif
+import AetherModel
 
 /// Bytes to cut into the store: a working file today, an archive's entry (imports) later. Reads come in
 /// increasing offsets, so a source that can only stream forward may serve them.

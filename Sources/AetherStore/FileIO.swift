@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import AetherModel
 import Glibc
 #endif
+import AetherModel
 import CSystem
 
 /// The store's one chokepoint for file system calls: each failure becomes a `StoreError` naming the path.

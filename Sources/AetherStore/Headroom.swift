@@ -1,21 +1,24 @@
 #if canImport(Glibc)
-import AetherModel
 import Glibc
 #endif
+import AetherModel
+import Synchronization
 
 /// Space kept free on the local disk that holds a store's metadata and working files: writes of file
 /// data fail with ENOSPC before the disk is full, so that deleting files (which writes to the database)
 /// still works on a full store. The working layer checks it before it writes file data; the local blob
 /// store before it writes an object.
-public final class Headroom: @unchecked Sendable {
+public final class Headroom: Sendable {
     /// Bytes kept free for metadata.
     public static let reserve: Int64 = 16 << 20
 
     public let directory: String
-    private let lock = Lock()
-    private var waiters: [() -> Void] = []
-    /// The last measurement of free space, the bytes checked since and when it was taken.
-    private var room: (free: Int64, spent: Int64, measured: Int64) = (0, 0, 0)
+    private struct State {
+        var waiters: [@Sendable () -> Void] = []
+        /// The last measurement of free space, the bytes checked since and when it was taken.
+        var room: (free: Int64, spent: Int64, measured: Int64) = (0, 0, 0)
+    }
+    private let state = Mutex(State())
 
     /// Keeps the reserve on the file system holding `directory`.
     public init(directory: String) { self.directory = directory }
@@ -25,18 +28,18 @@ public final class Headroom: @unchecked Sendable {
     /// so that small writes do not each cost a `statvfs`.
     public func ensure(for bytes: Int) throws {
         let now = monotonicNanoseconds()
-        try lock.withLock { () throws(StoreError) in
-            room.spent += Int64(bytes)
-            if now - room.measured < 100_000_000 && room.free - room.spent > 4 * Headroom.reserve { return }
+        try state.withLock { (st) throws(StoreError) in
+            st.room.spent += Int64(bytes)
+            if now - st.room.measured < 100_000_000 && st.room.free - st.room.spent > 4 * Headroom.reserve { return }
             guard var free = FileIO.freeBytes(on: directory) else { return }
-            if free - Int64(bytes) < Headroom.reserve && !waiters.isEmpty {
+            if free - Int64(bytes) < Headroom.reserve && !st.waiters.isEmpty {
                 // Space that removals are still freeing on other threads counts: wait for it, measure again.
-                for wait in waiters { wait() }
+                for wait in st.waiters { wait() }
                 free = FileIO.freeBytes(on: directory) ?? free
             }
-            room = (free: free, spent: 0, measured: now)
+            st.room = (free: free, spent: 0, measured: now)
             if free - Int64(bytes) < Headroom.reserve {
-                room.measured = 0
+                st.room.measured = 0
                 throw .noSpace("\(free >> 20) MiB free, \(Headroom.reserve >> 20) MiB are kept for metadata")
             }
         }
@@ -44,7 +47,7 @@ public final class Headroom: @unchecked Sendable {
 
     /// Adds a wait for space being freed elsewhere (files removed on another thread), run before a
     /// write is refused for lack of space.
-    public func addWaiter(_ wait: @escaping () -> Void) {
-        lock.withLock { waiters.append(wait) }
+    public func addWaiter(_ wait: @escaping @Sendable () -> Void) {
+        state.withLock { $0.waiters.append(wait) }
     }
 }

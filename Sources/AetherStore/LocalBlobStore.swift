@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import AetherModel
 import Glibc
 #endif
+import AetherModel
 
 /// Objects as files in a directory on the local disk: `XX/YYYY…` (the first two hex digits of the id,
 /// then the other 62), each published by rename, all made durable at once by `syncfs`. Puts keep the

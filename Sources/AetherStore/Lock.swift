@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import AetherModel
 import Glibc
 #endif
+import AetherModel
 
 /// A plain mutex for state touched from libfuse's threads (never held across a kernel notification).
 public final class Lock: @unchecked Sendable {

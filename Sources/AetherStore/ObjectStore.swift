@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import AetherModel
 import Glibc
 #endif
+import AetherModel
 import Logging
 
 /// Immutable objects (chunks, manifests, trees) over a blob store, each named by the hash of its kind

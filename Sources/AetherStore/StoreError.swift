@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import AetherModel
 import Glibc
 #endif
+import AetherModel
 
 /// What can go wrong below the snapshot model: object files and the disk.
 public enum StoreError: Error, Equatable, CustomStringConvertible {

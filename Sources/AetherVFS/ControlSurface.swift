@@ -213,14 +213,14 @@ extension VirtualFileSystem {
     }
 
     func oneLine(_ text: String, _ what: String) throws(AetherError) -> String {
-        let line = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let line = text.trimmingWhitespace()
         guard !line.isEmpty, !line.contains("\n") else { throw .invalid("write \(what)") }
         return line
     }
 
     /// A message, or a JSON object with `message` and optional `branch`, `meta`, `allow_empty`.
     func parseCommitRequest(_ text: String) throws(AetherError) -> CommitRequest {
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = text.trimmingWhitespace()
         guard !trimmed.isEmpty else { throw .invalid("a commit needs a message (echo \"msg\" > .aether/commit)") }
         guard trimmed.hasPrefix("{") else { return CommitRequest(message: trimmed) }
         let object = try parseObject(trimmed, keys: ["message", "branch", "meta", "allow_empty"])
@@ -262,7 +262,7 @@ extension VirtualFileSystem {
 
     /// A message, or a JSON object with `message` and optional `name` and `meta` (string values).
     func parseCheckpointRequest(_ text: String) throws(AetherError) -> CheckpointRequest {
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = text.trimmingWhitespace()
         guard !trimmed.isEmpty else { throw .invalid("a checkpoint needs a message (echo \"msg\" > .aether/checkpoint)") }
         guard trimmed.hasPrefix("{") else { return CheckpointRequest(message: trimmed) }
         let object = try parseObject(trimmed, keys: ["message", "name", "meta"])

@@ -45,14 +45,14 @@ final class SnapshotViews {
 
     static func owns(_ ino: UInt64) -> Bool { ino & topBit != 0 }
 
-    /// FNV-1a over the parts, with the top bit set.
+    /// FNV-1a over the parts (each ended by 0xff), with the top bit set.
     static func ino(_ parts: [UInt8]...) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        var h = FNV1a()
         for part in parts {
-            for b in part { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-            h = (h ^ 0xff) &* 0x100_0000_01b3
+            h.add(part)
+            h.add(0xff)
         }
-        return h | topBit
+        return h.value | topBit
     }
 
     /// The store's snapshots and branches as each listing last saw them (`Catalog.snapshotsVersion`).

@@ -435,9 +435,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// rank among them; cookies are at least 2^62, clear of `.` and `..` (offsets 1 and 2).
     static func cookies(of entries: [DirectoryEntry]) -> (entries: [DirectoryEntry], cookies: [Int]) {
         func hash(_ name: [UInt8]) -> Int {
-            var h: UInt64 = 0xcbf2_9ce4_8422_2325
-            for b in name { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-            return Int(truncatingIfNeeded: (h >> 6) << 4) & ((1 << 62) - 1) | (1 << 62)
+            Int(truncatingIfNeeded: (FNV1a.hash(name) >> 6) << 4) & ((1 << 62) - 1) | (1 << 62)
         }
         let keyed = entries.map { (hash($0.name), $0) }.sorted { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1.name.lexicographicallyPrecedes($1.1.name) }
         var cookies: [Int] = []
