@@ -105,11 +105,12 @@ class Aether(Setup):
         sh(f"{self.binary} unmount {self.dir}", check=False) == 0 or sh(f"fusermount3 -uz {self.dir}", check=False)
 
     def pid(self):
-        for f in os.listdir(os.path.join(self.store, "sessions")):
-            if f.endswith(".mount"):
-                lines = open(os.path.join(self.store, "sessions", f)).read().split("\n")
-                if lines[0] == self.dir:
-                    return int(lines[1])
+        """The daemon's pid, from its session's lease."""
+        r = subprocess.run([self.binary, "session", "list", "--json", "--store", self.store],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for s in json.loads(r.stdout or "[]") if r.returncode == 0 else []:
+            if s.get("mountpoint") == self.dir:
+                return s.get("pid")
         return None
 
     def rss_mib(self):

@@ -15,13 +15,12 @@ def run(args, **kw):
     return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def daemon_pid(store, mountpoint):
-    d = os.path.join(store, "sessions")
-    for f in os.listdir(d):
-        if f.endswith(".mount"):
-            lines = open(os.path.join(d, f)).read().split("\n")
-            if lines[0] == mountpoint:
-                return int(lines[1])
+def daemon_pid(aetherfs, store, mountpoint):
+    """The pid of the process serving `mountpoint`, from its session's lease."""
+    r = run([aetherfs, "session", "list", "--json", "--store", store])
+    for s in json.loads(r.stdout or "[]") if r.returncode == 0 else []:
+        if s.get("mountpoint") == mountpoint:
+            return s.get("pid")
     return None
 
 
@@ -135,7 +134,7 @@ def rounds(a, r, store, mnt, journal, env, files, checkpoints, commits, forks, u
         w = subprocess.Popen([sys.executable, "-c", WRITER, mnt, journal, str(a.seed * 1000 + round_)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(r.uniform(0.05, 1.5))
-        pid = daemon_pid(store, mnt)
+        pid = daemon_pid(a.aetherfs, store, mnt)
         os.kill(pid, signal.SIGKILL)
         try:
             w.wait(timeout=60)

@@ -125,12 +125,10 @@ struct MountCommand: ParsableCommand {
             options.showControl = showControl
             options.writebackCache = writebackCache
             let vfs = VirtualFileSystem(workspace: workspace, mountpoint: mountpoint, options: options, logger: logger)
-            let marker = repo.path + "/sessions/\(session.id).mount"
             let server = FuseServer(vfs: vfs, mountpoint: mountpoint, allowOther: allowOther,
                                     extraOptions: (dev ? ["dev"] : []) + (suid ? ["suid"] : []), logger: logger)
-            defer { Glibc.unlink(marker) }
             try server.run {
-                try? FileIO.atomicWrite(marker, Array("\(mountpoint)\n\(getpid())\n".utf8), sync: false)
+                lock.mounted(at: mountpoint)
                 logger.notice("serving", metadata: ["session": "\(session.name)", "mountpoint": "\(mountpoint)"])
             }
         }

@@ -67,6 +67,8 @@ struct SessionCommand: ParsableCommand {
             let s = try fail { () throws(AetherError) in try repo.session(named: name) }
             if global.json { say(JSONText.encode(SessionInfo(repo, s))); return }
             let head = s.head.flatMap { try? repo.metadata.snapshot(id: $0) }
+            let holder = repo.holder(of: s)
+            let mount = holder.map { h in "\(h.mountpoint ?? "not mounted"), held by pid \(h.pid) on \(h.host)" } ?? "not mounted"
             say("""
                 session   \(s.name) (id \(s.id))
                 state     \(s.state)
@@ -74,7 +76,7 @@ struct SessionCommand: ParsableCommand {
                 created   \(isoTime(s.created))
                 last used \(isoTime(s.lastUsed))
                 head      \(head.map { "\($0.name) (\($0.sid))" } ?? "none")
-                mount     \(repo.mountpoint(of: s) ?? "not mounted")
+                mount     \(mount)
                 """)
         }
     }

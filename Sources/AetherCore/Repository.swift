@@ -5,12 +5,14 @@ import AetherModel
 import AetherStore
 import AetherMeta
 import Logging
+import Dispatch
 
 /// One store directory: its objects, its metadata database and its sessions' working layers.
 ///
 /// Layout (format version 1): `FORMAT` (the line `aetherfs-store 1`), `objects/`, `meta.db`,
 /// `sessions/ID/upper/INO` (files written since they left the chunk store), `sessions/ID.lock`
-/// (held by the process serving the session), `sessions/ID.mount` (where it is mounted).
+/// (flocked by the process serving or changing the session; its lease, with where it is mounted, is a
+/// row of the metadata).
 public final class Repository: Sendable {
     public static let formatVersion = 1
     /// This software's version, as `aetherfs --version` prints it.
@@ -190,18 +192,18 @@ public final class Repository: Sendable {
             }
         }
         removeTree(sessionDirectory(s.id))
-        unlink(sessionDirectory(s.id) + ".mount")
+    }
+
+    /// The lease of the process that serves or changes the session, if that process lives: on this
+    /// host while it holds the session's flock, on another until the lease lapses.
+    public func holder(of s: SessionRecord) -> LeaseRecord? {
+        guard let lease = try? metadata.lease(session: s.id) else { return nil }
+        if lease.host == SessionLock.thisHost { return SessionLock.isHeld(self, s) ? lease : nil }
+        return lease.expires > secondsNow() ? lease : nil
     }
 
     /// Where the session is mounted, when a live process serves it.
-    public func mountpoint(of s: SessionRecord) -> String? {
-        guard let lock = try? SessionLock(repository: self, session: s) else {
-            let text = (try? FileIO.readFile(sessionDirectory(s.id) + ".mount")).map { String(decoding: $0, as: UTF8.self) }
-            return text?.split(separator: "\n").first.map(String.init)
-        }
-        lock.release()
-        return nil
-    }
+    public func mountpoint(of s: SessionRecord) -> String? { holder(of: s)?.mountpoint }
 
     // MARK: snapshots
 
@@ -236,23 +238,93 @@ public final class Repository: Sendable {
     }
 }
 
-/// An exclusive claim on a session, held by the process that serves or changes it (flock on its lock file).
+/// An exclusive claim on a session by the process that serves or changes it: a lease in the metadata,
+/// which every host, retention and garbage collection see, renewed while held; and on this host a flock
+/// on `sessions/ID.lock`, which the kernel lets go when the process dies, so that a dead holder's lease
+/// is taken over at once instead of when it lapses.
 public final class SessionLock: @unchecked Sendable {
+    /// Seconds a lease stands without renewal; it is renewed every third of that.
+    public static let term: Double = 30
+    /// This host in leases: its machine id, else its name.
+    public static let thisHost: String = {
+        if let id = try? FileIO.readFile("/etc/machine-id"), case let text = String(decoding: id, as: UTF8.self).trimmingWhitespace(), !text.isEmpty {
+            return text
+        }
+        var name = [CChar](repeating: 0, count: 256)
+        return gethostname(&name, name.count) == 0 ? String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "localhost"
+    }()
+
+    private let metadata: any MetadataStore
+    private let lock = Lock()
+    /// Guarded by `lock`; -1 and nil once released.
     private var fd: Int32
+    private var lease: LeaseRecord?
+    /// Made only once the lease is taken (libdispatch traps on releasing a timer never resumed).
+    private var renewal: (any DispatchSourceTimer)?
 
     public init(repository: Repository, session: SessionRecord) throws(AetherError) {
+        metadata = repository.metadata
         let path = repository.sessionDirectory(session.id) + ".lock"
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         if fd < 0 { throw .system(errno, "open \(path): \(String(cString: strerror(errno)))") }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             close(fd)
-            fd = -1
             throw .busy("session \(session.name) is in use by another process (mounted?)")
+        }
+        let now = secondsNow()
+        let mine = LeaseRecord(session: session.id, host: SessionLock.thisHost, pid: getpid(), mountpoint: nil,
+                               acquired: now, expires: now + SessionLock.term)
+        let standing: LeaseRecord?
+        do {
+            // A lease of this host whose holder let go of the flock is a dead process's.
+            standing = try metadata.takeLease(mine) { $0.host == SessionLock.thisHost || $0.expires < secondsNow() }
+        } catch {
+            close(fd)
+            throw AetherError.from(error)
+        }
+        if let standing {
+            close(fd)
+            throw .busy("session \(session.name) is in use by pid \(standing.pid) on host \(standing.host) (its lease stands for \(Int(standing.expires - now)) s more)")
+        }
+        self.fd = fd
+        lease = mine
+        let every = SessionLock.term / 3
+        let renewal = DispatchSource.makeTimerSource(queue: .global())
+        renewal.schedule(deadline: .now() + every, repeating: every)
+        renewal.setEventHandler { [weak self] in self?.renew(mountpoint: nil) }
+        renewal.resume()
+        self.renewal = renewal
+    }
+
+    /// Records where the session is now mounted (once the mount is up).
+    public func mounted(at mountpoint: String) { renew(mountpoint: mountpoint) }
+
+    private func renew(mountpoint: String?) {
+        lock.withLock {
+            guard var l = lease else { return }
+            l.expires = secondsNow() + SessionLock.term
+            if let mountpoint { l.mountpoint = mountpoint }
+            // A failed renewal is tried again at the next tick; the flock still holds this host.
+            if (try? metadata.renewLease(l)) == true { lease = l }
         }
     }
 
     public func release() {
-        if fd >= 0 { close(fd); fd = -1 }
+        lock.withLock {
+            renewal?.cancel()
+            renewal = nil
+            if let l = lease { try? metadata.releaseLease(l) }
+            lease = nil
+            if fd >= 0 { close(fd); fd = -1 }
+        }
+    }
+
+    /// Whether a live process of this host holds the session's flock.
+    static func isHeld(_ repository: Repository, _ session: SessionRecord) -> Bool {
+        let fd = open(repository.sessionDirectory(session.id) + ".lock", O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return flock(fd, LOCK_EX | LOCK_NB) != 0
     }
 
     deinit { release() }

@@ -15,7 +15,7 @@ import Glibc
 /// with inode 0 hides a name of the tree (earlier stores list every name of a materialized directory).
 public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendable {
     /// The schema this code writes. Older databases are migrated; newer ones are refused.
-    public static let schemaVersion = 4
+    public static let schemaVersion = 5
     let db: Database
 
     public init(path: String) throws {
@@ -87,6 +87,17 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
                 """)
             }
         }
+        if found < 5 {
+            // Leases replace the sessions/ID.mount files: who serves a session, where, until when.
+            try db.transaction {
+                try db.execute("""
+                CREATE TABLE leases(
+                  session INTEGER PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, mountpoint TEXT,
+                  acquired REAL NOT NULL, expires REAL NOT NULL);
+                INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '5');
+                """)
+            }
+        }
     }
 
     /// Runs `body` in one transaction; `durable` waits for the disk before returning.
@@ -97,14 +108,13 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
     // MARK: sessions
 
     public func insertSession(_ s: SessionRecord) throws -> Int64 {
-        try db.run("""
+        try db.insert("""
             INSERT INTO sessions(name, base_root, base_snapshot, parent_session, owner, state, created, last_used, next_ino, head, base_commit)
             VALUES(?,?,?,?,?,?,?,?,?,?,?)
             """, .text(s.name), .blob(s.baseRoot.bytes), s.baseSnapshot.map { .int($0) } ?? .null,
             s.parentSession.map { .int($0) } ?? .null, .int(Int64(s.owner)), .text(s.state),
             .real(s.created), .real(s.lastUsed), .int(Int64(s.nextIno)), s.head.map { .int($0) } ?? .null,
             s.baseCommit.map { .int($0) } ?? .null)
-        return db.lastInsertRowID
     }
 
     private static let sessionColumns = "id, name, base_root, base_snapshot, parent_session, owner, state, created, last_used, next_ino, head, base_commit"
@@ -159,13 +169,12 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
     // MARK: snapshots
 
     public func insertSnapshot(_ s: SnapshotRecord) throws -> Int64 {
-        try db.run("""
+        try db.insert("""
             INSERT INTO snapshots(sid, kind, session, name, root, parent, time, author, message, meta, files_changed, bytes_added)
             VALUES(?,?,?,?,?,?,?,?,?,?,?,?)
             """, .text(s.sid), .text(s.kind.rawValue), .int(s.session), .text(s.name), .blob(s.root.bytes),
             s.parent.map { .int($0) } ?? .null, .real(s.time), .int(Int64(s.author)), .text(s.message),
             .text(JSONText.encode(s.meta)), .int(s.filesChanged), .int(s.bytesAdded))
-        return db.lastInsertRowID
     }
 
     private static let snapshotColumns = "id, sid, kind, session, name, root, parent, time, author, message, meta, files_changed, bytes_added"
@@ -340,6 +349,48 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
     /// Every snapshot record's id, oldest first.
     public func snapshotIDs() throws -> [Int64] {
         try db.query("SELECT id FROM snapshots ORDER BY id").compactMap { $0.first?.int }
+    }
+
+    // MARK: leases
+
+    private static let leaseColumns = "session, host, pid, mountpoint, acquired, expires"
+
+    private static func lease(_ r: [SQLValue]) -> LeaseRecord {
+        LeaseRecord(session: r[0].int ?? 0, host: r[1].text ?? "", pid: Int32(truncatingIfNeeded: r[2].int ?? 0),
+                    mountpoint: r[3].text, acquired: r[4].real ?? 0, expires: r[5].real ?? 0)
+    }
+
+    private func store(_ l: LeaseRecord) throws {
+        try db.run("INSERT OR REPLACE INTO leases(\(Catalog.leaseColumns)) VALUES(?,?,?,?,?,?)", .int(l.session), .text(l.host),
+                   .int(Int64(l.pid)), l.mountpoint.map { .text($0) } ?? .null, .real(l.acquired), .real(l.expires))
+    }
+
+    public func takeLease(_ lease: LeaseRecord, replacing stale: (LeaseRecord) -> Bool) throws -> LeaseRecord? {
+        try db.transaction(durable: true) {
+            if let standing = try self.lease(session: lease.session), !standing.sameHolder(lease), !stale(standing) { return standing }
+            try store(lease)
+            return nil
+        }
+    }
+
+    public func renewLease(_ lease: LeaseRecord) throws -> Bool {
+        try db.transaction {
+            guard let standing = try self.lease(session: lease.session), standing.sameHolder(lease) else { return false }
+            try store(lease)
+            return true
+        }
+    }
+
+    public func releaseLease(_ lease: LeaseRecord) throws {
+        try db.run("DELETE FROM leases WHERE session=? AND host=? AND pid=?", .int(lease.session), .text(lease.host), .int(Int64(lease.pid)))
+    }
+
+    public func lease(session: Int64) throws -> LeaseRecord? {
+        try db.query("SELECT \(Catalog.leaseColumns) FROM leases WHERE session=?", .int(session)).first.map(Catalog.lease)
+    }
+
+    public func leases() throws -> [LeaseRecord] {
+        try db.query("SELECT \(Catalog.leaseColumns) FROM leases ORDER BY session").map(Catalog.lease)
     }
 
     // MARK: audit

@@ -43,11 +43,29 @@ public struct DatabaseError: Error, CustomStringConvertible, Sendable {
     public var isCorrupt: Bool { code & 0xff == SQLITE_CORRUPT || code & 0xff == SQLITE_NOTADB }
 }
 
-/// One SQLite connection: WAL, a busy timeout, cached statements. Not thread-safe; the owner locks.
+/// One SQLite connection: WAL, a busy timeout, cached statements. Safe from several threads: each
+/// call, and a transaction with every call its body makes, holds the connection alone (a recursive
+/// mutex; SQLite itself is opened without its own).
 public final class Database: @unchecked Sendable {
     private var handle: OpaquePointer?
     private var cache: [String: OpaquePointer] = [:]
     public let path: String
+    private let serial: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        var attr = pthread_mutexattr_t()
+        pthread_mutexattr_init(&attr)
+        pthread_mutexattr_settype(&attr, Int32(PTHREAD_MUTEX_RECURSIVE))
+        pthread_mutex_init(m, &attr)
+        pthread_mutexattr_destroy(&attr)
+        return m
+    }()
+
+    @inline(__always)
+    private func locked<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(serial)
+        defer { pthread_mutex_unlock(serial) }
+        return try body()
+    }
 
     public init(path: String) throws {
         self.path = path
@@ -77,10 +95,12 @@ public final class Database: @unchecked Sendable {
     deinit {
         for (_, stmt) in cache { sqlite3_finalize(stmt) }
         sqlite3_close_v2(handle)
+        pthread_mutex_destroy(serial)
+        serial.deallocate()
     }
 
     /// Rows inserted, updated or deleted through this connection since it opened.
-    public var rowsChanged: Int64 { sqlite3_total_changes64(handle) }
+    public var rowsChanged: Int64 { locked { sqlite3_total_changes64(handle) } }
 
     private func error(_ rc: Int32) -> DatabaseError {
         var message = String(cString: sqlite3_errmsg(handle))
@@ -91,7 +111,9 @@ public final class Database: @unchecked Sendable {
     }
 
     /// Runs statements without results (may hold several, separated by semicolons).
-    public func execute(_ sql: String) throws {
+    public func execute(_ sql: String) throws { try locked { try executeLocked(sql) } }
+
+    private func executeLocked(_ sql: String) throws {
         var message: UnsafeMutablePointer<CChar>?
         let rc = sqlite3_exec(handle, sql, nil, nil, &message)
         if rc != SQLITE_OK {
@@ -135,7 +157,18 @@ public final class Database: @unchecked Sendable {
     }
 
     @discardableResult
-    public func run(_ sql: String, _ values: [SQLValue]) throws -> Int {
+    public func run(_ sql: String, _ values: [SQLValue]) throws -> Int { try locked { try runLocked(sql, values) } }
+
+    /// Runs one INSERT and returns the new row's id (no other thread's insert can come between).
+    public func insert(_ sql: String, _ values: SQLValue...) throws -> Int64 {
+        try locked {
+            try runLocked(sql, values)
+            return sqlite3_last_insert_rowid(handle)
+        }
+    }
+
+    @discardableResult
+    private func runLocked(_ sql: String, _ values: [SQLValue]) throws -> Int {
         let stmt = try statement(sql)
         try bind(stmt, values)
         defer { sqlite3_reset(stmt) }
@@ -154,6 +187,10 @@ public final class Database: @unchecked Sendable {
 
     /// Runs a query and hands each row to `body` without collecting them.
     public func forEach(_ sql: String, _ values: [SQLValue], _ body: ([SQLValue]) throws -> Void) throws {
+        try locked { try forEachLocked(sql, values, body) }
+    }
+
+    private func forEachLocked(_ sql: String, _ values: [SQLValue], _ body: ([SQLValue]) throws -> Void) throws {
         let stmt = try statement(sql)
         try bind(stmt, values)
         defer { sqlite3_reset(stmt) }
@@ -184,18 +221,18 @@ public final class Database: @unchecked Sendable {
 
     /// Runs `body` in one immediate transaction; `durable` makes the commit wait for the disk.
     public func transaction<T>(durable: Bool = false, _ body: () throws -> T) throws -> T {
-        if durable { try execute("PRAGMA synchronous=FULL") }
-        defer { if durable { try? execute("PRAGMA synchronous=NORMAL") } }
-        try execute("BEGIN IMMEDIATE")
-        do {
-            let result = try body()
-            try execute("COMMIT")
-            return result
-        } catch {
-            try? execute("ROLLBACK")
-            throw error
+        try locked {
+            if durable { try executeLocked("PRAGMA synchronous=FULL") }
+            defer { if durable { try? executeLocked("PRAGMA synchronous=NORMAL") } }
+            try executeLocked("BEGIN IMMEDIATE")
+            do {
+                let result = try body()
+                try executeLocked("COMMIT")
+                return result
+            } catch {
+                try? executeLocked("ROLLBACK")
+                throw error
+            }
         }
     }
-
-    public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
 }

@@ -54,6 +54,18 @@ public protocol MetadataStore: AnyObject, Sendable {
     /// Returns whether there was such a branch.
     func deleteBranch(_ name: String) throws -> Bool
 
+    /// Takes the session's lease: stores `lease` unless another holder's stands and `stale` does not
+    /// say it lapsed; returns nil when taken, else the standing lease. One atomic step.
+    func takeLease(_ lease: LeaseRecord, replacing stale: (LeaseRecord) -> Bool) throws -> LeaseRecord?
+    /// Stores a newer form of a lease its holder still holds (a later expiry, the mountpoint once the
+    /// mount is up); false when another holder has it now.
+    func renewLease(_ lease: LeaseRecord) throws -> Bool
+    /// Drops the lease if `lease`'s holder still holds it.
+    func releaseLease(_ lease: LeaseRecord) throws
+    func lease(session: Int64) throws -> LeaseRecord?
+    /// Every lease, by session.
+    func leases() throws -> [LeaseRecord]
+
     func audit(uid: UInt32, action: String, session: String, detail: String) throws
     /// The backend's own consistency check: `["ok"]`, or the problems it found.
     func integrityCheck() throws -> [String]
@@ -101,6 +113,7 @@ public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
         var sessions: [Int64: SessionRecord] = [:]
         var snapshots: [Int64: SnapshotRecord] = [:]
         var branches: [String: Int64] = [:]
+        var leases: [Int64: LeaseRecord] = [:]
         var audit: [(time: Double, uid: UInt32, action: String, session: String, detail: String)] = []
         var nextSession: Int64 = 1
         var nextSnapshot: Int64 = 1
@@ -218,6 +231,26 @@ public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
         }
     }
     public func deleteBranch(_ name: String) throws -> Bool { write { $0.branches.removeValue(forKey: name) != nil } }
+
+    public func takeLease(_ lease: LeaseRecord, replacing stale: (LeaseRecord) -> Bool) throws -> LeaseRecord? {
+        write { st in
+            if let standing = st.leases[lease.session], !standing.sameHolder(lease), !stale(standing) { return standing }
+            st.leases[lease.session] = lease
+            return nil
+        }
+    }
+    public func renewLease(_ lease: LeaseRecord) throws -> Bool {
+        write { st in
+            guard let standing = st.leases[lease.session], standing.sameHolder(lease) else { return false }
+            st.leases[lease.session] = lease
+            return true
+        }
+    }
+    public func releaseLease(_ lease: LeaseRecord) throws {
+        write { st in if let standing = st.leases[lease.session], standing.sameHolder(lease) { st.leases[lease.session] = nil } }
+    }
+    public func lease(session: Int64) throws -> LeaseRecord? { state.withLock { $0.leases[session] } }
+    public func leases() throws -> [LeaseRecord] { state.withLock { $0.leases.values.sorted { $0.session < $1.session } } }
 
     public func audit(uid: UInt32, action: String, session: String, detail: String) throws {
         let now = secondsNow()

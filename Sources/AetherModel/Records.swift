@@ -60,6 +60,28 @@ public struct SnapshotRecord: Sendable, Equatable {
     }
 }
 
+/// A claim on a session by the process that serves or changes it, visible to every host and to
+/// retention and garbage collection: who holds it, where it is mounted, until when it stands.
+public struct LeaseRecord: Sendable, Equatable {
+    public var session: Int64
+    /// The host holding it (its machine id, or its name).
+    public var host: String
+    public var pid: Int32
+    /// Where the session is mounted; nil while the mount is not up yet, or for work without a mount.
+    public var mountpoint: String?
+    public var acquired: Double
+    /// When it lapses unless renewed (seconds since the epoch).
+    public var expires: Double
+
+    public init(session: Int64, host: String, pid: Int32, mountpoint: String?, acquired: Double, expires: Double) {
+        self.session = session; self.host = host; self.pid = pid; self.mountpoint = mountpoint
+        self.acquired = acquired; self.expires = expires
+    }
+
+    /// Whether `other` is the same holder.
+    public func sameHolder(_ other: LeaseRecord) -> Bool { host == other.host && pid == other.pid }
+}
+
 /// A branch: a name and the commit it points at.
 public struct BranchRecord: Sendable, Equatable {
     public var name: String

@@ -119,16 +119,13 @@ public final class MountedSession: @unchecked Sendable {
                                                       "AETHERFS_STORE": store, "T": dir.path], timeout: timeout)
     }
 
-    /// The pid of the process serving the mount.
+    /// The pid of the process serving the mount (its lease, as `session show --json` prints it).
     public var daemonPID: Int32? {
-        let files = (try? FileManager.default.contentsOfDirectory(atPath: store + "/sessions")) ?? []
-        for f in files where f.hasSuffix(".mount") {
-            if let text = try? String(contentsOfFile: store + "/sessions/" + f, encoding: .utf8) {
-                let lines = text.split(separator: "\n")
-                if lines.count >= 2, lines[0] == mountpoint { return Int32(lines[1]) }
-            }
-        }
-        return nil
+        let r = cli(["session", "show", session, "--json"])
+        guard r.status == 0, let data = r.out.data(using: .utf8),
+              let info = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              info["mountpoint"] as? String == mountpoint else { return nil }
+        return (info["pid"] as? NSNumber).map { $0.int32Value }
     }
 
     public func unmount() {

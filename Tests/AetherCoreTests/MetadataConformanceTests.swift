@@ -104,4 +104,27 @@ enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
         #expect(try m.session(id: id)?.name == "s")
         #expect(try m.integrityCheck() == ["ok"])
     }
+
+    @Test(arguments: MetadataBackend.allCases) func aLeaseHasOneHolderUntilItIsReleasedOrStale(_ backend: MetadataBackend) throws {
+        let dir = TempDir(); defer { dir.remove() }
+        let m = try backend.make(in: dir)
+        let a = LeaseRecord(session: 1, host: "h1", pid: 10, mountpoint: nil, acquired: 1, expires: 100)
+        var b = LeaseRecord(session: 1, host: "h2", pid: 20, mountpoint: nil, acquired: 2, expires: 200)
+        #expect(try m.takeLease(a) { _ in false } == nil)
+        #expect(try m.takeLease(b) { _ in false } == a, "a standing lease is another's")
+        var renewed = a
+        renewed.expires = 150; renewed.mountpoint = "/m"
+        #expect(try m.renewLease(renewed))
+        #expect(try !m.renewLease(b), "only its holder renews it")
+        #expect(try m.lease(session: 1) == renewed)
+        #expect(try m.takeLease(b) { $0.expires < 160 } == nil, "a stale lease is taken over")
+        #expect(try !m.renewLease(renewed), "the old holder lost it")
+        try m.releaseLease(renewed)
+        #expect(try m.lease(session: 1) == b, "releasing another's lease changes nothing")
+        b.session = 2
+        #expect(try m.takeLease(b) { _ in false } == nil)
+        #expect(try m.leases().map(\.session) == [1, 2])
+        try m.releaseLease(b)
+        #expect(try m.leases().map(\.session) == [1])
+    }
 }

@@ -372,3 +372,45 @@ enum FileManagerless {
         return FileIO.entries(of: path).map(\.name)
     }
 }
+
+@Suite struct SessionLeases {
+    @Test func oneHolderAtATimeAndADeadOrLapsedHolderIsTakenOver() throws {
+        let f = try Fixture()
+        let first = try SessionLock(repository: f.repo, session: f.session)
+        #expect(throws: AetherError.self) { try SessionLock(repository: f.repo, session: f.session) }
+        first.mounted(at: "/mnt/w")
+        #expect(f.repo.mountpoint(of: f.session) == "/mnt/w")
+        #expect(f.repo.holder(of: f.session)?.pid == getpid())
+        first.release()
+        #expect(f.repo.mountpoint(of: f.session) == nil)
+        #expect(try f.repo.metadata.lease(session: f.session.id) == nil)
+
+        // A lease of this host left by a process that died (its flock is gone): taken over at once.
+        let dead = LeaseRecord(session: f.session.id, host: SessionLock.thisHost, pid: 999_999, mountpoint: "/gone",
+                               acquired: 1, expires: secondsNow() + 1000)
+        #expect(try f.repo.metadata.takeLease(dead) { _ in true } == nil)
+        #expect(f.repo.mountpoint(of: f.session) == nil, "no live process holds this host's flock")
+        let second = try SessionLock(repository: f.repo, session: f.session)
+        #expect(try f.repo.metadata.lease(session: f.session.id)?.pid == getpid())
+        second.release()
+
+        // Another host's lease stands until it lapses.
+        let other = LeaseRecord(session: f.session.id, host: "another-host", pid: 7, mountpoint: "/there",
+                                acquired: 1, expires: secondsNow() + 1000)
+        #expect(try f.repo.metadata.takeLease(other) { _ in true } == nil)
+        #expect(f.repo.mountpoint(of: f.session) == "/there")
+        do {
+            _ = try SessionLock(repository: f.repo, session: f.session)
+            Issue.record("another host's standing lease was taken")
+        } catch {
+            #expect(error.description.contains("pid 7 on host another-host"))
+        }
+        var lapsed = other
+        lapsed.expires = secondsNow() - 1
+        #expect(try f.repo.metadata.renewLease(lapsed))
+        #expect(f.repo.mountpoint(of: f.session) == nil)
+        let third = try SessionLock(repository: f.repo, session: f.session)
+        #expect(try f.repo.metadata.lease(session: f.session.id)?.host == SessionLock.thisHost)
+        third.release()
+    }
+}
