@@ -89,18 +89,12 @@ extension Workspace {
             if let headRecord, headRecord.root == root, !request.allowEmpty {
                 throw .invalid("nothing to commit: the state is identical to \(branch)'s head (use --allow-empty)")
             }
-            var record = SnapshotRecord(sid: sid, kind: .commit, session: session.id, name: "\(branch)/\(sid)", root: root,
-                                        parent: head, time: time, author: author, message: message, meta: request.meta,
-                                        filesChanged: stats.files, bytesAdded: stats.bytes)
+            let record = try repo.publish(
+                SnapshotRecord(sid: sid, kind: .commit, session: session.id, name: "\(branch)/\(sid)", root: root,
+                               parent: head, time: time, author: author, message: message, meta: request.meta,
+                               filesChanged: stats.files, bytesAdded: stats.bytes),
+                on: branch, from: head)
             try domain {
-                record.id = try metadata.insertSnapshot(record)
-                if let head {
-                    guard try metadata.moveBranch(branch, from: head, to: record.id) else {
-                        throw AetherError.branchMoved("branch \(branch) moved while committing")
-                    }
-                } else {
-                    try metadata.createBranch(branch, head: record.id)
-                }
                 try metadata.setBaseCommit(session: session.id, record.id)
                 try metadata.audit(uid: author, action: "commit", session: session.name, detail: "\(branch) \(sid)")
             }
@@ -109,49 +103,6 @@ extension Workspace {
         }
         guard let made else { throw .system(EIO, "commit to \(branch): the freeze wrote no record") }
         return made
-    }
-}
-
-extension Repository {
-    /// Branches and the commits they point at.
-    public func branches() throws(AetherError) -> [(name: String, head: SnapshotRecord)] {
-        try domain {
-            try metadata.branches().compactMap { b in try metadata.snapshot(id: b.head).map { (b.name, $0) } }
-        }
-    }
-
-    /// Creates a branch at a commit (a branch name or a commit id).
-    public func createBranch(_ name: String, at ref: String, uid: UInt32) throws(AetherError) {
-        try Repository.validateName(name, what: "branch")
-        if try domain({ try metadata.branch(name) }) != nil { throw .exists("branch \(name)") }
-        let target = try resolveSnapshot(ref, session: nil)
-        guard target.kind == .commit else { throw .invalid("a branch points at a commit; \(ref) is a \(target.kind.rawValue)") }
-        try domain {
-            try transaction(durable: true) {
-                try metadata.createBranch(name, head: target.id)
-                try metadata.audit(uid: uid, action: "branch-create", session: "", detail: "\(name) \(target.sid)")
-            }
-        }
-    }
-
-    public func deleteBranch(_ name: String, uid: UInt32) throws(AetherError) {
-        try domain {
-            try transaction(durable: true) {
-                guard try metadata.deleteBranch(name) else { throw AetherError.notFound("branch \(name)") }
-                try metadata.audit(uid: uid, action: "branch-delete", session: "", detail: name)
-            }
-        }
-    }
-
-    /// The commits reachable from a branch or commit, newest first.
-    public func history(_ ref: String, limit: Int = 10_000) throws(AetherError) -> [SnapshotRecord] {
-        var out: [SnapshotRecord] = []
-        var next: SnapshotRecord? = try resolveSnapshot(ref, session: nil)
-        while let s = next, out.count < limit {
-            out.append(s)
-            next = try s.parent.flatMap { (p) throws(AetherError) in try domain { try metadata.snapshot(id: p) } }
-        }
-        return out
     }
 }
 
