@@ -92,7 +92,7 @@ extension Workspace {
             let record = try repo.publish(
                 SnapshotRecord(sid: sid, kind: .commit, session: session.id, name: "\(branch)/\(sid)", root: root,
                                parent: head, time: time, author: author, message: message, meta: request.meta,
-                               filesChanged: stats.files, bytesAdded: stats.bytes),
+                               filesChanged: stats.files, bytesAdded: stats.bytes, branch: branch),
                 on: branch, from: head)
             try domain {
                 try metadata.setBaseCommit(session: session.id, record.id)
@@ -130,7 +130,7 @@ extension Workspace {
 
     /// The branch this session's base commit is on, if it builds on one.
     public func baseBranch() throws(AetherError) -> String? {
-        guard let id = session.baseCommit, let c = try domain({ try metadata.snapshot(id: id) }) else { return nil }
-        return c.name.split(separator: "/").first.map(String.init)
+        guard let id = session.baseCommit else { return nil }
+        return try domain { try metadata.snapshot(id: id) }?.branch
     }
 }

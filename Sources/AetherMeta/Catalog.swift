@@ -15,7 +15,7 @@ import Glibc
 /// with inode 0 hides a name of the tree (earlier stores list every name of a materialized directory).
 public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendable {
     /// The schema this code writes. Older databases are migrated; newer ones are refused.
-    public static let schemaVersion = 5
+    public static let schemaVersion = 6
     let db: Database
 
     public init(path: String) throws {
@@ -98,6 +98,16 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
                 """)
             }
         }
+        if found < 6 {
+            // A commit's branch is a column of its own; earlier commits are named BRANCH/ID.
+            try db.transaction {
+                try db.execute("""
+                ALTER TABLE snapshots ADD COLUMN branch TEXT;
+                UPDATE snapshots SET branch = substr(name, 1, instr(name, '/') - 1) WHERE kind = 'commit' AND instr(name, '/') > 1;
+                INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '6');
+                """)
+            }
+        }
     }
 
     /// Runs `body` in one transaction; `durable` waits for the disk before returning.
@@ -170,14 +180,15 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
 
     public func insertSnapshot(_ s: SnapshotRecord) throws -> Int64 {
         try db.insert("""
-            INSERT INTO snapshots(sid, kind, session, name, root, parent, time, author, message, meta, files_changed, bytes_added)
-            VALUES(?,?,?,?,?,?,?,?,?,?,?,?)
+            INSERT INTO snapshots(sid, kind, session, name, root, parent, time, author, message, meta, files_changed, bytes_added, branch)
+            VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)
             """, .text(s.sid), .text(s.kind.rawValue), .int(s.session), .text(s.name), .blob(s.root.bytes),
             s.parent.map { .int($0) } ?? .null, .real(s.time), .int(Int64(s.author)), .text(s.message),
-            .text(JSONText.encode(s.meta)), .int(s.filesChanged), .int(s.bytesAdded))
+            .text(JSONText.encode(s.meta)), .int(s.filesChanged), .int(s.bytesAdded),
+            s.branch.map { .text($0) } ?? .null)
     }
 
-    private static let snapshotColumns = "id, sid, kind, session, name, root, parent, time, author, message, meta, files_changed, bytes_added"
+    private static let snapshotColumns = "id, sid, kind, session, name, root, parent, time, author, message, meta, files_changed, bytes_added, branch"
 
     private static func snapshot(_ r: [SQLValue]) throws -> SnapshotRecord {
         let sid = r[1].text ?? "?"
@@ -190,7 +201,7 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
         }
         return SnapshotRecord(id: id, sid: sid, kind: kind, session: r[3].int ?? 0, name: r[4].text ?? "", root: root,
                               parent: r[6].int, time: r[7].real ?? 0, author: UInt32(r[8].int ?? 0), message: r[9].text ?? "",
-                              meta: meta, filesChanged: r[11].int ?? 0, bytesAdded: r[12].int ?? 0)
+                              meta: meta, filesChanged: r[11].int ?? 0, bytesAdded: r[12].int ?? 0, branch: r[13].text)
     }
 
     public func snapshot(id: Int64) throws -> SnapshotRecord? {

@@ -51,12 +51,15 @@ public struct SnapshotRecord: Sendable, Equatable {
     public var meta: [String: String]
     public var filesChanged: Int64
     public var bytesAdded: Int64
+    /// The branch a commit was made on (nil for a checkpoint).
+    public var branch: String?
 
     public init(id: Int64 = 0, sid: String, kind: SnapshotKind, session: Int64, name: String, root: ObjectID, parent: Int64?,
-                time: Double, author: UInt32, message: String, meta: [String: String], filesChanged: Int64, bytesAdded: Int64) {
+                time: Double, author: UInt32, message: String, meta: [String: String], filesChanged: Int64, bytesAdded: Int64,
+                branch: String? = nil) {
         self.id = id; self.sid = sid; self.kind = kind; self.session = session; self.name = name; self.root = root
         self.parent = parent; self.time = time; self.author = author; self.message = message; self.meta = meta
-        self.filesChanged = filesChanged; self.bytesAdded = bytesAdded
+        self.filesChanged = filesChanged; self.bytesAdded = bytesAdded; self.branch = branch
     }
 }
 

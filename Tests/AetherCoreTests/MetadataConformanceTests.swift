@@ -1,6 +1,6 @@
 import Testing
 import AetherModel
-import AetherMeta
+@testable import AetherMeta
 import TestSupport
 
 /// The metadata backends every conformance test runs against.
@@ -22,7 +22,8 @@ enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
 
     func snapshot(_ session: Int64, _ kind: SnapshotKind, _ name: String, sid: String, root: ObjectID) -> SnapshotRecord {
         SnapshotRecord(sid: sid, kind: kind, session: session, name: name, root: root, parent: nil, time: 1.5, author: 1000,
-                       message: "m", meta: ["ticket": "T-1", "quote": "a \"b\"/c"], filesChanged: 2, bytesAdded: 3)
+                       message: "m", meta: ["ticket": "T-1", "quote": "a \"b\"/c"], filesChanged: 2, bytesAdded: 3,
+                       branch: kind == .commit ? "main" : nil)
     }
 
     @Test(arguments: MetadataBackend.allCases) func sessionsKeepTheirFieldsAndNamesAreUnique(_ backend: MetadataBackend) throws {
@@ -126,5 +127,19 @@ enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
         #expect(try m.leases().map(\.session) == [1, 2])
         try m.releaseLease(b)
         #expect(try m.leases().map(\.session) == [1])
+    }
+
+    /// Schema 6 gave commits a branch column; commits made before it get theirs from their name.
+    @Test func aSchema5StoreLearnsItsCommitsBranches() throws {
+        let dir = TempDir(); defer { dir.remove() }
+        do {
+            let c = try Catalog(path: dir.path + "/meta.db")
+            _ = try c.insertSnapshot(snapshot(1, .commit, "dev/aaaa000000000001", sid: "aaaa000000000001", root: rootA))
+            _ = try c.insertSnapshot(snapshot(1, .checkpoint, "cp-1", sid: "bbbb000000000002", root: rootA))
+            try c.db.execute("ALTER TABLE snapshots DROP COLUMN branch; UPDATE meta SET value='5' WHERE key='schema'")
+        }
+        let c = try Catalog(path: dir.path + "/meta.db")
+        #expect(try c.snapshots(kind: .commit).map(\.branch) == ["dev"])
+        #expect(try c.snapshots(kind: .checkpoint).map(\.branch) == [nil])
     }
 }
