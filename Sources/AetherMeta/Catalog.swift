@@ -196,7 +196,10 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
             throw damaged("snapshot \(sid) has an unknown kind \"\(r[2].text ?? "")\"")
         }
         guard let root = r[5].blob.flatMap({ ObjectID(bytes: $0) }) else { throw damaged("\(kind.rawValue) \(sid) has no valid root id") }
-        guard let meta = JSONText.decoded([String: String].self, r[10].text ?? "{}") else {
+        // Most records carry no metadata: "{}" costs no JSON decoder (listing a session's checkpoints
+        // decodes every one of them).
+        let text = r[10].text ?? "{}"
+        guard let meta = text == "{}" ? [:] : JSONText.decoded([String: String].self, text) else {
             throw damaged("\(kind.rawValue) \(sid) has metadata that is not a JSON object of strings")
         }
         return SnapshotRecord(id: id, sid: sid, kind: kind, session: r[3].int ?? 0, name: r[4].text ?? "", root: root,
