@@ -5,7 +5,7 @@ import TestSupport
 /// Random command lines against a store with a session, a checkpoint and a commit, through the real
 /// executable (no mount): none may trap, each ends with status 0, 1 (a refused request) or 64 (a usage
 /// error), and every failure says why in one line on standard error.
-@Suite(.timeLimit(.minutes(15)))
+@Suite(.timeLimit(.minutes(30)))
 struct ArgumentFuzz {
     @Test func randomCommandLinesNeverTrap() throws {
         let dir = TempDir()
@@ -41,7 +41,7 @@ struct ArgumentFuzz {
 
 /// What the command line promises: --version, examples in every verb's help, JSON under --json (errors
 /// too), one line per error, usage errors exit 64, one limit on messages mounted or not.
-@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(15)))
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
 struct CommandLineContract {
     @Test func versionHelpJSONAndOneLimit() throws {
         let m = try MountedSession()

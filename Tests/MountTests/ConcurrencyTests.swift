@@ -3,7 +3,7 @@ import Foundation
 import TestSupport
 
 /// Eight writers, renamers and listers in one mount while another process loops checkpoints and forks.
-@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(10)))
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
 struct Concurrency {
     /// Every checkpoint is the session's content at one instant (Scripts/instant.py): an appender and a
     /// rewriter write without fsync while 200 checkpoints are taken; each block of each checkpoint is

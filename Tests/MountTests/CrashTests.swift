@@ -3,7 +3,7 @@ import Foundation
 import TestSupport
 
 /// SIGKILL of the daemon at random moments (Scripts/crash runs hundreds).
-@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(15)))
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
 struct CrashSafety {
     @Test func twentyKillPointsLoseNothingAcknowledged() throws {
         let dir = TempDir("aetherfs-mount")

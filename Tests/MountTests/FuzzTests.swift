@@ -6,7 +6,7 @@ import TestSupport
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
 /// The seeded random workload against a mount and a plain directory (Scripts/fuzz runs longer ones).
-@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(20)))
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
 struct RandomWorkload {
     @Test(arguments: [1, 2, 3])
     func mountAgreesWithAPlainDirectory(seed: Int) throws {

@@ -3,7 +3,7 @@ import Foundation
 import TestSupport
 
 /// Forks, commits, branches, diff, snapshot views and xattr triggers, through real mounts.
-@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(20)))
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
 struct HistoryThroughTheMount {
     @Test func forkTimeDoesNotGrowWithTheTree() throws {
         let m = try MountedSession()

@@ -3,7 +3,7 @@ import Foundation
 import TestSupport
 
 /// Odd and hostile input: each gets the errno Linux filesystems give, and nothing is lost.
-@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(15)))
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
 struct HostileInput {
     @Test func namesPathsAndSparseFiles() throws {
         try inMount(#"""

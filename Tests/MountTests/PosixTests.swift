@@ -19,7 +19,7 @@ func inMount(_ script: String, timeout: Int = 300, sourceLocation: SourceLocatio
     #expect(r.status == 0, "\(r)", sourceLocation: sourceLocation)
 }
 
-@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(10)))
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
 struct PosixOperations {
     @Test func filesDirectoriesAndAttributes() throws {
         try inMount(#"""

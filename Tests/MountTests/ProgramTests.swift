@@ -3,7 +3,7 @@ import Foundation
 import TestSupport
 
 /// Real programs on a mount: git, tar, sqlite3, rsync, an editor's atomic save.
-@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(10)))
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
 struct RealPrograms {
     @Test func git() throws {
         try inMount(#"""

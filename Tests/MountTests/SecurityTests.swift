@@ -3,7 +3,7 @@ import Foundation
 import TestSupport
 
 /// What another local user can reach of a store and its mounts.
-@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(10)))
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
 struct StorePrivacy {
     /// Objects hold file data in plain text: a store is private to its owner (0700 directories, 0600
     /// files), and a user who cannot read it is told "permission denied" in one line.
@@ -52,7 +52,7 @@ struct StorePrivacy {
 }
 
 /// Mounting where something is, or was, mounted.
-@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(10)))
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
 struct MountPlaces {
     /// After `kill -9` of the daemon, `mount` detaches the dead mount itself and serves the session again.
     @Test func mountAfterTheDaemonDiedNeedsNoManualStep() throws {

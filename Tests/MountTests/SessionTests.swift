@@ -3,7 +3,7 @@ import Foundation
 import TestSupport
 
 /// Checkpoints, restore, crash safety and bad input, through a real mount.
-@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(15)))
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
 struct CheckpointsThroughTheMount {
     @Test func storeGrowsByTheChangeAndASecondSessionAddsAlmostNothing() throws {
         let m = try MountedSession()

@@ -2,7 +2,7 @@ import Testing
 import Foundation
 import TestSupport
 
-@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(15)))
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
 struct VerifyTests {
     /// Damage of a chunk, a tree and a database row is each reported with what it affects.
     @Test func verifyReportsEachKindOfDamage() throws {
