@@ -135,6 +135,9 @@ def rounds(a, r, store, mnt, journal, env, files, checkpoints, commits, forks, u
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(r.uniform(0.05, 1.5))
         pid = daemon_pid(a.aetherfs, store, mnt)
+        if pid is None:
+            w.kill()
+            sys.exit(f"round {round_}: no process serves {mnt} (session list --json names none)")
         os.kill(pid, signal.SIGKILL)
         try:
             w.wait(timeout=60)
