@@ -15,7 +15,7 @@ import Glibc
 /// with inode 0 hides a name of the tree (earlier stores list every name of a materialized directory).
 public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendable {
     /// The schema this code writes. Older databases are migrated; newer ones are refused.
-    public static let schemaVersion = 6
+    public static var schemaVersion: Int { migrations.count }
     let db: Database
 
     public init(path: String) throws {
@@ -23,89 +23,75 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
         try migrate()
     }
 
+    /// Each schema's step from the one before, in order: a database of schema N runs the steps after N,
+    /// each in a transaction of its own with its new number. A step that has shipped never changes.
+    private static let migrations: [String] = [
+        // 1: sessions, snapshots, working layers, the audit log.
+        """
+        CREATE TABLE sessions(
+          id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, base_root BLOB NOT NULL,
+          base_snapshot INTEGER, parent_session INTEGER, owner INTEGER NOT NULL,
+          state TEXT NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL,
+          next_ino INTEGER NOT NULL, head INTEGER);
+        CREATE TABLE snapshots(
+          id INTEGER PRIMARY KEY, sid TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
+          session INTEGER NOT NULL, name TEXT NOT NULL, root BLOB NOT NULL, parent INTEGER,
+          time REAL NOT NULL, author INTEGER NOT NULL, message TEXT NOT NULL, meta TEXT NOT NULL,
+          files_changed INTEGER NOT NULL, bytes_added INTEGER NOT NULL,
+          UNIQUE(session, kind, name));
+        CREATE TABLE nodes(
+          session INTEGER NOT NULL, ino INTEGER NOT NULL, kind INTEGER NOT NULL, mode INTEGER NOT NULL,
+          uid INTEGER NOT NULL, gid INTEGER NOT NULL, size INTEGER NOT NULL,
+          atime INTEGER NOT NULL, mtime INTEGER NOT NULL, ctime INTEGER NOT NULL,
+          nlink INTEGER NOT NULL, rdev INTEGER NOT NULL, target BLOB NOT NULL, content BLOB,
+          upper INTEGER NOT NULL, materialized INTEGER NOT NULL, dirty INTEGER NOT NULL,
+          link_group INTEGER NOT NULL, xattrs BLOB NOT NULL,
+          PRIMARY KEY(session, ino)) WITHOUT ROWID;
+        CREATE TABLE dentries(
+          session INTEGER NOT NULL, parent INTEGER NOT NULL, name BLOB NOT NULL, ino INTEGER NOT NULL,
+          PRIMARY KEY(session, parent, name)) WITHOUT ROWID;
+        CREATE TABLE audit(
+          id INTEGER PRIMARY KEY, time REAL NOT NULL, uid INTEGER NOT NULL, action TEXT NOT NULL,
+          session TEXT NOT NULL, detail TEXT NOT NULL);
+        """,
+        // 2: branches, and the commit a session builds on.
+        """
+        ALTER TABLE sessions ADD COLUMN base_commit INTEGER;
+        CREATE TABLE branches(name TEXT PRIMARY KEY, head INTEGER NOT NULL, created REAL NOT NULL);
+        CREATE INDEX snapshots_kind ON snapshots(kind, id);
+        """,
+        // 3: Overlay dentries (materialized = 2); rows of earlier schemas keep their meaning.
+        "",
+        // 4: A live node's extended attributes, one row each, so that setting one costs one row. Node
+        // rows of earlier schemas keep theirs in `nodes.xattrs` until the node is saved again.
+        """
+        CREATE TABLE xattrs(
+          session INTEGER NOT NULL, ino INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL,
+          PRIMARY KEY(session, ino, name)) WITHOUT ROWID;
+        """,
+        // 5: Leases replace the sessions/ID.mount files: who serves a session, where, until when.
+        """
+        CREATE TABLE leases(
+          session INTEGER PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, mountpoint TEXT,
+          acquired REAL NOT NULL, expires REAL NOT NULL);
+        """,
+        // 6: A commit's branch is a column of its own; earlier commits are named BRANCH/ID.
+        """
+        ALTER TABLE snapshots ADD COLUMN branch TEXT;
+        UPDATE snapshots SET branch = substr(name, 1, instr(name, '/') - 1) WHERE kind = 'commit' AND instr(name, '/') > 1;
+        """,
+    ]
+
     private func migrate() throws {
         try db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         let found = try db.query("SELECT value FROM meta WHERE key='schema'").first?.first?.text.flatMap { Int($0) } ?? 0
         if found > Catalog.schemaVersion {
             throw DatabaseError(code: SQLITE_ERROR, message: "schema version \(found) is newer than this aetherfs (\(Catalog.schemaVersion)); upgrade aetherfs")
         }
-        if found < 1 {
+        for (i, sql) in Catalog.migrations.enumerated() where found < i + 1 {
             try db.transaction {
-                try db.execute("""
-                CREATE TABLE sessions(
-                  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, base_root BLOB NOT NULL,
-                  base_snapshot INTEGER, parent_session INTEGER, owner INTEGER NOT NULL,
-                  state TEXT NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL,
-                  next_ino INTEGER NOT NULL, head INTEGER);
-                CREATE TABLE snapshots(
-                  id INTEGER PRIMARY KEY, sid TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
-                  session INTEGER NOT NULL, name TEXT NOT NULL, root BLOB NOT NULL, parent INTEGER,
-                  time REAL NOT NULL, author INTEGER NOT NULL, message TEXT NOT NULL, meta TEXT NOT NULL,
-                  files_changed INTEGER NOT NULL, bytes_added INTEGER NOT NULL,
-                  UNIQUE(session, kind, name));
-                CREATE TABLE nodes(
-                  session INTEGER NOT NULL, ino INTEGER NOT NULL, kind INTEGER NOT NULL, mode INTEGER NOT NULL,
-                  uid INTEGER NOT NULL, gid INTEGER NOT NULL, size INTEGER NOT NULL,
-                  atime INTEGER NOT NULL, mtime INTEGER NOT NULL, ctime INTEGER NOT NULL,
-                  nlink INTEGER NOT NULL, rdev INTEGER NOT NULL, target BLOB NOT NULL, content BLOB,
-                  upper INTEGER NOT NULL, materialized INTEGER NOT NULL, dirty INTEGER NOT NULL,
-                  link_group INTEGER NOT NULL, xattrs BLOB NOT NULL,
-                  PRIMARY KEY(session, ino)) WITHOUT ROWID;
-                CREATE TABLE dentries(
-                  session INTEGER NOT NULL, parent INTEGER NOT NULL, name BLOB NOT NULL, ino INTEGER NOT NULL,
-                  PRIMARY KEY(session, parent, name)) WITHOUT ROWID;
-                CREATE TABLE audit(
-                  id INTEGER PRIMARY KEY, time REAL NOT NULL, uid INTEGER NOT NULL, action TEXT NOT NULL,
-                  session TEXT NOT NULL, detail TEXT NOT NULL);
-                INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '1');
-                """)
-            }
-        }
-        if found < 2 {
-            try db.transaction {
-                try db.execute("""
-                ALTER TABLE sessions ADD COLUMN base_commit INTEGER;
-                CREATE TABLE branches(name TEXT PRIMARY KEY, head INTEGER NOT NULL, created REAL NOT NULL);
-                CREATE INDEX snapshots_kind ON snapshots(kind, id);
-                INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '2');
-                """)
-            }
-        }
-        if found < 3 {
-            // Overlay dentries (materialized = 2); rows of earlier schemas keep their meaning.
-            try db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '3')")
-        }
-        if found < 4 {
-            // A live node's extended attributes, one row each, so that setting one costs one row. Node rows
-            // of earlier schemas keep theirs in `nodes.xattrs` until the node is saved again.
-            try db.transaction {
-                try db.execute("""
-                CREATE TABLE xattrs(
-                  session INTEGER NOT NULL, ino INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL,
-                  PRIMARY KEY(session, ino, name)) WITHOUT ROWID;
-                INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '4');
-                """)
-            }
-        }
-        if found < 5 {
-            // Leases replace the sessions/ID.mount files: who serves a session, where, until when.
-            try db.transaction {
-                try db.execute("""
-                CREATE TABLE leases(
-                  session INTEGER PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, mountpoint TEXT,
-                  acquired REAL NOT NULL, expires REAL NOT NULL);
-                INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '5');
-                """)
-            }
-        }
-        if found < 6 {
-            // A commit's branch is a column of its own; earlier commits are named BRANCH/ID.
-            try db.transaction {
-                try db.execute("""
-                ALTER TABLE snapshots ADD COLUMN branch TEXT;
-                UPDATE snapshots SET branch = substr(name, 1, instr(name, '/') - 1) WHERE kind = 'commit' AND instr(name, '/') > 1;
-                INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '6');
-                """)
+                if !sql.isEmpty { try db.execute(sql) }
+                try db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '\(i + 1)')")
             }
         }
     }
