@@ -75,19 +75,3 @@ struct StoreInfo: Encodable {
     var format: Int
 }
 
-/// A request written to a control file: `message` and what else is set.
-struct ControlPayload: Encodable {
-    var message: String
-    var name: String?
-    var branch: String?
-    var meta: [String: String]?
-    var allowEmpty: Bool?
-
-    init(message: String, name: String? = nil, branch: String? = nil, meta: [String: String], allowEmpty: Bool = false) {
-        self.message = message; self.name = name; self.branch = branch
-        self.meta = meta.isEmpty ? nil : meta
-        self.allowEmpty = allowEmpty ? true : nil
-    }
-
-    enum CodingKeys: String, CodingKey { case message, name, branch, meta, allowEmpty = "allow_empty" }
-}

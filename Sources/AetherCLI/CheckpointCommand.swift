@@ -16,15 +16,9 @@ struct CheckpointCommand: ParsableCommand {
 
     func run() throws {
         let repo = try global.open(create: false)
-        let (metadata, payload) = try fail { () throws(AetherError) in
-            let metadata = try SessionAccess.meta(meta)
-            _ = try Workspace.validateRecord(message: message, meta: metadata, what: "a checkpoint")
-            return (metadata, JSONText.encode(ControlPayload(message: message, name: name, meta: metadata)))
-        }
         let made = try fail { () throws(AetherError) -> SnapshotInfo in
-            try SessionAccess.act(repo, session: session, file: "checkpoint", payload: payload) { (ws) throws(AetherError) in
-                SnapshotInfo(try ws.checkpoint(CheckpointRequest(message: message, name: name, meta: metadata), author: getuid()))
-            }
+            let request = CheckpointRequest(message: message, name: name, meta: try SessionAccess.meta(meta))
+            return try SessionAccess.act(repo, session: session, .checkpoint(request)).snapshot()
         }
         say(global.json ? JSONText.encode(made) : "checkpoint \(made.name) (\(made.id)) of session \(session)")
     }

@@ -18,15 +18,9 @@ struct CommitCommand: ParsableCommand {
 
     func run() throws {
         let repo = try global.open(create: false)
-        let (metadata, payload) = try fail { () throws(AetherError) in
-            let metadata = try SessionAccess.meta(meta)
-            _ = try Workspace.validateRecord(message: message, meta: metadata, what: "a commit")
-            return (metadata, JSONText.encode(ControlPayload(message: message, branch: branch, meta: metadata, allowEmpty: allowEmpty)))
-        }
         let made = try fail { () throws(AetherError) -> SnapshotInfo in
-            try SessionAccess.act(repo, session: session, file: "commit", payload: payload) { (ws) throws(AetherError) in
-                SnapshotInfo(try ws.commit(CommitRequest(message: message, branch: branch, meta: metadata, allowEmpty: allowEmpty), author: getuid()))
-            }
+            let request = CommitRequest(message: message, branch: branch, meta: try SessionAccess.meta(meta), allowEmpty: allowEmpty)
+            return try SessionAccess.act(repo, session: session, .commit(request)).snapshot()
         }
         say(global.json ? JSONText.encode(made) : "committed \(made.id) on \(branch)")
     }

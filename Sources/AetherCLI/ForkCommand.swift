@@ -17,10 +17,7 @@ struct ForkCommand: ParsableCommand {
     func run() throws {
         let repo = try global.open(create: false)
         let made = try fail { () throws(AetherError) -> SessionSummary in
-            try Repository.validateName(name, what: "session")
-            return try SessionAccess.act(repo, session: session, file: "fork", payload: name + (at.map { "@" + $0 } ?? "")) { (ws) throws(AetherError) in
-                SessionSummary(try ws.fork(name: name, at: at, owner: getuid()))
-            }
+            try SessionAccess.act(repo, session: session, .fork(ForkRequest(name: name, at: at))).session()
         }
         say(global.json ? JSONText.encode(made) : "forked session \(session) as \(name)")
     }

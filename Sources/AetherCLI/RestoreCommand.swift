@@ -15,11 +15,7 @@ struct RestoreCommand: ParsableCommand {
     func run() throws {
         let repo = try global.open(create: false)
         let restored = try fail { () throws(AetherError) -> SnapshotInfo in
-            try SessionAccess.act(repo, session: session, file: "restore", payload: checkpoint) { (ws) throws(AetherError) in
-                let snap = try repo.resolveSnapshot(checkpoint, session: ws.session)
-                _ = try ws.restore(to: snap, caller: getuid())
-                return SnapshotInfo(snap)
-            }
+            try SessionAccess.act(repo, session: session, .restore(RestoreRequest(checkpoint: checkpoint))).snapshot()
         }
         say(global.json ? JSONText.encode(restored) : "restored session \(session) to \(restored.name) (\(restored.id))")
     }

@@ -27,14 +27,17 @@ enum SessionAccess {
         return last.trimmingWhitespace()
     }
 
-    /// Runs a request on a session: through its mount's control file `file` when it is mounted (its
-    /// JSON answer decoded), else `direct` on the store under the session's lock.
-    static func act<T: Decodable>(_ repo: Repository, session name: String, file: String, payload: String,
-                                  direct: (Workspace) throws(AetherError) -> T) throws(AetherError) -> T {
+    /// Runs a request on a session for the calling user, after checking its form: through its mount's
+    /// control file when a daemon serves it (its JSON answer decoded), else on the store under the
+    /// session's lock. Either way `Workspace.perform` runs it.
+    static func act(_ repo: Repository, session name: String, _ request: SessionRequest) throws(AetherError) -> SessionAnswer {
+        try request.validate()
         let s = try repo.session(named: name)
-        if let mount = repo.mountpoint(of: s) { return try JSONText.decode(T.self, try viaMount(mount, file: file, payload: payload)) }
+        if let mount = repo.mountpoint(of: s) {
+            return try request.answer(from: try viaMount(mount, file: request.verb, payload: request.payload))
+        }
         return try SessionAccess.direct(repo, s) { (ws) throws(AetherError) in
-            try Interruption.during(ws, verb: file) { () throws(AetherError) in try direct(ws) }
+            try Interruption.during(ws, verb: request.verb) { () throws(AetherError) in try ws.perform(request, caller: getuid()).answer }
         }
     }
 

@@ -5,16 +5,6 @@ import AetherModel
 import AetherStore
 
 /// What a commit request carries.
-public struct CommitRequest: Sendable {
-    public var message: String
-    public var branch: String
-    public var meta: [String: String]
-    public var allowEmpty: Bool
-    public init(message: String, branch: String = "main", meta: [String: String] = [:], allowEmpty: Bool = false) {
-        self.message = message; self.branch = branch; self.meta = meta; self.allowEmpty = allowEmpty
-    }
-}
-
 extension Workspace {
     /// Until a store has a policy, only the session's owner and root may drive it (checkpoint, restore,
     /// fork, commit); anyone else is `.accessDenied`, whichever route the request came by.

@@ -4,16 +4,6 @@ import Glibc
 import AetherModel
 import AetherStore
 
-/// What a checkpoint request carries.
-public struct CheckpointRequest: Sendable {
-    public var message: String
-    public var name: String?
-    public var meta: [String: String]
-    public init(message: String, name: String? = nil, meta: [String: String] = [:]) {
-        self.message = message; self.name = name; self.meta = meta
-    }
-}
-
 extension Workspace {
     /// Records the session's current tree as a durable checkpoint.
     ///

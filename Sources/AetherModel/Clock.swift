@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 
 /// The one clock of AetherFS: records' times, files' times and intervals each read it here.
 
@@ -22,4 +23,12 @@ private func read(_ clock: clockid_t) -> Int64 {
     var ts = timespec()
     clock_gettime(clock, &ts)
     return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+}
+
+/// A time in seconds since the epoch as ISO 8601 in UTC, to the second.
+public func isoTime(_ t: Double) -> String {
+    var seconds = time_t(t)
+    var tmv = tm()
+    gmtime_r(&seconds, &tmv)
+    return String(format: "%04d-%02d-%02dT%02d:%02d:%02dZ", tmv.tm_year + 1900, tmv.tm_mon + 1, tmv.tm_mday, tmv.tm_hour, tmv.tm_min, tmv.tm_sec)
 }

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Foundation
 import Dispatch
 import AetherModel
 import AetherCore
@@ -154,24 +153,10 @@ extension VirtualFileSystem {
         let result: Result<String, AetherError> = lock.withLock {
             waitUntilThawed()
             do throws(AetherError) {
-                let text = try requestText(payload)
-                switch action {
-                case .checkpoint:
-                    return .success(JSONText.encode(SnapshotInfo(try workspace.checkpoint(try parseCheckpointRequest(text), author: caller.uid))))
-                case .restore:
-                    let snapshot = try workspace.repo.resolveSnapshot(try oneLine(text, "a checkpoint name or id to restore"), session: workspace.session)
-                    invalidations = try workspace.restore(to: snapshot, caller: caller.uid)
-                    return .success(JSONText.encode(SnapshotInfo(snapshot)))
-                case .fork:
-                    let line = try oneLine(text, "a new session's name (NAME or NAME@CHECKPOINT)")
-                    let (name, at) = try Repository.splitAt(line, what: "a fork request")
-                    let record = try workspace.fork(name: name, at: at, owner: caller.uid)
-                    return .success(JSONText.encode(SessionSummary(record)))
-                case .commit:
-                    return .success(JSONText.encode(SnapshotInfo(try workspace.commit(try parseCommitRequest(text), author: caller.uid))))
-                default:
-                    throw .invalid("\(action.name) takes no requests")
-                }
+                let request = try SessionRequest(verb: action.name, payload: try requestText(payload))
+                let done = try workspace.perform(request, caller: caller.uid)
+                invalidations = done.invalidations
+                return .success(done.answer.json)
             } catch {
                 return .failure(error)
             }
@@ -212,66 +197,6 @@ extension VirtualFileSystem {
         return text
     }
 
-    func oneLine(_ text: String, _ what: String) throws(AetherError) -> String {
-        let line = text.trimmingWhitespace()
-        guard !line.isEmpty, !line.contains("\n") else { throw .invalid("write \(what)") }
-        return line
-    }
-
-    /// A message, or a JSON object with `message` and optional `branch`, `meta`, `allow_empty`.
-    func parseCommitRequest(_ text: String) throws(AetherError) -> CommitRequest {
-        let trimmed = text.trimmingWhitespace()
-        guard !trimmed.isEmpty else { throw .invalid("a commit needs a message (echo \"msg\" > .aether/commit)") }
-        guard trimmed.hasPrefix("{") else { return CommitRequest(message: trimmed) }
-        let object = try parseObject(trimmed, keys: ["message", "branch", "meta", "allow_empty"])
-        var request = CommitRequest(message: try string(object, "message"))
-        if object["branch"] != nil { request.branch = try string(object, "branch") }
-        request.meta = try stringMap(object, "meta")
-        if let flag = object["allow_empty"] {
-            guard let b = flag as? Bool else { throw .invalid("\"allow_empty\" must be true or false") }
-            request.allowEmpty = b
-        }
-        return request
-    }
-
-    func parseObject(_ text: String, keys: [String]) throws(AetherError) -> [String: Any] {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
-            throw .invalid("the request starts with '{' but is not a JSON object")
-        }
-        for key in object.keys where !keys.contains(key) {
-            throw .invalid("unknown key \"\(key)\" (expected \(keys.joined(separator: ", ")))")
-        }
-        return object
-    }
-
-    func string(_ object: [String: Any], _ key: String) throws(AetherError) -> String {
-        guard let v = object[key] as? String else { throw .invalid("\"\(key)\" must be a string") }
-        return v
-    }
-
-    func stringMap(_ object: [String: Any], _ key: String) throws(AetherError) -> [String: String] {
-        guard let raw = object[key] else { return [:] }
-        guard let map = raw as? [String: Any] else { throw .invalid("\"\(key)\" must be an object") }
-        var out: [String: String] = [:]
-        for (k, v) in map {
-            guard let s = v as? String else { throw .invalid("meta value of \"\(k)\" must be a string") }
-            out[k] = s
-        }
-        return out
-    }
-
-    /// A message, or a JSON object with `message` and optional `name` and `meta` (string values).
-    func parseCheckpointRequest(_ text: String) throws(AetherError) -> CheckpointRequest {
-        let trimmed = text.trimmingWhitespace()
-        guard !trimmed.isEmpty else { throw .invalid("a checkpoint needs a message (echo \"msg\" > .aether/checkpoint)") }
-        guard trimmed.hasPrefix("{") else { return CheckpointRequest(message: trimmed) }
-        let object = try parseObject(trimmed, keys: ["message", "name", "meta"])
-        var request = CheckpointRequest(message: try string(object, "message"))
-        if object["name"] != nil { request.name = try string(object, "name") }
-        request.meta = try stringMap(object, "meta")
-        return request
-    }
-
     func status() -> StatusInfo {
         let s = workspace.session
         let head = s.head.flatMap { try? workspace.repo.metadata.snapshot(id: $0) }
@@ -287,15 +212,3 @@ extension VirtualFileSystem {
     }
 }
 
-/// One line of a history: id, time, kind, name, first line of the message.
-public func formatLogLine(_ r: SnapshotRecord) -> String {
-    let first = r.message.split(separator: "\n").first.map(String.init) ?? ""
-    return "\(r.sid)  \(isoTime(r.time))  \(r.kind.rawValue)  \(r.name)  \(first)\n"
-}
-
-public func isoTime(_ t: Double) -> String {
-    var seconds = time_t(t)
-    var tmv = tm()
-    gmtime_r(&seconds, &tmv)
-    return String(format: "%04d-%02d-%02dT%02d:%02d:%02dZ", tmv.tm_year + 1900, tmv.tm_mon + 1, tmv.tm_mday, tmv.tm_hour, tmv.tm_min, tmv.tm_sec)
-}

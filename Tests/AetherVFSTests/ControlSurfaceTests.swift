@@ -236,6 +236,33 @@ final class RecordingKernel: KernelNotifier {
         #expect(try f.repo.sessions().map(\.name).contains("ok"))
     }
 
+    /// Every request file takes its request as JSON too (what the CLI sends a mount): the JSON form of
+    /// each request decodes back to the same request, and bad JSON is EINVAL with the reason.
+    @Test func everyRequestHasOneJSONFormThatRoundTrips() throws {
+        let requests: [SessionRequest] = [
+            .checkpoint(CheckpointRequest(message: "m", name: "n", meta: ["k": "v"])), .checkpoint(CheckpointRequest(message: "only")),
+            .restore(RestoreRequest(checkpoint: "green")), .fork(ForkRequest(name: "b", at: "green")), .fork(ForkRequest(name: "c")),
+            .commit(CommitRequest(message: "ship", branch: "rel", meta: ["r": "ana"], allowEmpty: true)), .commit(CommitRequest(message: "x")),
+        ]
+        for r in requests { #expect(try SessionRequest(verb: r.verb, payload: r.payload) == r, "\(r.payload)") }
+        #expect(try SessionRequest(verb: "fork", payload: "b@green") == .fork(ForkRequest(name: "b", at: "green")))
+
+        let f = try VFSFixture()
+        #expect(f.request(.checkpoint, "{\"message\":\"g\",\"name\":\"green\"}") == 0)
+        #expect(f.request(.fork, "{\"name\":\"twin\",\"at\":\"green\"}") == 0)
+        #expect(try f.read(.last).contains("\"session\":\"twin\""))
+        #expect(f.request(.restore, "{\"checkpoint\":\"green\"}") == 0)
+        for (file, payload, words) in [(ControlFile.restore, "{\"name\":\"green\"}", "unknown key \"name\""),
+                                       (.restore, "{}", "needs \"checkpoint\""), (.fork, "{\"name\":7}", "\"name\" must be a string"),
+                                       (.fork, "{\"name\":\"a b\"}", "session name"), (.commit, "{\"message\":\"m\",\"allow_empty\":\"yes\"}", "true or false"),
+                                       (.checkpoint, "{\"message\":null}", "must not be null"), (.fork, "{\"name\":\"x\",\"at\":\"\"}", "\"at\"")] {
+            #expect(f.request(file, payload) == EINVAL, "\(payload)")
+            #expect(try f.read(.last).contains(words), "\(payload)")
+        }
+        #expect(try f.repo.sessions().map(\.name).sorted() == ["twin", "v"], "the refused requests made nothing")
+        #expect(try f.repo.branches().isEmpty)
+    }
+
     /// `.aether/restore` takes the CLI's own `SESSION@NAME`.
     @Test func restoreTakesSessionAtCheckpoint() throws {
         let f = try VFSFixture()

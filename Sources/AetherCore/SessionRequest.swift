@@ -1,0 +1,255 @@
+import Foundation
+import AetherModel
+
+/// What a checkpoint request carries.
+public struct CheckpointRequest: Codable, Sendable, Equatable {
+    public var message: String
+    public var name: String?
+    public var meta: [String: String]
+    public init(message: String, name: String? = nil, meta: [String: String] = [:]) {
+        self.message = message; self.name = name; self.meta = meta
+    }
+    enum CodingKeys: String, CodingKey, CaseIterable { case message, name, meta }
+    public init(from decoder: any Decoder) throws {
+        let c = try RequestKeys.container(decoder, CodingKeys.self)
+        message = try c.decode(String.self, forKey: .message)
+        name = try c.decodeIfPresent(String.self, forKey: .name)
+        meta = try c.decodeIfPresent([String: String].self, forKey: .meta) ?? [:]
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(message, forKey: .message)
+        try c.encodeIfPresent(name, forKey: .name)
+        if !meta.isEmpty { try c.encode(meta, forKey: .meta) }
+    }
+}
+
+/// What a commit request carries.
+public struct CommitRequest: Codable, Sendable, Equatable {
+    public var message: String
+    public var branch: String
+    public var meta: [String: String]
+    public var allowEmpty: Bool
+    public init(message: String, branch: String = "main", meta: [String: String] = [:], allowEmpty: Bool = false) {
+        self.message = message; self.branch = branch; self.meta = meta; self.allowEmpty = allowEmpty
+    }
+    enum CodingKeys: String, CodingKey, CaseIterable { case message, branch, meta, allowEmpty = "allow_empty" }
+    public init(from decoder: any Decoder) throws {
+        let c = try RequestKeys.container(decoder, CodingKeys.self)
+        message = try c.decode(String.self, forKey: .message)
+        branch = try c.decodeIfPresent(String.self, forKey: .branch) ?? "main"
+        meta = try c.decodeIfPresent([String: String].self, forKey: .meta) ?? [:]
+        allowEmpty = try c.decodeIfPresent(Bool.self, forKey: .allowEmpty) ?? false
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(message, forKey: .message)
+        try c.encode(branch, forKey: .branch)
+        if !meta.isEmpty { try c.encode(meta, forKey: .meta) }
+        if allowEmpty { try c.encode(true, forKey: .allowEmpty) }
+    }
+}
+
+/// What a restore request carries: a checkpoint of the session, by name or id.
+public struct RestoreRequest: Codable, Sendable, Equatable {
+    public var checkpoint: String
+    public init(checkpoint: String) { self.checkpoint = checkpoint }
+    enum CodingKeys: String, CodingKey, CaseIterable { case checkpoint }
+    public init(from decoder: any Decoder) throws {
+        checkpoint = try RequestKeys.container(decoder, CodingKeys.self).decode(String.self, forKey: .checkpoint)
+    }
+}
+
+/// What a fork request carries: the new session's name, and the checkpoint to fork from (nil: the
+/// current state).
+public struct ForkRequest: Codable, Sendable, Equatable {
+    public var name: String
+    public var at: String?
+    public init(name: String, at: String? = nil) { self.name = name; self.at = at }
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, at }
+    public init(from decoder: any Decoder) throws {
+        let c = try RequestKeys.container(decoder, CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        at = try c.decodeIfPresent(String.self, forKey: .at)
+    }
+}
+
+/// One action on a session, whichever route brings it: a control file or an xattr on a mount's root,
+/// a CLI verb (through the session's mount, or on the store), later an HTTP route. Each route decodes
+/// its input into a request and calls `Workspace.perform`, where every rule is checked once.
+public enum SessionRequest: Sendable, Equatable {
+    case checkpoint(CheckpointRequest)
+    case restore(RestoreRequest)
+    case fork(ForkRequest)
+    case commit(CommitRequest)
+
+    /// The verbs that take requests: each is a control file's name and a CLI subcommand.
+    public static let verbs = ["checkpoint", "restore", "fork", "commit"]
+
+    public var verb: String {
+        switch self {
+        case .checkpoint: "checkpoint"
+        case .restore: "restore"
+        case .fork: "fork"
+        case .commit: "commit"
+        }
+    }
+
+    /// Decodes a control file's payload: a JSON object (it starts with `{`) of the verb's request, or
+    /// the plain form — a message (checkpoint, commit), a checkpoint's name or id (restore),
+    /// `NAME` or `NAME@CHECKPOINT` (fork).
+    public init(verb: String, payload: String) throws(AetherError) {
+        let text = payload.trimmingWhitespace()
+        let json = text.hasPrefix("{")
+        switch verb {
+        case "checkpoint":
+            guard !text.isEmpty else { throw .invalid("a checkpoint needs a message (echo \"msg\" > .aether/checkpoint)") }
+            self = .checkpoint(json ? try RequestKeys.decode(CheckpointRequest.self, text) : CheckpointRequest(message: text))
+        case "commit":
+            guard !text.isEmpty else { throw .invalid("a commit needs a message (echo \"msg\" > .aether/commit)") }
+            self = .commit(json ? try RequestKeys.decode(CommitRequest.self, text) : CommitRequest(message: text))
+        case "restore":
+            self = .restore(json ? try RequestKeys.decode(RestoreRequest.self, text)
+                                 : RestoreRequest(checkpoint: try SessionRequest.oneLine(text, "a checkpoint name or id to restore")))
+        case "fork":
+            if json {
+                self = .fork(try RequestKeys.decode(ForkRequest.self, text))
+            } else {
+                let line = try SessionRequest.oneLine(text, "a new session's name (NAME or NAME@CHECKPOINT)")
+                let (name, at) = try Repository.splitAt(line, what: "a fork request")
+                self = .fork(ForkRequest(name: name, at: at))
+            }
+        default:
+            throw .invalid("\(verb) takes no requests")
+        }
+    }
+
+    /// The payload that carries this request to a mounted session's control file: its JSON form.
+    public var payload: String {
+        switch self {
+        case .checkpoint(let r): JSONText.encode(r)
+        case .restore(let r): JSONText.encode(r)
+        case .fork(let r): JSONText.encode(r)
+        case .commit(let r): JSONText.encode(r)
+        }
+    }
+
+    /// Checks the request's own form — names, a message's and metadata's limits — before anything runs,
+    /// or before the CLI sends it to a mount. `Workspace.perform` checks it again.
+    public func validate() throws(AetherError) {
+        switch self {
+        case .checkpoint(let r):
+            _ = try Workspace.validateRecord(message: r.message, meta: r.meta, what: "a checkpoint")
+            if let name = r.name { try Repository.validateName(name, what: "checkpoint") }
+        case .commit(let r):
+            _ = try Workspace.validateRecord(message: r.message, meta: r.meta, what: "a commit")
+            try Repository.validateName(r.branch, what: "branch")
+        case .restore(let r):
+            guard !r.checkpoint.trimmingWhitespace().isEmpty else { throw .invalid("write a checkpoint name or id to restore") }
+        case .fork(let r):
+            try Repository.validateName(r.name, what: "session")
+            if let at = r.at, at.isEmpty { throw .invalid("a fork's \"at\" names a checkpoint of the session") }
+        }
+    }
+
+    /// Reads a session's answer to this request (`.aether/last` after it ran, as JSON).
+    public func answer(from text: String) throws(AetherError) -> SessionAnswer {
+        switch self {
+        case .fork: .session(try JSONText.decode(SessionSummary.self, text))
+        default: .snapshot(try JSONText.decode(SnapshotInfo.self, text))
+        }
+    }
+
+    static func oneLine(_ text: String, _ what: String) throws(AetherError) -> String {
+        let line = text.trimmingWhitespace()
+        guard !line.isEmpty, !line.contains("\n") else { throw .invalid("write \(what)") }
+        return line
+    }
+}
+
+/// What a session request answers: the checkpoint or commit made, the checkpoint restored, the
+/// session a fork made.
+public enum SessionAnswer: Sendable, Equatable {
+    case snapshot(SnapshotInfo)
+    case session(SessionSummary)
+
+    public var json: String {
+        switch self {
+        case .snapshot(let s): JSONText.encode(s)
+        case .session(let s): JSONText.encode(s)
+        }
+    }
+
+    /// The snapshot answered; an answer of another kind is an error of the one who answered.
+    public func snapshot() throws(AetherError) -> SnapshotInfo {
+        guard case .snapshot(let s) = self else { throw .system(EIO, "the answer names a session, not a snapshot: \(json.prefix(200))") }
+        return s
+    }
+
+    public func session() throws(AetherError) -> SessionSummary {
+        guard case .session(let s) = self else { throw .system(EIO, "the answer names a snapshot, not a session: \(json.prefix(200))") }
+        return s
+    }
+}
+
+extension Workspace {
+    /// Runs one session request for `caller`: the one entry the control surface, the CLI and (later) the
+    /// HTTP service call. Returns the answer and what the kernel must forget (a restore's changes).
+    public func perform(_ request: SessionRequest, caller: UInt32) throws(AetherError) -> (answer: SessionAnswer, invalidations: [Invalidation]) {
+        try authorize(caller)
+        try request.validate()
+        switch request {
+        case .checkpoint(let r):
+            return (.snapshot(SnapshotInfo(try checkpoint(r, author: caller))), [])
+        case .restore(let r):
+            let snapshot = try repo.resolveSnapshot(r.checkpoint.trimmingWhitespace(), session: session)
+            let invalidations = try restore(to: snapshot, caller: caller)
+            return (.snapshot(SnapshotInfo(snapshot)), invalidations)
+        case .fork(let r):
+            return (.session(SessionSummary(try fork(name: r.name, at: r.at, owner: caller))), [])
+        case .commit(let r):
+            return (.snapshot(SnapshotInfo(try commit(r, author: caller))), [])
+        }
+    }
+}
+
+/// The decoding of a request's JSON form, with errors a person can act on: an unknown key, a value
+/// of the wrong type, a key missing, text that is not JSON — each `.invalid` with one line.
+enum RequestKeys {
+    struct Unknown: Error { let message: String }
+
+    struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    /// The request's keyed container, after refusing any key the request does not know.
+    static func container<K: CodingKey & CaseIterable>(_ decoder: any Decoder, _ keys: K.Type) throws -> KeyedDecodingContainer<K> {
+        let known = K.allCases.map(\.stringValue)
+        for key in try decoder.container(keyedBy: AnyKey.self).allKeys where !known.contains(key.stringValue) {
+            throw Unknown(message: "unknown key \"\(key.stringValue)\" (expected \(known.joined(separator: ", ")))")
+        }
+        return try decoder.container(keyedBy: K.self)
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws(AetherError) -> T {
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(text.utf8))
+        } catch let e as Unknown {
+            throw .invalid(e.message)
+        } catch let DecodingError.typeMismatch(expected, context) {
+            let path = context.codingPath.map(\.stringValue)
+            if path.count == 2 && path[0] == "meta" { throw .invalid("meta value of \"\(path[1])\" must be a string") }
+            let what = expected == Bool.self ? "true or false" : expected == String.self ? "a string" : "an object"
+            throw .invalid("\"\(path.joined(separator: "."))\" must be \(what)")
+        } catch let DecodingError.valueNotFound(_, context) {
+            throw .invalid("\"\(context.codingPath.map(\.stringValue).joined(separator: "."))\" must not be null")
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw .invalid("the request needs \"\(key.stringValue)\"")
+        } catch {
+            throw .invalid("the request starts with '{' but is not a JSON object")
+        }
+    }
+}
