@@ -124,7 +124,7 @@ struct MountCommand: ParsableCommand {
             var options = MountOptions()
             options.showControl = showControl
             options.writebackCache = writebackCache
-            let vfs = VirtualFileSystem(workspace: workspace, mountpoint: mountpoint, options: options, logger: logger)
+            let vfs = SessionFileSystem(workspace: workspace, mountpoint: mountpoint, options: options, logger: logger)
             let server = FuseServer(vfs: vfs, mountpoint: mountpoint, allowOther: allowOther,
                                     extraOptions: (dev ? ["dev"] : []) + (suid ? ["suid"] : []), logger: logger)
             try server.run {
@@ -138,7 +138,7 @@ struct MountCommand: ParsableCommand {
         let logger = Logger(label: "aetherfs.snapshots")
         _ = chdir("/")
         try fail { () throws(AetherError) in
-            let vfs = VirtualFileSystem(snapshotsOf: repo, mountpoint: mountpoint, logger: logger)
+            let vfs = SnapshotFileSystem(snapshotsOf: repo, logger: logger)
             let server = FuseServer(vfs: vfs, mountpoint: mountpoint, allowOther: allowOther, readOnly: true, logger: logger)
             try server.run { logger.notice("serving snapshots", metadata: ["mountpoint": "\(mountpoint)"]) }
         }

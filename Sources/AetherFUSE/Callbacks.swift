@@ -9,8 +9,8 @@ import AetherStore
 
 /// The low-level callbacks: decode, one VFS call, reply. Nothing here decides anything.
 enum Callbacks {
-    static func vfs(_ req: fuse_req_t?) -> VirtualFileSystem {
-        Unmanaged<VirtualFileSystem>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+    static func vfs(_ req: fuse_req_t?) -> any MountedFileSystem {
+        Unmanaged<FileSystemBox>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue().fs
     }
 
     static func errnoOf(_ error: any Error) -> Int32 { (error as? FSFailure)?.code ?? EIO }
@@ -76,7 +76,7 @@ enum Callbacks {
 
     static let initialize: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutablePointer<fuse_conn_info>?) -> Void = { userdata, conn in
         guard let conn, let userdata else { return }
-        let fs = Unmanaged<VirtualFileSystem>.fromOpaque(userdata).takeUnretainedValue()
+        let fs = Unmanaged<FileSystemBox>.fromOpaque(userdata).takeUnretainedValue().fs
         // Ask only for what the kernel offers: wanting a missing capability aborts the mount.
         var wanted = [UInt32(FUSE_CAP_READDIRPLUS), UInt32(FUSE_CAP_EXPORT_SUPPORT)]
         // Writes stay in the kernel's page cache until it flushes them (close, fsync, memory pressure);
@@ -98,7 +98,7 @@ enum Callbacks {
 
     static let destroy: @convention(c) (UnsafeMutableRawPointer?) -> Void = { userdata in
         guard let userdata else { return }
-        Unmanaged<VirtualFileSystem>.fromOpaque(userdata).takeUnretainedValue().shutdown()
+        Unmanaged<FileSystemBox>.fromOpaque(userdata).takeUnretainedValue().fs.shutdown()
     }
 
     static let lookup: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, parent, n in
@@ -227,7 +227,7 @@ enum Callbacks {
             let tmpfile = InitReplyPatch.requestIsTmpfile
             let made = tmpfile ? try fs.tmpfile(parent: parent, mode: mode, caller: who)
                                : try fs.mknod(parent: parent, name: name(n), mode: mode | S_IFREG, rdev: 0, caller: who)
-            let (handle, _) = try fs.open(made.attributes.ino, writing: true, caller: who)
+            let (handle, _) = try fs.open(made.attributes.ino, writing: true, truncate: false, caller: who)
             fi!.pointee.fh = handle
             fi!.pointee.keep_cache = 1
             var e = entry(made)

@@ -10,11 +10,11 @@ import AetherStore
 import Logging
 import Foundation
 
-/// Serves one `VirtualFileSystem` at a mount point through libfuse's low-level API and its
+/// Serves one `MountedFileSystem` at a mount point through libfuse's low-level API and its
 /// multi-threaded loop. Every callback decodes the request, makes one VFS call and replies; the VFS
 /// reaches callbacks through `fuse_req_userdata`, never a global.
 public final class FuseServer {
-    let vfs: VirtualFileSystem
+    let vfs: any MountedFileSystem
     let mountpoint: String
     let allowOther: Bool
     let readOnly: Bool
@@ -22,7 +22,7 @@ public final class FuseServer {
     let extraOptions: [String]
     let logger: Logger
 
-    public init(vfs: VirtualFileSystem, mountpoint: String, allowOther: Bool, readOnly: Bool = false,
+    public init(vfs: any MountedFileSystem, mountpoint: String, allowOther: Bool, readOnly: Bool = false,
                 extraOptions: [String] = [], logger: Logger) {
         self.vfs = vfs
         self.mountpoint = mountpoint
@@ -45,7 +45,7 @@ public final class FuseServer {
         defer { cargs.forEach { free($0) } }
         var args = fuse_args(argc: Int32(cargs.count), argv: &cargs, allocated: 0)
         var ops = FuseServer.operations()
-        let unmanaged = Unmanaged.passRetained(vfs)
+        let unmanaged = Unmanaged.passRetained(FileSystemBox(vfs))
         defer { unmanaged.release() }
         guard let se = cfuse_session_new(&args, &ops, unmanaged.toOpaque()) else {
             throw .invalid("libfuse refused the mount options \(options)")
@@ -284,4 +284,11 @@ enum InitReplyPatch {
         }
         return Glibc.writev(fd, iov, count)
     }
+}
+
+/// What libfuse's user data points at: the file system served (an existential needs a box to pass
+/// through a C pointer).
+final class FileSystemBox {
+    let fs: any MountedFileSystem
+    init(_ fs: any MountedFileSystem) { self.fs = fs }
 }

@@ -40,7 +40,7 @@ public enum ControlFile: UInt64, CaseIterable, Sendable {
     var writable: Bool { [.checkpoint, .restore, .fork, .commit].contains(self) }
 }
 
-extension VirtualFileSystem {
+extension SessionFileSystem {
     func controlLookup(parent: UInt64, name: [UInt8]) throws(FSFailure) -> EntryReply? {
         if parent == Workspace.rootIno && name == ControlFile.directoryName {
             return EntryReply(attributes: controlAttributes(ControlFile.directoryIno)!, entryTimeout: options.cacheTimeout, attrTimeout: 0)

@@ -11,12 +11,12 @@ import Synchronization
 final class VFSFixture {
     let dir = TempDir()
     let repo: Repository
-    let vfs: VirtualFileSystem
+    let vfs: SessionFileSystem
     let me = Caller(uid: 0, gid: 0)
     init() throws {
         repo = try Repository(path: dir.path + "/store", blobs: MemoryBlobStore(), metadata: MemoryMetadataStore())
         let s = try repo.createSession(name: "v", owner: 0)
-        vfs = VirtualFileSystem(workspace: try Workspace(repo: repo, session: s), mountpoint: "/nowhere")
+        vfs = SessionFileSystem(workspace: try Workspace(repo: repo, session: s), mountpoint: "/nowhere")
     }
     deinit { dir.remove() }
 
@@ -315,5 +315,46 @@ struct SeededGenerator: RandomNumberGenerator {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+/// The snapshots-only file system without a kernel: a store's commits, read-only.
+@Suite struct SnapshotFileSystemTests {
+    @Test func aStoresCommitsReadBackAndRefuseEveryChange() throws {
+        let f = try VFSFixture()
+        let a = try f.vfs.mknod(parent: Workspace.rootIno, name: Array("a".utf8), mode: 0o100644, rdev: 0, caller: f.me)
+        let h = try f.vfs.open(a.attributes.ino, writing: true, caller: f.me).handle
+        _ = try Array("shipped".utf8).withUnsafeBytes { (b) throws(FSFailure) in try f.vfs.write(a.attributes.ino, handle: h, offset: 0, data: b, caller: f.me).count }
+        try f.vfs.release(a.attributes.ino, handle: h)
+        #expect(f.request(.commit, "ship") == 0)
+
+        let fs = SnapshotFileSystem(snapshotsOf: f.repo)
+        func names(_ ino: UInt64) throws -> [String] {
+            var out: [String] = []
+            try fs.readdir(ino, offset: 0, plus: true) { name, _, _ in out.append(String(decoding: name, as: UTF8.self)); return true }
+            return out
+        }
+        #expect(try names(Workspace.rootIno).sorted() == [".", "..", "branches", "by-id", "by-time"])
+        let branches = try fs.lookup(parent: Workspace.rootIno, name: Array("branches".utf8)).attributes.ino
+        let main = try fs.lookup(parent: branches, name: Array("main".utf8)).attributes.ino
+        #expect(try names(main).contains("latest"))
+        let latest = try fs.lookup(parent: main, name: Array("latest".utf8))
+        #expect(latest.attributes.kind == .symlink)
+        let commit = try fs.lookup(parent: main, name: try fs.readlink(latest.attributes.ino)).attributes.ino
+        let file = try fs.lookup(parent: commit, name: Array("a".utf8)).attributes
+        #expect(file.size == 7)
+        let opened = try fs.open(file.ino, writing: false, truncate: false, caller: f.me)
+        #expect(try fs.read(file.ino, handle: opened.handle, offset: 0, count: 100) == Array("shipped".utf8))
+        #expect(try fs.read(file.ino, handle: opened.handle, offset: 3, count: 2) == Array("pp".utf8))
+
+        func erofs(_ body: () throws(FSFailure) -> Void) -> Bool {
+            do { try body(); return false } catch { return error.code == EROFS }
+        }
+        #expect(erofs { () throws(FSFailure) in _ = try fs.open(file.ino, writing: true, truncate: false, caller: f.me) })
+        #expect(erofs { () throws(FSFailure) in _ = try fs.mkdir(parent: commit, name: Array("d".utf8), mode: 0o755, caller: f.me) })
+        #expect(erofs { () throws(FSFailure) in try fs.unlink(parent: commit, name: Array("a".utf8)) })
+        #expect(erofs { () throws(FSFailure) in _ = try fs.setxattr(file.ino, name: "user.x", value: [1], create: false, replace: false, caller: f.me) })
+        #expect(throws: FSFailure.self) { try fs.lookup(parent: commit, name: Array("missing".utf8)) }
+        #expect(try fs.read(file.ino, handle: 0, offset: 0, count: 100) == Array("shipped".utf8), "nothing changed")
     }
 }

@@ -8,42 +8,22 @@ import Logging
 import Dispatch
 import Synchronization
 
-/// What the kernel learns about a node: its attributes and how long it may cache them.
-public struct EntryReply: Sendable {
-    public var attributes: Attributes
-    public var entryTimeout: Double
-    public var attrTimeout: Double
-}
-
-/// Options of one mount.
-public struct MountOptions: Sendable {
-    /// List `.aether` in the root directory (it is reachable by name either way).
-    public var showControl = false
-    /// Seconds the kernel may trust names and attributes of the tree (changes come only through us).
-    public var cacheTimeout: Double = 86400
-    /// Let the kernel keep written pages and send them later in large writes (FUSE writeback cache).
-    /// Off by default: the kernel then writes its pages back in any order, so a checkpoint taken while
-    /// a program writes could hold a state that never existed (blocks of a later write without those of
-    /// an earlier one). Without it every write(2) reaches the daemon before it returns, in order, and a
-    /// checkpoint is the session's content at one instant.
-    public var writebackCache = false
-    public init() {}
-}
-
-/// The file system a mount serves: the session's workspace, the `.aether` control surface, open
-/// handles, and the translation of domain errors into errno. Kernel-free: the FUSE adapter calls one
-/// method per request, and kernel invalidations leave through its `KernelNotifier`.
+/// The file system of a session's mount: the session's workspace, the `.aether` control surface, open
+/// handles, and the translation of domain errors into errno; `.aether/checkpoints` and `commits` are a
+/// `SnapshotFileSystem` over the same lock, to which requests on its inodes go. Kernel-free: the FUSE
+/// adapter calls one method per request, and kernel invalidations leave through its `KernelNotifier`.
 ///
 /// Lock order: `lock` guards the workspace and the handle table; it is never held while the
 /// notifier runs. A checkpoint (fork, commit) lets `lock` go while it cuts written files into the
 /// store (`frozen`): reads, lookups, opens and closes go on, and every request that changes the tree
 /// or reads it whole waits on `thawed` (`change`).
-public final class VirtualFileSystem: @unchecked Sendable {
-    /// The session served; nil in a snapshots-only mount, where every inode is a view.
-    let workspace: Workspace!
-    let views: SnapshotViews
-    let snapshotsOnly: Bool
-    /// The uid owning the session (root's in a snapshots-only mount): the control files are its.
+public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
+    /// The session served.
+    let workspace: Workspace
+    /// The session's snapshot views (sharing `lock`): every inode with the top bit set is theirs.
+    let snapshots: SnapshotFileSystem
+    var views: SnapshotViews { snapshots.views }
+    /// The uid owning the session: the control files are its.
     let sessionOwner: UInt32
     let options: MountOptions
     let logger: Logger
@@ -53,7 +33,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     var lastResults: [UInt32: String] = [:]
     /// The kernel's side: attached by the FUSE adapter while the session runs; none in unit tests.
     private let notifier = Mutex<(any KernelNotifier)?>(nil)
-    public var writebackCache: Bool { !snapshotsOnly && options.writebackCache }
+    public var writebackCache: Bool { options.writebackCache }
     /// Whether the kernel can do without opendir (set by the FUSE adapter from the connection's
     /// capabilities): it then keeps every listing, as `opendir` explains.
     public var kernelSkipsOpendir = false
@@ -86,14 +66,14 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// and digests), the writes the kernel still holds must be ours: with the writeback cache every
     /// written page, without it the pages of shared writable mappings (mmap).
     func flushKernel() {
-        if !snapshotsOnly { notifier.withLock { $0 }?.flushWrites() }
+        notifier.withLock { $0 }?.flushWrites()
     }
     public let mountpoint: String
 
     public init(workspace: Workspace, mountpoint: String, options: MountOptions = MountOptions(), logger: Logger = Logger(label: "aetherfs.vfs")) {
         self.workspace = workspace
-        self.views = SnapshotViews(repo: workspace.repo) { workspace.session }
-        self.snapshotsOnly = false
+        self.snapshots = SnapshotFileSystem(views: SnapshotViews(repo: workspace.repo) { workspace.session }, lock: lock,
+                                            options: options, logger: logger)
         self.sessionOwner = workspace.session.owner
         self.options = options
         self.logger = logger
@@ -107,29 +87,14 @@ public final class VirtualFileSystem: @unchecked Sendable {
         }
     }
 
-    /// A read-only file system of a store's commits: `branches/BRANCH/{ID,latest}`, `by-id/ID`, `by-time/TIME-ID`.
-    public init(snapshotsOf repo: Repository, mountpoint: String, options: MountOptions = MountOptions(), logger: Logger = Logger(label: "aetherfs.vfs")) {
-        self.workspace = nil
-        self.views = SnapshotViews(repo: repo) { nil }
-        self.snapshotsOnly = true
-        self.sessionOwner = 0
-        self.options = options
-        self.logger = logger
-        self.mountpoint = mountpoint
-        views.views[Workspace.rootIno] = views.listingView(.storeRoot, ino: Workspace.rootIno)
-    }
+    public var sessionName: String { lock.withLock { workspace.session.name } }
 
-    public var sessionName: String { snapshotsOnly ? "snapshots" : lock.withLock { workspace.session.name } }
-
-    /// Whether an inode is a read-only snapshot view.
-    func isView(_ ino: UInt64) -> Bool { snapshotsOnly || SnapshotViews.owns(ino) }
-
-    static let readOnly = FSFailure(.readOnly)
+    /// Whether an inode is a read-only snapshot view (served by `snapshots`).
+    func isView(_ ino: UInt64) -> Bool { SnapshotViews.owns(ino) }
 
     enum Handle {
         case file(UInt64)
         case control(ControlHandle)
-        case view(UInt64)
     }
 
     /// An open control file: what a read shows, and for a writer the request being written.
@@ -166,33 +131,18 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     /// Runs `body` (without the lock), mapping domain errors to errno and logging the serious ones.
     func mappingErrors<T>(_ body: () throws(AetherError) -> T) throws(FSFailure) -> T {
-        do {
-            return try body()
-        } catch {
-            switch error {
-            case .notFound: break
-            case .damaged, .noSpace, .system(EIO, _): logger.error("\(error.description)")
-            default: logger.debug("request failed", metadata: ["error": "\(error)"])
-            }
-            throw FSFailure(error)
-        }
+        try AetherVFS.mappingErrors(logger, body)
     }
 
     func reply(_ a: Attributes) -> EntryReply {
         EntryReply(attributes: a, entryTimeout: options.cacheTimeout, attrTimeout: options.cacheTimeout)
     }
 
-    /// A view's entry: a listing of snapshots has its attributes asked for every time (see
-    /// `SnapshotViews.currentAttributes`). Under `lock`.
-    func viewReply(_ a: Attributes) -> EntryReply {
-        EntryReply(attributes: a, entryTimeout: options.cacheTimeout, attrTimeout: views.isListing(a.ino) ? 0 : options.cacheTimeout)
-    }
-
     // MARK: names
 
     /// The corresponding FUSE operation is `lookup`. Errors: ENOENT, ENOTDIR, ENAMETOOLONG, EIO.
     public func lookup(parent: UInt64, name: [UInt8]) throws(FSFailure) -> EntryReply {
-        if isView(parent) { return try run { () throws(AetherError) in viewReply(try views.lookup(parent, name)) } }
+        if isView(parent) { return try snapshots.lookup(parent: parent, name: name) }
         if let control = try controlLookup(parent: parent, name: name) { return control }
         return try run { () throws(AetherError) in reply(try workspace.lookup(parent: parent, name: name)) }
     }
@@ -206,14 +156,14 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// The corresponding FUSE operation is `getattr`.
     public func getattr(_ ino: UInt64) throws(FSFailure) -> EntryReply {
         if let a = controlAttributes(ino) { return EntryReply(attributes: a, entryTimeout: 0, attrTimeout: 0) }
-        if isView(ino) { return try run { () throws(AetherError) in viewReply(try views.currentAttributes(ino)) } }
+        if isView(ino) { return try snapshots.getattr(ino) }
         return try run { () throws(AetherError) in reply(try workspace.attributes(ino)) }
     }
 
     /// The corresponding FUSE operation is `setattr`. Errors: EISDIR, EINVAL, ENOSPC, EIO.
     public func setattr(_ ino: UInt64, _ change: AttributeChange) throws(FSFailure) -> EntryReply {
         if let a = controlAttributes(ino) { return EntryReply(attributes: a, entryTimeout: 0, attrTimeout: 0) }
-        if isView(ino) { throw VirtualFileSystem.readOnly }
+        if isView(ino) { throw .readOnly }
         return try self.change { () throws(AetherError) in
             if resizing.contains(ino) { return reply(try workspace.attributes(ino)) }
             return reply(try workspace.setAttributes(ino, change))
@@ -221,13 +171,14 @@ public final class VirtualFileSystem: @unchecked Sendable {
     }
 
     public func readlink(_ ino: UInt64) throws(FSFailure) -> [UInt8] {
-        try run { () throws(AetherError) in isView(ino) ? try views.readlink(ino) : try workspace.readlink(ino) }
+        if isView(ino) { return try snapshots.readlink(ino) }
+        return try run { () throws(AetherError) in try workspace.readlink(ino) }
     }
 
     // MARK: creating and removing
 
     private func checkNotControl(_ parent: UInt64, _ name: [UInt8]) throws(FSFailure) {
-        if isView(parent) { throw VirtualFileSystem.readOnly }
+        if isView(parent) { throw .readOnly }
         if ControlFile.isVirtual(parent) { throw FSFailure(.notPermitted("the control directory is not writable")) }
         if parent == Workspace.rootIno && name == ControlFile.directoryName {
             throw FSFailure(.exists(".aether is reserved for the control surface"))
@@ -261,7 +212,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(FSFailure) -> EntryReply {
         if ControlFile.isVirtual(ino) { throw FSFailure(.notPermitted("control files cannot be linked")) }
-        if isView(ino) { throw VirtualFileSystem.readOnly }
+        if isView(ino) { throw .readOnly }
         try checkNotControl(newParent, newName)
         return try change { () throws(AetherError) in reply(try workspace.link(ino, newParent: newParent, newName: newName)) }
     }
@@ -300,13 +251,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
                 return (addHandle(.control(ControlHandle(file: control, content: content, writing: writing))), true)
             }
         }
-        if isView(ino) {
-            if writing { throw VirtualFileSystem.readOnly }
-            return try run { () throws(AetherError) in
-                _ = try views.view(ino)
-                return (addHandle(.view(ino)), false)
-            }
-        }
+        if isView(ino) { return try snapshots.open(ino, writing: writing, truncate: truncate, caller: caller) }
         let open = { () throws(AetherError) -> (handle: UInt64, direct: Bool) in
             if truncate && writing {
                 var change = AttributeChange()
@@ -335,27 +280,20 @@ public final class VirtualFileSystem: @unchecked Sendable {
             guard offset < size else { throw FSFailure(.noMoreData("seek past the end")) }
             return data ? offset : size
         }
-        if isView(ino) {
-            return try run { () throws(AetherError) in
-                guard let at = try views.seek(ino, offset: offset, data: data) else {
-                    throw .noMoreData("no \(data ? "data" : "hole") at or after offset \(offset)")
-                }
-                return at
-            }
-        }
+        if isView(ino) { return try snapshots.seek(ino, offset: offset, data: data) }
         return try run { () throws(AetherError) in try workspace.seek(ino, offset: offset, data: data) }
     }
 
     /// The corresponding FUSE operation is `read`. Only the plan is made under the lock; stored bytes are
     /// read, decompressed and verified outside it, so reads of the chunk store run side by side.
     public func read(_ ino: UInt64, handle: UInt64, offset: UInt64, count: Int) throws(FSFailure) -> [UInt8] {
+        if isView(ino) { return try snapshots.read(ino, handle: handle, offset: offset, count: count) }
         let plan = try run { () throws(AetherError) -> ReadPlan in
             if case .control(let h)? = handles[handle] {
                 let content = h.content
                 guard offset < UInt64(content.count) else { return .bytes([]) }
                 return .bytes(Array(content[Int(offset)..<min(content.count, Int(offset) + count)]))
             }
-            if case .view(let v)? = handles[handle] { return try views.read(v, offset: offset, count: count) }
             return try workspace.read(ino, offset: offset, count: count)
         }
         if case .bytes(let b) = plan { return b }
@@ -365,7 +303,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer,
                       caller: Caller) throws(FSFailure) -> (count: Int, afterReply: [Invalidation]) {
         if let control = ControlFile(ino: ino) { return (try controlWrite(control, handle: handle, data: data, caller: caller), []) }
-        if isView(ino) { throw VirtualFileSystem.readOnly }
+        if isView(ino) { throw .readOnly }
         let (count, modeChanged) = try change { () throws(AetherError) in
             (try workspace.write(ino, offset: offset, data: data, keepsPrivilegeBits: caller.keepsPrivilegeBits),
              workspace.takeModesChangedByWrites())
@@ -384,6 +322,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     }
 
     public func release(_ ino: UInt64, handle: UInt64) throws(FSFailure) {
+        if isView(ino) { return }
         try run { () throws(AetherError) in
             guard let h = handles.removeValue(forKey: handle) else { return }
             if case .file(let ino) = h { try workspace.release(ino) }
@@ -394,7 +333,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// files), EROFS (views), ENOSPC, EISDIR, EINVAL.
     public func fallocate(_ ino: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws(FSFailure) {
         if ControlFile.isVirtual(ino) { throw FSFailure(.notSupported("control files take no fallocate")) }
-        if isView(ino) { throw VirtualFileSystem.readOnly }
+        if isView(ino) { throw .readOnly }
         try change { () throws(AetherError) in try workspace.fallocate(ino, mode: mode, offset: offset, length: length) }
     }
 
@@ -413,103 +352,52 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// snapshots, whose times change whenever they are asked for.
     public func opendir(_ ino: UInt64) throws(FSFailure) -> Bool {
         if ControlFile.isVirtual(ino) { return false }
-        if isView(ino) { return try run { () throws(AetherError) in _ = try views.view(ino); return !views.isListing(ino) } }
+        if isView(ino) { return try snapshots.opendir(ino) }
         return try run { () throws(AetherError) in _ = try workspace.listingStamp(ino); return true }
     }
 
-    /// A directory's entries ordered by their cookies (the offsets readdir hands out), with the stamp
-    /// under which they hold (nil: taken again each time).
-    struct Listing {
-        var stamp: UInt64?
-        var entries: [DirectoryEntry]
-        var cookies: [Int]
-    }
-
-    /// Listings taken, kept while their directories do not change: the kernel reads a long directory in
-    /// many requests.
-    var listings: [UInt64: Listing] = [:]
-    static let listingsKept = 64
-
-    /// The cookie of a name: a hash, so that readdir resumes after the entry it last returned even when
-    /// entries were added or removed in between. Names of equal hash (58 bits) are told apart by their
-    /// rank among them; cookies are at least 2^62, clear of `.` and `..` (offsets 1 and 2).
-    static func cookies(of entries: [DirectoryEntry]) -> (entries: [DirectoryEntry], cookies: [Int]) {
-        func hash(_ name: [UInt8]) -> Int {
-            Int(truncatingIfNeeded: (FNV1a.hash(name) >> 6) << 4) & ((1 << 62) - 1) | (1 << 62)
-        }
-        let keyed = entries.map { (hash($0.name), $0) }.sorted { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1.name.lexicographicallyPrecedes($1.1.name) }
-        var cookies: [Int] = []
-        cookies.reserveCapacity(keyed.count)
-        var rank = 0
-        for (i, (h, _)) in keyed.enumerated() {
-            rank = i > 0 && keyed[i - 1].0 == h ? min(rank + 1, 15) : 0
-            cookies.append(h | rank)
-        }
-        return (keyed.map(\.1), cookies)
-    }
+    /// Listings taken of the workspace's directories and the control directory. Under `lock`.
+    var listings = ListingCache()
 
     /// The listing of a directory, from `listings` while it holds. Under `lock`.
     func listing(_ ino: UInt64) throws(AetherError) -> Listing {
-        let stamp: UInt64?
-        let entries: () throws(AetherError) -> [DirectoryEntry]
         if ino == ControlFile.directoryIno {
-            stamp = nil
-            entries = {
+            return try listings.listing(ino, stamp: nil) {
                 var out = ControlFile.allCases.map { DirectoryEntry(name: Array($0.name.utf8), ino: $0.ino, kind: .file) }
                 for name in ["checkpoints", "commits"] {
                     if let v = self.viewListing(Array(name.utf8)) { out.append(DirectoryEntry(name: Array(name.utf8), ino: v.attributes.ino, kind: .directory)) }
                 }
                 return out
             }
-        } else if isView(ino) {
-            stamp = views.isListing(ino) ? nil : 0  // a snapshot's tree never changes
-            entries = { () throws(AetherError) in
-                try self.views.children(ino).map { DirectoryEntry(name: $0.name, ino: $0.view.attributes.ino, kind: $0.view.attributes.kind) }
-            }
-        } else {
-            stamp = try workspace.listingStamp(ino)
-            entries = { () throws(AetherError) in
-                var out = try self.workspace.list(ino)
-                if ino == Workspace.rootIno && self.options.showControl {
-                    out.append(DirectoryEntry(name: ControlFile.directoryName, ino: ControlFile.directoryIno, kind: .directory))
-                }
-                return out
-            }
         }
-        if let stamp, let kept = listings[ino], kept.stamp == stamp { return kept }
-        let (sorted, cookies) = VirtualFileSystem.cookies(of: try entries())
-        let l = Listing(stamp: stamp, entries: sorted, cookies: cookies)
-        if stamp != nil {
-            if listings.count >= VirtualFileSystem.listingsKept { listings.removeAll(keepingCapacity: true) }
-            listings[ino] = l
+        return try listings.listing(ino, stamp: try workspace.listingStamp(ino)) { () throws(AetherError) in
+            var out = try self.workspace.list(ino)
+            if ino == Workspace.rootIno && self.options.showControl {
+                out.append(DirectoryEntry(name: ControlFile.directoryName, ino: ControlFile.directoryIno, kind: .directory))
+            }
+            return out
         }
-        return l
     }
 
-    /// Entries of a directory after `offset` (0: from the start; 1 and 2 follow `.` and `..`; else the
-    /// cookie of the entry last returned). With `plus`, each returned entry counts one lookup; `accept`
-    /// says whether it fit in the reply.
+    /// Entries of a directory after `offset` (see `Listing.serve`). With `plus`, each returned entry
+    /// counts one lookup.
     public func readdir(_ ino: UInt64, offset: Int, plus: Bool,
                         accept: (_ name: [UInt8], _ entry: EntryReply, _ nextOffset: Int) -> Bool) throws(FSFailure) {
+        if isView(ino) { return try snapshots.readdir(ino, offset: offset, plus: plus, accept: accept) }
         try run { () throws(AetherError) in
             let l = try listing(ino)
-            if offset < 2 {
-                let dots: [(name: [UInt8], target: UInt64)] = [([46], ino), ([46, 46], ControlFile.isVirtual(ino) || isView(ino) ? Workspace.rootIno : workspace.parentOf(ino))]
-                for i in offset..<2 {
-                    let attributes = (try? attributesForListing(dots[i].target)) ?? controlAttributes(ControlFile.directoryIno)!
-                    guard accept(dots[i].name, EntryReply(attributes: attributes, entryTimeout: 0, attrTimeout: 0), i + 1) else { return }
-                }
+            let dots = [ino, ControlFile.isVirtual(ino) ? Workspace.rootIno : workspace.parentOf(ino)].map { target in
+                EntryReply(attributes: (try? attributesForListing(target)) ?? controlAttributes(ControlFile.directoryIno)!,
+                           entryTimeout: 0, attrTimeout: 0)
             }
-            var i = offset <= 2 ? 0 : l.cookies.partitionPoint { $0 <= offset }
-            while i < l.entries.count {
-                let target = l.entries[i].ino
-                let attributes = try attributesForListing(target)
-                let cached = plus && !views.isListing(target) && !ControlFile.isVirtual(target)
-                guard accept(l.entries[i].name, EntryReply(attributes: attributes, entryTimeout: plus ? options.cacheTimeout : 0,
-                                                           attrTimeout: cached ? options.cacheTimeout : 0), l.cookies[i]) else { return }
-                if plus && !ControlFile.isVirtual(target) && !isView(target) { _ = try workspace.retain(target) }
-                i += 1
-            }
+            try l.serve(offset: offset, dots: dots, reply: { (e) throws(AetherError) in
+                let attributes = try attributesForListing(e.ino)
+                let cached = plus && !views.isListing(e.ino) && !ControlFile.isVirtual(e.ino)
+                return EntryReply(attributes: attributes, entryTimeout: plus ? options.cacheTimeout : 0,
+                                  attrTimeout: cached ? options.cacheTimeout : 0)
+            }, returned: { (e) throws(AetherError) in
+                if plus && !ControlFile.isVirtual(e.ino) && !isView(e.ino) { _ = try workspace.retain(e.ino) }
+            }, accept: accept)
         }
     }
 
@@ -521,7 +409,6 @@ public final class VirtualFileSystem: @unchecked Sendable {
     }
 
     public func fsyncdir(_ ino: UInt64) throws(FSFailure) {
-        if snapshotsOnly { return }
         try change { () throws(AetherError) in try workspace.syncAll() }
     }
 
@@ -534,17 +421,12 @@ public final class VirtualFileSystem: @unchecked Sendable {
     /// `user.aether.state` and `.digest`.
     public func getxattr(_ ino: UInt64, name: String) throws(FSFailure) -> [UInt8] {
         if ControlFile.isVirtual(ino) { throw FSFailure(.noAttribute) }
-        if isView(ino) {
-            return try run { () throws(AetherError) in
-                guard let v = try views.view(ino).xattrs[name] else { throw .noAttribute }
-                return v
-            }
-        }
-        if name.hasPrefix(VirtualFileSystem.reservedPrefix) { flushKernel() }
+        if isView(ino) { return try snapshots.getxattr(ino, name: name) }
+        if name.hasPrefix(SessionFileSystem.reservedPrefix) { flushKernel() }
         // `root` and `digest` write the tree or a file into the store: they wait for a freeze, as changes do.
         return try change { () throws(AetherError) in
-            guard name.hasPrefix(VirtualFileSystem.reservedPrefix) else { return try workspace.getXattr(ino, name: name) }
-            let key = String(name.dropFirst(VirtualFileSystem.reservedPrefix.count))
+            guard name.hasPrefix(SessionFileSystem.reservedPrefix) else { return try workspace.getXattr(ino, name: name) }
+            let key = String(name.dropFirst(SessionFileSystem.reservedPrefix.count))
             switch (key, ino == Workspace.rootIno) {
             case ("session", true): return Array(workspace.session.name.utf8)
             case ("head", true):
@@ -563,7 +445,7 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     public func listxattr(_ ino: UInt64) throws(FSFailure) -> [String] {
         if ControlFile.isVirtual(ino) { return [] }
-        if isView(ino) { return try run { () throws(AetherError) in try views.view(ino).xattrs.keys.sorted() } }
+        if isView(ino) { return try snapshots.listxattr(ino) }
         return try run { () throws(AetherError) in try workspace.listXattrs(ino) }
     }
 
@@ -574,9 +456,9 @@ public final class VirtualFileSystem: @unchecked Sendable {
     public func setxattr(_ ino: UInt64, name: String, value: [UInt8], create: Bool, replace: Bool,
                          caller: Caller) throws(FSFailure) -> [Invalidation] {
         if ControlFile.isVirtual(ino) { throw FSFailure(.notPermitted("control files have no attributes")) }
-        if isView(ino) { throw VirtualFileSystem.readOnly }
-        if name.hasPrefix(VirtualFileSystem.reservedPrefix) {
-            let key = Array(name.dropFirst(VirtualFileSystem.reservedPrefix.count).utf8)
+        if isView(ino) { throw .readOnly }
+        if name.hasPrefix(SessionFileSystem.reservedPrefix) {
+            let key = Array(name.dropFirst(SessionFileSystem.reservedPrefix.count).utf8)
             guard ino == Workspace.rootIno, let action = ControlFile(name: key), action.writable else {
                 throw FSFailure(.notPermitted("the user.aether. prefix is reserved"))
             }
@@ -588,23 +470,17 @@ public final class VirtualFileSystem: @unchecked Sendable {
 
     public func removexattr(_ ino: UInt64, name: String) throws(FSFailure) {
         if ControlFile.isVirtual(ino) { throw FSFailure(.noAttribute) }
-        if isView(ino) { throw VirtualFileSystem.readOnly }
-        if name.hasPrefix(VirtualFileSystem.reservedPrefix) { throw FSFailure(.notPermitted("the user.aether. prefix is reserved")) }
+        if isView(ino) { throw .readOnly }
+        if name.hasPrefix(SessionFileSystem.reservedPrefix) { throw FSFailure(.notPermitted("the user.aether. prefix is reserved")) }
         try change { () throws(AetherError) in try workspace.removeXattr(ino, name: name) }
     }
 
     // MARK: the file system as a whole
 
-    public func statfs() -> statvfs {
-        var st = statvfs()
-        _ = statvfs(views.repo.path, &st)
-        st.f_namemax = UInt(Workspace.maxNameLength)
-        return st
-    }
+    public func statfs() -> statvfs { snapshots.statfs() }
 
     /// Saves what is pending; called when the mount goes away.
     public func shutdown() {
-        if snapshotsOnly { return }
         lock.withLock { try? workspace.syncAll() }
     }
 }
