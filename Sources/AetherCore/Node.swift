@@ -65,8 +65,6 @@ final class Node {
     /// Whether every name in `links` has its dentry row and its directory is materialized (then a
     /// change of the node writes its own row only, however many names it has).
     var linksRecorded = false
-    /// Kernel references (lookup counts).
-    var lookups: UInt64 = 0
     /// Open file handles.
     var opens = 0
     /// The upper file's descriptor while the node is open.

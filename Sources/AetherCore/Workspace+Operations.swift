@@ -55,27 +55,19 @@ extension ContentStore {
 extension Workspace {
     // MARK: names
 
-    /// Finds `name` in `parent` and counts one kernel reference to it.
+    /// Finds `name` in `parent`.
     public func lookup(parent: UInt64, name: [UInt8]) throws(AetherError) -> Attributes {
         if name.count > Workspace.maxNameLength { throw .nameTooLong }
         let dir = try directory(parent)
         guard let ino = dir.entries![name], let child = nodes[ino] else { throw .notFound("name") }
-        child.lookups += 1
         return reported(child)
     }
 
-    /// Counts one more kernel reference to a node already known (readdirplus).
-    public func retain(_ ino: UInt64) throws(AetherError) -> Attributes {
-        let n = try node(ino)
-        n.lookups += 1
-        return reported(n)
-    }
-
-    /// The kernel dropped `count` references.
-    public func forget(_ ino: UInt64, count: UInt64) {
-        guard let n = nodes[ino] else { return }
-        n.lookups = n.lookups > count ? n.lookups - count : 0
-        if n.links.isEmpty && ino != Workspace.rootIno { try? releaseIfUnreferenced(n) }
+    /// The last holder of `ino` let go of it (the kernel forgot it): a node without a name is dropped
+    /// now, unless it is open.
+    public func forgotten(_ ino: UInt64) {
+        guard let n = nodes[ino], n.links.isEmpty, ino != Workspace.rootIno else { return }
+        try? releaseIfUnreferenced(n)
     }
 
     public func attributes(_ ino: UInt64) throws(AetherError) -> Attributes {
@@ -143,7 +135,6 @@ extension Workspace {
             if kind == .file { upper.remove(node.rec.ino) }
             throw error
         }
-        node.lookups += 1
         return node
     }
 
@@ -202,7 +193,6 @@ extension Workspace {
     public func tmpfile(parent: UInt64, mode: UInt32, caller: Caller) throws(AetherError) -> Attributes {
         let node = try prepareNode(in: try directory(parent), kind: .file, mode: mode, caller: caller)
         node.rec.nlink = 0
-        node.lookups += 1
         return node.attributes
     }
 
@@ -243,7 +233,6 @@ extension Workspace {
             stampChanged(dir)
             try save(dir)
         }
-        n.lookups += 1
         return reported(n)
     }
 

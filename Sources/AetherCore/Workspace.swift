@@ -34,6 +34,10 @@ public final class Workspace: @unchecked Sendable {
     /// Nodes that were given a second name in this session (pruned by `hasHardLinks`).
     var linked = Set<UInt64>()
     let upper: UpperFiles
+    /// Who else holds inodes of this tree: the kernel through a mount, whose lookup counts the VFS
+    /// keeps (`InodeTable`). A node without a name lives while it is held or open. None when the CLI
+    /// opened the workspace alone.
+    public weak var holders: (any InodeHolders)?
     var metadata: any MetadataStore { repo.metadata }
     var working: any WorkingLayerStore { repo.working }
     /// Runs a checkpoint's data work (cutting, hashing, compressing and storing written files) without
@@ -127,7 +131,6 @@ public final class Workspace: @unchecked Sendable {
                                         nlink: 2 + UInt32(t.subdirectoryCount),
                                         content: tree), kind: .directory)
         root.xattrs = t.xattrs
-        if let old = nodes[Workspace.rootIno] { root.lookups = old.lookups }
         nodes[Workspace.rootIno] = root
         try save(root)
     }
@@ -301,7 +304,7 @@ public final class Workspace: @unchecked Sendable {
         dir.rec.ctime = now
     }
 
-    /// Drops a node that has no name left, once the kernel and every handle let go of it.
+    /// Drops a node that has no name left, once its holders (the kernel) and every handle let go of it.
     func releaseIfUnreferenced(_ node: Node) throws(AetherError) {
         guard node.rec.ino != Workspace.rootIno, node.links.isEmpty else { return }
         if node.persisted {
@@ -311,11 +314,15 @@ public final class Workspace: @unchecked Sendable {
             node.linksRecorded = false
             rowed.remove(node.rec.ino)
         }
-        if node.lookups == 0 && node.opens == 0 {
-            if node.fd >= 0 { close(node.fd); node.fd = -1 }
-            if node.rec.upper { upper.remove(node.rec.ino) }
-            nodes[node.rec.ino] = nil
+        // Without a name or an open handle its bytes can never be read again: they go now, as on ext4
+        // (the kernel's forget, which lets the node go, may come much later).
+        guard node.opens == 0 else { return }
+        if node.fd >= 0 { close(node.fd); node.fd = -1 }
+        if node.rec.upper {
+            upper.remove(node.rec.ino)
+            node.rec.upper = false
         }
+        if !(holders?.holds(node.rec.ino) ?? false) { nodes[node.rec.ino] = nil }
     }
 
     static func checkName(_ name: [UInt8]) throws(AetherError) {
@@ -324,4 +331,10 @@ public final class Workspace: @unchecked Sendable {
             throw .invalid("bad file name")
         }
     }
+}
+
+/// Who holds inodes of a working tree besides its open handles: the kernel, whose references (lookup
+/// counts) a mount's VFS keeps. Asked under the workspace's caller's lock.
+public protocol InodeHolders: AnyObject {
+    func holds(_ ino: UInt64) -> Bool
 }

@@ -31,6 +31,8 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
     var handles: [UInt64: Handle] = [:]
     var nextHandle: UInt64 = 1
     var lastResults: [UInt32: String] = [:]
+    /// The kernel's references to the workspace's inodes. Guarded by `lock`.
+    let inodes = InodeTable()
     /// The kernel's side: attached by the FUSE adapter while the session runs; none in unit tests.
     private let notifier = Mutex<(any KernelNotifier)?>(nil)
     public var writebackCache: Bool { options.writebackCache }
@@ -78,6 +80,7 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
         self.options = options
         self.logger = logger
         self.mountpoint = mountpoint
+        workspace.holders = inodes
         // Called with `lock` held, from a request that waited for no other freeze (`change`).
         workspace.outsideLock = { [unowned self] body in
             frozen = true
@@ -134,6 +137,13 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
         try AetherVFS.mappingErrors(logger, body)
     }
 
+    /// An entry the kernel counts (lookup, create, mkdir, mknod, symlink, link, tmpfile): one more
+    /// reference it holds, until it forgets it. Under `lock`.
+    func entry(_ a: Attributes) -> EntryReply {
+        inodes.hold(a.ino)
+        return reply(a)
+    }
+
     func reply(_ a: Attributes) -> EntryReply {
         EntryReply(attributes: a, entryTimeout: options.cacheTimeout, attrTimeout: options.cacheTimeout)
     }
@@ -144,13 +154,13 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
     public func lookup(parent: UInt64, name: [UInt8]) throws(FSFailure) -> EntryReply {
         if isView(parent) { return try snapshots.lookup(parent: parent, name: name) }
         if let control = try controlLookup(parent: parent, name: name) { return control }
-        return try run { () throws(AetherError) in reply(try workspace.lookup(parent: parent, name: name)) }
+        return try run { () throws(AetherError) in entry(try workspace.lookup(parent: parent, name: name)) }
     }
 
     /// The corresponding FUSE operation is `forget` (and `forget_multi`).
     public func forget(_ ino: UInt64, count: UInt64) {
         if ControlFile.isVirtual(ino) || isView(ino) { return }
-        lock.withLock { workspace.forget(ino, count: count) }
+        lock.withLock { if inodes.forget(ino, count) { workspace.forgotten(ino) } }
     }
 
     /// The corresponding FUSE operation is `getattr`.
@@ -189,32 +199,32 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
         try checkNotControl(parent, name)
         return try change { () throws(AetherError) in
             NodeKind(typeBits: mode) == .file || mode & 0o170000 == 0
-                ? reply(try workspace.create(parent: parent, name: name, mode: mode, caller: caller))
-                : reply(try workspace.mknod(parent: parent, name: name, mode: mode, rdev: rdev, caller: caller))
+                ? entry(try workspace.create(parent: parent, name: name, mode: mode, caller: caller))
+                : entry(try workspace.mknod(parent: parent, name: name, mode: mode, rdev: rdev, caller: caller))
         }
     }
 
     /// The corresponding FUSE operation is `tmpfile` (O_TMPFILE): an unnamed file in `parent`.
     public func tmpfile(parent: UInt64, mode: UInt32, caller: Caller) throws(FSFailure) -> EntryReply {
         try checkNotControl(parent, [])
-        return try change { () throws(AetherError) in reply(try workspace.tmpfile(parent: parent, mode: mode, caller: caller)) }
+        return try change { () throws(AetherError) in entry(try workspace.tmpfile(parent: parent, mode: mode, caller: caller)) }
     }
 
     public func mkdir(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller) throws(FSFailure) -> EntryReply {
         try checkNotControl(parent, name)
-        return try change { () throws(AetherError) in reply(try workspace.mkdir(parent: parent, name: name, mode: mode, caller: caller)) }
+        return try change { () throws(AetherError) in entry(try workspace.mkdir(parent: parent, name: name, mode: mode, caller: caller)) }
     }
 
     public func symlink(parent: UInt64, name: [UInt8], target: [UInt8], caller: Caller) throws(FSFailure) -> EntryReply {
         try checkNotControl(parent, name)
-        return try change { () throws(AetherError) in reply(try workspace.symlink(parent: parent, name: name, target: target, caller: caller)) }
+        return try change { () throws(AetherError) in entry(try workspace.symlink(parent: parent, name: name, target: target, caller: caller)) }
     }
 
     public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(FSFailure) -> EntryReply {
         if ControlFile.isVirtual(ino) { throw FSFailure(.notPermitted("control files cannot be linked")) }
         if isView(ino) { throw .readOnly }
         try checkNotControl(newParent, newName)
-        return try change { () throws(AetherError) in reply(try workspace.link(ino, newParent: newParent, newName: newName)) }
+        return try change { () throws(AetherError) in entry(try workspace.link(ino, newParent: newParent, newName: newName)) }
     }
 
     public func unlink(parent: UInt64, name: [UInt8]) throws(FSFailure) {
@@ -396,7 +406,7 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
                 return EntryReply(attributes: attributes, entryTimeout: plus ? options.cacheTimeout : 0,
                                   attrTimeout: cached ? options.cacheTimeout : 0)
             }, returned: { (e) throws(AetherError) in
-                if plus && !ControlFile.isVirtual(e.ino) && !isView(e.ino) { _ = try workspace.retain(e.ino) }
+                if plus && !ControlFile.isVirtual(e.ino) && !isView(e.ino) { inodes.hold(e.ino) }
             }, accept: accept)
         }
     }
@@ -483,4 +493,23 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
     public func shutdown() {
         lock.withLock { try? workspace.syncAll() }
     }
+}
+
+/// The kernel's bookkeeping of a session's inodes: how many references (lookups) it holds of each.
+/// A node that lost its last name stays while the kernel holds it (`InodeHolders`). Guarded by the
+/// session file system's lock.
+final class InodeTable: InodeHolders {
+    private var lookups: [UInt64: UInt64] = [:]
+
+    func hold(_ ino: UInt64) { lookups[ino, default: 0] += 1 }
+
+    /// The kernel dropped `count` references; returns whether it holds none now.
+    func forget(_ ino: UInt64, _ count: UInt64) -> Bool {
+        guard let n = lookups[ino] else { return true }
+        if n > count { lookups[ino] = n - count; return false }
+        lookups[ino] = nil
+        return true
+    }
+
+    func holds(_ ino: UInt64) -> Bool { lookups[ino] != nil }
 }

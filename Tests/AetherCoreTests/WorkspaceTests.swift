@@ -114,7 +114,7 @@ final class Fixture {
                 if i == 0 { first = n.ino }
             }
             try ws.unlink(parent: root, name: bytes("f0"))
-            ws.forget(first, count: 1)
+            ws.forgotten(first)
             _ = try ws.checkpoint(CheckpointRequest(message: "all"), author: 1000)
             ws.upper.settle()
             let spare = ws.upper.directory + "/spare"
