@@ -53,6 +53,9 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
     case attributesFull(String)
     /// A system call failed with this errno: what the kernel said, passed on as it is.
     case system(Int32, String)
+    /// A failure below or of our own that is not damage to the store: a metadata I/O error, a promise
+    /// broken (a record that should have been written). (EIO)
+    case failed(String)
 
     public var description: String {
         switch self {
@@ -79,6 +82,7 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
         case .badHandle(let what): what
         case .attributesFull(let what): what
         case .system(_, let what): what
+        case .failed(let what): what
         }
     }
 
@@ -109,11 +113,12 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
         case .badHandle: "bad_handle"
         case .attributesFull: "attributes_full"
         case .system: "system"
+        case .failed: "failed"
         }
     }
 
     /// One error of each case, those that carry a message carrying `message`, for tables that read
-    /// errno back into the domain; `system` is not among them.
+    /// errno back into the domain; `system` and `failed` (EIO, as damage is) are not among them.
     public static func every(_ message: String) -> [AetherError] {
         [.notFound(message), .exists(message), .notEmpty, .notDirectory, .isDirectory, .invalid(message), .nameTooLong,
          .notPermitted(message), .accessDenied(message), .readOnly, .busy(message), .noAttribute, .range, .tooBig,
@@ -136,14 +141,14 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
             if e.isBusy { return .busy(e.description) }
             if e.isCorrupt { return .damaged(e.description) }
             // An I/O error (its errno in the message) or a fault of ours: not damage to the store.
-            return .system(EIO, e.description)
+            return .failed(e.description)
         case let e as MetadataError:
             switch e.code {
             case .conflict: return .exists(e.message)
             case .damaged: return .damaged(e.description)
             }
         case let e as FormatError: return .damaged(e.description)
-        default: return .system(EIO, "\(error)")
+        default: return .failed("\(error)")
         }
     }
 }

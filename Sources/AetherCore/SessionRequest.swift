@@ -182,12 +182,12 @@ public enum SessionAnswer: Sendable, Equatable {
 
     /// The snapshot answered; an answer of another kind is an error of the one who answered.
     public func snapshot() throws(AetherError) -> SnapshotInfo {
-        guard case .snapshot(let s) = self else { throw .system(EIO, "the answer names a session, not a snapshot: \(json.prefix(200))") }
+        guard case .snapshot(let s) = self else { throw .failed("the answer names a session, not a snapshot: \(json.prefix(200))") }
         return s
     }
 
     public func session() throws(AetherError) -> SessionSummary {
-        guard case .session(let s) = self else { throw .system(EIO, "the answer names a snapshot, not a session: \(json.prefix(200))") }
+        guard case .session(let s) = self else { throw .failed("the answer names a snapshot, not a session: \(json.prefix(200))") }
         return s
     }
 }

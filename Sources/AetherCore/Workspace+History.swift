@@ -56,7 +56,7 @@ extension Workspace {
         } else {
             _ = try freeze { (root, _) throws(AetherError) in made = try insert(root, session.head) }
         }
-        guard let made else { throw .system(EIO, "fork \(name): no session record was written") }
+        guard let made else { throw .failed("fork \(name): no session record was written") }
         return made
     }
 
@@ -91,7 +91,7 @@ extension Workspace {
             session.baseCommit = record.id
             made = record
         }
-        guard let made else { throw .system(EIO, "commit to \(branch): the freeze wrote no record") }
+        guard let made else { throw .failed("commit to \(branch): the freeze wrote no record") }
         return made
     }
 }

@@ -38,7 +38,7 @@ extension Workspace {
             session.baseSnapshot = record.id
             made = record
         }
-        guard let made else { throw .system(EIO, "checkpoint \(name): the freeze wrote no record") }
+        guard let made else { throw .failed("checkpoint \(name): the freeze wrote no record") }
         return made
     }
 

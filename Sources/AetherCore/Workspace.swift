@@ -13,7 +13,7 @@ import Logging
 /// cuts them into the chunk store and writes trees only for the directories on changed paths.
 ///
 /// Not thread-safe: the caller serializes every call (the VFS holds one lock per session).
-public final class Workspace: @unchecked Sendable {
+public final class Workspace {
     public static let rootIno: UInt64 = 1
     public static let maxNameLength = 255
     public static let maxXattrValue = 65536

@@ -54,14 +54,14 @@ public final class FuseServer {
         let sessionBox = SessionBox(se, mountpoint: mountpoint)
         vfs.attach(sessionBox)
         guard fuse_session_mount(se, mountpoint) == 0 else {
-            throw .system(EIO, "cannot mount at \(mountpoint) (is /dev/fuse there, is the directory empty and not mounted?)")
+            throw .failed("cannot mount at \(mountpoint) (is /dev/fuse there, is the directory empty and not mounted?)")
         }
         var io = fuse_custom_io()
         io.read = InitReplyPatch.read
         io.writev = InitReplyPatch.writev
         guard fuse_session_custom_io(se, &io, fuse_session_fd(se)) == 0 else {
             fuse_session_unmount(se)
-            throw .system(EIO, "libfuse refused the session's I/O hooks")
+            throw .failed("libfuse refused the session's I/O hooks")
         }
         FuseServer.unmountOnSignals(mountpoint: mountpoint, session: sessionBox)
         ready()

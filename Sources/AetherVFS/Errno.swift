@@ -38,6 +38,7 @@ public func errnoCode(for error: AetherError) -> Int32 {
     case .badHandle: EBADF
     case .attributesFull: ENOSPC
     case .system(let code, _): code
+    case .failed: EIO
     }
 }
 

@@ -94,7 +94,7 @@ func mappingErrors<T>(_ logger: Logger, _ body: () throws(AetherError) -> T) thr
     } catch {
         switch error {
         case .notFound: break
-        case .damaged, .noSpace, .system(EIO, _): logger.error("\(error.description)")
+        case .damaged, .noSpace, .failed, .system(EIO, _): logger.error("\(error.description)")
         default: logger.debug("request failed", metadata: ["error": "\(error)"])
         }
         throw FSFailure(error)

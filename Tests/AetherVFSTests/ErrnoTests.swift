@@ -10,7 +10,7 @@ import AetherVFS
         (.isDirectory, EISDIR), (.invalid("x"), EINVAL), (.nameTooLong, ENAMETOOLONG), (.notPermitted("x"), EPERM),
         (.accessDenied("x"), EACCES), (.readOnly, EROFS), (.busy("x"), EBUSY), (.noAttribute, ENODATA), (.range, ERANGE),
         (.tooBig, E2BIG), (.notSupported("x"), EOPNOTSUPP), (.branchMoved("x"), EAGAIN), (.noSpace("x"), ENOSPC), (.damaged("x"), EIO), (.cancelled("x"), ECANCELED),
-        (.noMoreData("x"), ENXIO), (.badHandle("x"), EBADF), (.attributesFull("x"), ENOSPC), (.system(EXDEV, "x"), EXDEV),
+        (.noMoreData("x"), ENXIO), (.badHandle("x"), EBADF), (.attributesFull("x"), ENOSPC), (.system(EXDEV, "x"), EXDEV), (.failed("x"), EIO),
     ])
     func eachDomainErrorHasItsErrno(error: AetherError, code: Int32) {
         #expect(errnoCode(for: error) == code)
