@@ -12,6 +12,12 @@ import Logging
 /// rows). File bytes written since the last checkpoint live in the session's upper files; a checkpoint
 /// cuts them into the chunk store and writes trees only for the directories on changed paths.
 ///
+/// Its parts, one job to a file: loading and saving the working layer (here), the POSIX operations
+/// (`+Operations`), freezing the tree into a checkpoint (`+Checkpoint`), restoring one (`+Restore`),
+/// history — fork, and commit as a freeze and a compare-and-swap of the branch (`+History`,
+/// `Repository.publish`) — and the one entry for requests (`SessionRequest`, `perform`). The kernel's
+/// references are the VFS's (`InodeHolders`).
+///
 /// Not thread-safe: the caller serializes every call (the VFS holds one lock per session).
 public final class Workspace {
     public static let rootIno: UInt64 = 1

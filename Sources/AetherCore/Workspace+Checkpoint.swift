@@ -142,14 +142,14 @@ extension Workspace {
     }
 
     /// Whether a node of this session has more than one name now (git, for one, links and unlinks).
-    private func hasHardLinks() -> Bool {
+    func hasHardLinks() -> Bool {
         linked = linked.filter { (nodes[$0]?.rec.nlink ?? 0) > 1 }
         return !linked.isEmpty
     }
 
     /// In memory, after the working layer's rows were dropped: no node has a row or name rows.
     /// (Only nodes with rows can have pending metadata, a name listing or overrides.)
-    private func forgetWorkingLayerRows() {
+    func forgetWorkingLayerRows() {
         for ino in rowed {
             guard let n = nodes[ino] else { continue }
             n.persisted = false
@@ -232,151 +232,5 @@ extension Workspace {
         return TreeEntry(name: name, kind: n.kind, mode: n.rec.mode, uid: n.rec.uid, gid: n.rec.gid, size: n.rec.size,
                          mtime: n.rec.mtime, nlink: n.rec.nlink, rdev: n.rec.rdev, linkGroup: group, target: n.rec.target,
                          content: n.contentID, xattrs: n.xattrs)
-    }
-
-    /// Makes the session's tree that of `snapshot`, in place: names that exist in both keep their inode
-    /// numbers (so open files read the restored bytes), the rest come and go. Returns what the kernel
-    /// must forget. Cost follows the directories the kernel has loaded, not the tree's size.
-    public func restore(to snapshot: SnapshotRecord, caller: UInt32) throws(AetherError) -> [Invalidation] {
-        try authorize(caller)
-        let rootID = snapshot.root
-        let tree = try domain { try repo.content.treeHead(rootID) }
-        let root = try node(Workspace.rootIno)
-        // The catalog changes first: if it fails, nothing changed; once it commits, the working layer
-        // is the snapshot's, whatever happens to this process.
-        var rootRecord = root.rec
-        rootRecord.mode = tree.mode; rootRecord.uid = tree.uid; rootRecord.gid = tree.gid
-        rootRecord.mtime = tree.mtime; rootRecord.ctime = tree.mtime; rootRecord.atime = tree.mtime
-        rootRecord.content = rootID; rootRecord.dirty = false; rootRecord.materialized = false; rootRecord.overlay = false
-        try change(durable: true) { () throws(AetherError) in
-            try domain {
-                try working.clearWorkingLayer(session: session.id)
-                try working.upsertNode(session: session.id, rootRecord)
-                try saveXattrs(Workspace.rootIno, tree.xattrs)
-                try metadata.updateSessionBase(session.id, baseRoot: snapshot.root, baseSnapshot: snapshot.id, head: snapshot.id)
-                try metadata.audit(uid: caller, action: "restore", session: session.name, detail: "\(snapshot.name) \(snapshot.sid)")
-            }
-        }
-        session.baseRoot = snapshot.root
-        session.baseSnapshot = snapshot.id
-        session.head = snapshot.id
-        // Hard links tie names in different directories together: with any, every loaded name is
-        // visited (their nodes are made anew); without, unchanged directories and names are skipped.
-        let thorough = !linkGroups.isEmpty || hasHardLinks()
-        forgetWorkingLayerRows()
-        var invalidations: [Invalidation] = []
-        var detached: [Node] = []
-        linkGroups = [:]
-        do {
-            try reconcile(root, with: rootID, thorough: thorough, invalidations: &invalidations, detached: &detached)
-        } catch {
-            // The record is restored; a tree that cannot be read now is reloaded lazily (and fails there).
-            logger.error("restore could not reload every open directory: \(error)")
-        }
-        for n in detached where n.links.isEmpty { try? releaseIfUnreferenced(n) }
-        return invalidations
-    }
-
-    /// A directory's path from the root ("" for the root), through the names the workspace has loaded.
-    func path(of ino: UInt64) -> [UInt8]? {
-        var parts: [[UInt8]] = []
-        var at = ino
-        while at != Workspace.rootIno {
-            guard let link = nodes[at]?.links.first else { return nil }
-            parts.append(link.name)
-            at = link.parent
-            if parts.count > 4096 { return nil }
-        }
-        return parts.reversed().reduce([]) { $0 + [47] + $1 }.dropFirst().map { $0 }
-    }
-
-    /// Brings a loaded directory (and the loaded directories below it) to the tree `id`. Unless
-    /// `thorough`, a directory unchanged since its tree `id` is left as it is, and of a changed one only
-    /// the names that differ are visited: those changed since its last tree, and those whose entries
-    /// differ between that tree and `id` (of paged trees, only the pages that differ are compared).
-    private func reconcile(_ dir: Node, with id: ObjectID, thorough: Bool, invalidations: inout [Invalidation], detached: inout [Node]) throws(AetherError) {
-        if !thorough && !dir.rec.dirty && dir.contentID == id { return }
-        let head = try domain { try repo.content.treeHead(id) }
-        let previous = dir.contentID
-        dir.rec.mode = head.mode; dir.rec.uid = head.uid; dir.rec.gid = head.gid
-        dir.rec.mtime = head.mtime; dir.rec.ctime = head.mtime; dir.rec.atime = head.mtime
-        dir.xattrs = head.xattrs
-        dir.rec.content = id
-        dir.rec.dirty = false
-        dir.rec.materialized = false; dir.rec.overlay = false
-        dir.rec.nlink = 2 + UInt32(head.subdirectoryCount)
-        let changed = dir.changedNames
-        dir.changedNames = []
-        invalidations.append(.inode(dir.rec.ino))
-        guard var current = dir.entries else { return }
-        // The names to visit, and the snapshot's entries for them.
-        var wanted: [[UInt8]: TreeEntry] = [:]
-        var names = Set<[UInt8]>()
-        if !thorough, let previous, let changed {
-            names = changed
-            let differing = try domain { try repo.content.differingEntries(previous, id) }
-            for e in differing.old { names.insert(e.name) }
-            for e in differing.new { names.insert(e.name); wanted[e.name] = e }
-            for name in changed where wanted[name] == nil {
-                if let e = try domain({ try repo.content.entry(named: name, in: id) }) { wanted[name] = e }
-            }
-        } else {
-            for e in try domain({ try repo.content.tree(id) }).entries { names.insert(e.name); wanted[e.name] = e }
-            for name in current.keys { names.insert(name) }
-        }
-        var kept = Set<UInt64>()
-        for name in names.sorted(by: bytesPrecede) {
-            let old = current[name]
-            if let e = wanted[name] {
-                if let ino = old, let n = nodes[ino], n.kind == e.kind, n.links.count == 1, e.linkGroup == 0, !kept.contains(ino) {
-                    kept.insert(ino)
-                    if e.kind == .directory {
-                        try reconcile(n, with: e.content!, thorough: thorough, invalidations: &invalidations, detached: &detached)
-                    } else {
-                        let open = n.opens > 0
-                        resetLeaf(n, to: e)
-                        invalidations.append(.inode(ino))
-                        if open && n.kind == .file, let dirPath = path(of: dir.rec.ino) {
-                            let path = dirPath.isEmpty ? e.name : dirPath + [47] + e.name
-                            invalidations.append(.resize(ino: ino, path: path, size: n.rec.size, mtime: n.rec.mtime))
-                        }
-                    }
-                    invalidations.append(.entry(parent: dir.rec.ino, name: name))
-                    continue
-                }
-                if let ino = old { unlink(name, ino, from: dir, detached: &detached) }
-                // Hard links of the snapshot share one new node (the link-group map was cleared for this restore).
-                current[name] = try adopt(e, into: dir)
-            } else {
-                guard let ino = old else { continue }
-                unlink(name, ino, from: dir, detached: &detached)
-                current[name] = nil
-            }
-            invalidations.append(.entry(parent: dir.rec.ino, name: name))
-        }
-        dir.entries = current
-    }
-
-    /// Takes `name` (naming `ino`) out of `dir` during a restore.
-    private func unlink(_ name: [UInt8], _ ino: UInt64, from dir: Node, detached: inout [Node]) {
-        guard let n = nodes[ino] else { return }
-        n.links.removeAll { $0 == Link(parent: dir.rec.ino, name: name) }
-        if n.links.isEmpty { n.rec.nlink = 0; detached.append(n) }
-    }
-
-    /// Gives a kept node the snapshot entry's content and attributes. A node no handle holds open gets a
-    /// new generation, so the kernel drops what it cached of it; an open one keeps its inode for its
-    /// readers (the caller has the kernel refresh its pages, size and time).
-    private func resetLeaf(_ n: Node, to e: TreeEntry) {
-        if n.opens == 0 { n.generation += 1 }
-        if n.fd >= 0 { close(n.fd); n.fd = -1 }
-        if n.rec.upper { upper.remove(n.rec.ino) }
-        n.rec.mode = e.mode; n.rec.uid = e.uid; n.rec.gid = e.gid; n.rec.size = e.size
-        n.rec.mtime = e.mtime; n.rec.atime = e.mtime; n.rec.ctime = e.mtime
-        n.rec.nlink = e.nlink; n.rec.rdev = e.rdev; n.rec.target = e.target
-        n.rec.content = e.content
-        n.rec.upper = false; n.rec.dirty = false; n.rec.linkGroup = e.linkGroup
-        n.metaPending = false
-        n.xattrs = e.xattrs
     }
 }
