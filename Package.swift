@@ -19,6 +19,7 @@ let package = Package(
         .systemLibrary(name: "CZstd", path: "Sources/CZstd"),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         .systemLibrary(name: "CSystem", path: "Sources/CSystem"),
+        .systemLibrary(name: "CArchive", path: "Sources/CArchive"),
 
         // The vocabulary: ids, records, the domain's protocols; no I/O.
         .target(name: "AetherModel", dependencies: [
@@ -42,8 +43,10 @@ let package = Package(
             "AetherModel", "AetherVFS", "AetherStore", "CFuse", "CSystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Archives (export, import) over libarchive: a leaf the file system's targets do not import.
+        .target(name: "AetherArchive", dependencies: ["AetherModel", "AetherCore", "AetherStore", "CArchive"]),
         .target(name: "AetherCLI", dependencies: [
-            "AetherModel", "AetherCore", "AetherVFS", "AetherFUSE",
+            "AetherModel", "AetherCore", "AetherVFS", "AetherFUSE", "AetherArchive",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

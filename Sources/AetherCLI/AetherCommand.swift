@@ -21,7 +21,7 @@ public struct AetherCommand: ParsableCommand {
         subcommands: [InitCommand.self, MountCommand.self, UnmountCommand.self, SessionCommand.self,
                       CheckpointCommand.self, CheckpointsCommand.self, RestoreCommand.self, ForkCommand.self,
                       CommitCommand.self, BranchCommand.self, LogCommand.self, ShowCommand.self, DiffCommand.self,
-                      VerifyCommand.self])
+                      VerifyCommand.self, ExportCommand.self])
 
     public init() {}
 
@@ -102,6 +102,12 @@ func printError(_ message: String, code: String = "failed") {
     if CLIOutput.json {
         line = JSONText.encode(ErrorBody(error: .init(code: code, message: message))) + "\n"
     }
+    line.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
+}
+
+/// One line on standard error that something was left out or changed, and the command went on.
+func warn(_ message: String) {
+    var line = "aetherfs: warning: " + message + "\n"
     line.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
 }
 

@@ -18,7 +18,7 @@ struct DiffCommand: ParsableCommand {
 
     func run() throws {
         let repo = try global.open(create: false)
-        let changes = try fail { () throws(AetherError) -> [Change] in try repo.diff(try root(repo, from), try root(repo, to)) }
+        let changes = try fail { () throws(AetherError) -> [Change] in try repo.diff(try SessionAccess.root(repo, from), try SessionAccess.root(repo, to)) }
         func text(_ p: [UInt8]) -> String { String(decoding: p, as: UTF8.self) }
         if global.json {
             say(JSONText.encode(changes.map(ChangeInfo.init)))
@@ -34,21 +34,5 @@ struct DiffCommand: ParsableCommand {
             "\(letters[c.kind]!)  " + (c.from.map { text($0) + " -> " } ?? "") + text(c.path) + (c.aspects.isEmpty ? "" : "  (\(c.aspects.joined(separator: ", ")))")
         }
         if !lines.isEmpty { say(lines.joined(separator: "\n")) }
-    }
-
-    /// A snapshot's root, or a live session's current root (asked of its daemon when it is mounted).
-    func root(_ repo: Repository, _ ref: String) throws(AetherError) -> ObjectID {
-        do {
-            return try repo.resolveSnapshot(ref, session: nil).root
-        } catch {
-            guard case .notFound = error, let s = try? repo.session(named: ref) else { throw error }
-            if let mount = repo.mountpoint(of: s) {
-                guard let value = FileIO.xattr(mount, "user.aether.root"), let id = ObjectID(hex: String(decoding: value, as: UTF8.self)) else {
-                    throw .system(errno, "cannot read the live state of session \(ref) at \(mount)")
-                }
-                return id
-            }
-            return try SessionAccess.direct(repo, s) { (ws) throws(AetherError) in try ws.currentRoot() }
-        }
     }
 }

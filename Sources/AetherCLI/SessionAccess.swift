@@ -41,6 +41,23 @@ enum SessionAccess {
         }
     }
 
+    /// A snapshot's root, or a live session's current root (asked of its daemon when it is mounted):
+    /// the sides of a diff, what an export writes.
+    static func root(_ repo: Repository, _ ref: String) throws(AetherError) -> ObjectID {
+        do {
+            return try repo.resolveSnapshot(ref, session: nil).root
+        } catch {
+            guard case .notFound = error, let s = try? repo.session(named: ref) else { throw error }
+            if let mount = repo.mountpoint(of: s) {
+                guard let value = FileIO.xattr(mount, "user.aether.root"), let id = ObjectID(hex: String(decoding: value, as: UTF8.self)) else {
+                    throw .system(errno, "cannot read the live state of session \(ref) at \(mount)")
+                }
+                return id
+            }
+            return try SessionAccess.direct(repo, s) { (ws) throws(AetherError) in try ws.currentRoot() }
+        }
+    }
+
     /// Parses repeated `--meta key=value` options.
     static func meta(_ items: [String]) throws(AetherError) -> [String: String] {
         var out: [String: String] = [:]

@@ -74,9 +74,9 @@ public final class Repository: Sendable {
         let headroom = Headroom(directory: path)
         self.headroom = headroom
         if let blobs {
-            objects = ObjectStore(blobs: blobs, logger: logger)
+            objects = ObjectStore(blobs: blobs)
         } else {
-            objects = ObjectStore(blobs: try domain { try LocalBlobStore(directory: path + "/objects", headroom: headroom) }, logger: logger)
+            objects = ObjectStore(blobs: try domain { try LocalBlobStore(directory: path + "/objects", headroom: headroom) })
         }
         content = ContentStore(objects: objects)
         let catalog = try domain { try Catalog(path: path + "/meta.db") }

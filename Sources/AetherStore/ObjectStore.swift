@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import AetherModel
-import Logging
 
 /// Immutable objects (chunks, manifests, trees) over a blob store, each named by the hash of its kind
 /// and content.
@@ -18,16 +17,15 @@ public final class ObjectStore: Sendable {
 
     /// Where the encoded objects live.
     public let blobs: any BlobStore
-    let logger: Logger
 
-    public init(blobs: any BlobStore, logger: Logger = Logger(label: "aetherfs.store")) {
+    /// Objects over `blobs`. Damage is thrown, never logged here: the boundary that answers it logs it.
+    public init(blobs: any BlobStore) {
         self.blobs = blobs
-        self.logger = logger
     }
 
     /// Objects in a directory on the local disk.
-    public convenience init(directory: String, logger: Logger = Logger(label: "aetherfs.store")) throws {
-        self.init(blobs: try LocalBlobStore(directory: directory), logger: logger)
+    public convenience init(directory: String) throws {
+        self.init(blobs: try LocalBlobStore(directory: directory))
     }
 
     public func contains(_ id: ObjectID) throws -> Bool { try blobs.contains(id) }
@@ -100,7 +98,6 @@ public final class ObjectStore: Sendable {
         }
         guard content.count == Int(raw) else { throw StoreError.damaged(id, "length \(content.count) instead of \(raw)") }
         guard ObjectID.of(kind, content) == id else {
-            logger.error("object failed verification", metadata: ["id": "\(id.hex)"])
             throw StoreError.damaged(id, "content does not match its hash")
         }
         return content
