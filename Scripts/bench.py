@@ -462,6 +462,11 @@ def ingest_vs_restic(native, aether, total_mib, restic_init, results, extra):
     extra.append({"workload": "after a 1% change: bytes added", "unit": "MB", "aetherfs": (store2 - store1) / 1e6,
                   "restic": (repo2 - repo1) / 1e6, "better": "lower"})
     extra.append({"workload": "  time to save it", "unit": "s", "aetherfs": ta2, "restic": tr2, "better": "lower"})
+    # Export of the checkpointed data as a tar archive, beside GNU tar of the same native tree (warm).
+    tn = timed(f"tar -cf - -C {src} . > /dev/null")
+    te = timed(f"{aether.binary} export --store {aether.store} bench@ingest --path ingest -o /dev/null")
+    results.append({"workload": f"export {total >> 20} MiB as tar", "unit": "MB/s", "native": total / tn / 1e6,
+                    "aetherfs": total / te / 1e6, "aether/native": tn / te, "cache": "warm"})
     # Cold read of the checkpointed bytes: the checkpoint's view reads the chunk store.
     view = os.path.join(aether.dir, ".aether", "checkpoints", "ingest", "ingest")
     drop_caches()

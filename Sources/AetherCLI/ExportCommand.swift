@@ -50,9 +50,17 @@ struct ExportCommand: ParsableCommand {
 
 /// Runs `body` on the descriptor of `output` ('-': standard output). A file is written beside its
 /// name and renamed over it only when `body` succeeds: a failed export leaves no partial archive,
-/// and an existing file stays as it was.
+/// and an existing file stays as it was. What exists and is not a regular file (`/dev/null`, a FIFO)
+/// is written as it is.
 func writeArchive<T>(_ output: String, _ body: (Int32) throws(AetherError) -> T) throws(AetherError) -> T {
     if output == "-" { return try body(1) }
+    var st = stat()
+    if stat(output, &st) == 0 && st.st_mode & S_IFMT != S_IFREG {
+        let fd = Glibc.open(output, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .system(errno, "cannot write \(output): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        return try body(fd)
+    }
     let partial = output + ".aetherfs-partial"
     let fd = Glibc.open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw .system(errno, "cannot write \(output): \(String(cString: strerror(errno)))") }
