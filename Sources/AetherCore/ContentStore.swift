@@ -201,14 +201,7 @@ public final class ContentStore: @unchecked Sendable {
     public func ingest(_ source: some ByteSource, size: UInt64, progress: ((UInt64) throws -> Void)? = nil) throws -> Ingested {
         var chunksOut: [(id: ObjectID, length: UInt32)] = []
         var newBytes: Int64 = 0
-        func hole(_ length: UInt64) {
-            var left = length
-            while left > 0 {
-                let piece = min(left, 1 << 30)
-                chunksOut.append((Manifest.hole, UInt32(piece)))
-                left -= piece
-            }
-        }
+        func hole(_ length: UInt64) { Manifest.appendHole(length, to: &chunksOut) }
         var at: UInt64 = 0
         while at < size {
             guard let data = source.data(from: at, before: size) else { hole(size - at); break }
@@ -276,7 +269,7 @@ public final class ContentStore: @unchecked Sendable {
             let new = Set(try objects.missing(of: cuts.compactMap(\.id)))
             buffer.withUnsafeBytes { b in
                 for c in cuts {
-                    guard let id = c.id else { chunksOut.append((Manifest.hole, UInt32(c.length))); continue }
+                    guard let id = c.id else { Manifest.appendHole(UInt64(c.length), to: &chunksOut); continue }
                     if new.contains(id), writer.submit(id, UnsafeRawBufferPointer(rebasing: b[c.at..<c.at + c.length])) {
                         newBytes += Int64(c.length)
                     }

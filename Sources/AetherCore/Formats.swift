@@ -285,6 +285,41 @@ public struct Manifest: Equatable, Sendable {
 
     public static let magic = Array("AEMF".utf8)
 
+    /// The longest hole one chunk entry holds.
+    public static let longestHole: UInt64 = 1 << 30
+
+    /// Appends `length` bytes of hole to `chunks` in the one form every writer uses: a run of holes
+    /// (a sparse gap, zero chunks, or both side by side) is entries of `longestHole` and one shorter
+    /// last, whatever it was made of. So a file's manifest follows from its bytes and its data ranges
+    /// alone (an archive's sparse map gives back the same manifest its export came from).
+    public static func appendHole(_ length: UInt64, to chunks: inout [(id: ObjectID, length: UInt32)]) {
+        var left = length
+        if left > 0, let last = chunks.last, last.id == hole, UInt64(last.length) < longestHole {
+            let more = min(left, longestHole - UInt64(last.length))
+            chunks[chunks.count - 1].length += UInt32(more)
+            left -= more
+        }
+        while left > 0 {
+            let piece = min(left, longestHole)
+            chunks.append((hole, UInt32(piece)))
+            left -= piece
+        }
+    }
+
+    /// The ranges of a file that hold data: maximal runs of chunks that are not holes.
+    public var dataRanges: [Range<UInt64>] {
+        var out: [Range<UInt64>] = []
+        var at: UInt64 = 0
+        for c in chunks {
+            let end = at + UInt64(c.length)
+            if c.id != Manifest.hole {
+                if let last = out.last, last.upperBound == at { out[out.count - 1] = last.lowerBound..<end } else { out.append(at..<end) }
+            }
+            at = end
+        }
+        return out
+    }
+
     public func encode() -> [UInt8] {
         var w = ByteWriter()
         w.bytes(Manifest.magic); w.u8(1); w.u64(size); w.varint(UInt64(chunks.count))

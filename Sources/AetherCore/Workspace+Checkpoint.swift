@@ -228,9 +228,20 @@ extension Workspace {
             n.rec.dirty = false
             cleaned.append(n)
         }
-        let group = n.rec.nlink > 1 ? (n.rec.linkGroup != 0 ? n.rec.linkGroup : n.rec.ino) : 0
+        if n.rec.nlink > 1 && n.rec.linkGroup == 0 {
+            n.rec.linkGroup = Workspace.newLinkGroup()
+            linkGroups[n.rec.linkGroup] = n.rec.ino
+        }
+        let group = n.rec.nlink > 1 ? n.rec.linkGroup : 0
         return TreeEntry(name: name, kind: n.kind, mode: n.rec.mode, uid: n.rec.uid, gid: n.rec.gid, size: n.rec.size,
                          mtime: n.rec.mtime, nlink: n.rec.nlink, rdev: n.rec.rdev, linkGroup: group, target: n.rec.target,
                          content: n.contentID, xattrs: n.xattrs)
     }
+}
+
+extension Workspace {
+    /// A new hard-link group's id: random, with the top bit set. Unique in every tree it joins (a
+    /// session's inode numbers are not: a fork numbers its inodes anew, so an inode number as the id
+    /// could name a group its base already holds, and the two would become one file).
+    static func newLinkGroup() -> UInt64 { UInt64.random(in: (1 << 63)...UInt64.max) }
 }

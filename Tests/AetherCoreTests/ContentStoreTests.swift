@@ -17,6 +17,17 @@ struct MemoryBytes: ByteSource {
     func data(from offset: UInt64, before end: UInt64) -> Range<UInt64>? { offset < end ? offset..<end : nil }
 }
 
+/// Bytes in memory with the data ranges a sparse file (or an archive's sparse map) tells.
+struct SparseBytes: ByteSource {
+    let bytes: MemoryBytes
+    let ranges: [Range<UInt64>]
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int { try bytes.read(into: buffer, at: offset) }
+    func data(from offset: UInt64, before end: UInt64) -> Range<UInt64>? {
+        guard let r = ranges.first(where: { $0.upperBound > offset && $0.lowerBound < end }) else { return nil }
+        return max(r.lowerBound, offset)..<min(r.upperBound, end)
+    }
+}
+
 /// A sink collecting what is written.
 final class MemorySink: ByteSink {
     var bytes: [UInt8] = []
@@ -51,6 +62,30 @@ final class CountingBlobStore: BlobStore {
 }
 
 @Suite struct ContentStoreTests {
+    /// A file's manifest follows from its bytes and its data ranges: zeros written as data, a sparse
+    /// gap and both side by side become the same holes, so cutting the file again over the data
+    /// ranges its manifest names (what an archive's sparse map carries) gives the same manifest.
+    @Test func holesHaveOneFormWhateverMadeThem() throws {
+        let store = ContentStore(objects: ObjectStore(blobs: MemoryBlobStore()))
+        let mib = 1 << 20
+        let data = noise(3 * mib, seed: 1) + [UInt8](repeating: 0, count: 2 * mib) + noise(mib, seed: 2) + [UInt8](repeating: 0, count: 3 * mib)
+        let m = UInt64(mib)
+        let written = SparseBytes(bytes: MemoryBytes(bytes: data), ranges: [0..<4 * m, 5 * m..<6 * m])
+        let first = try store.ingest(written, size: UInt64(data.count))
+        let manifest = try store.manifest(first.manifest).manifest
+        // The zero chunks before the gap and the gap are one hole (the chunk where the noise ends holds
+        // some zeros); the tail is another.
+        let holes = manifest.chunks.filter { $0.id == Manifest.hole }
+        #expect(holes.count == 2 && holes.last?.length == UInt32(3 * mib) && holes[0].length > UInt32(mib + mib / 2))
+        #expect(manifest.dataRanges.count == 2 && manifest.dataRanges[1] == 5 * m..<6 * m)
+        let again = try store.ingest(SparseBytes(bytes: MemoryBytes(bytes: data), ranges: manifest.dataRanges), size: UInt64(data.count))
+        #expect(again.manifest == first.manifest)
+        var long: [(id: ObjectID, length: UInt32)] = []
+        Manifest.appendHole(3 << 29, to: &long)
+        Manifest.appendHole(3 << 29, to: &long)
+        #expect(long.map(\.length) == [1 << 30, 1 << 30, 1 << 30])
+    }
+
     @Test func aFileCutFromAnySourceReadsBackAndDeduplicatesInBatches() throws {
         let blobs = CountingBlobStore()
         let store = ContentStore(objects: ObjectStore(blobs: blobs))

@@ -197,6 +197,37 @@ final class Fixture {
         #expect(try ws.text(try ws.path("d/b")) == "shared")
     }
 
+    /// A session made from a checkpoint numbers its inodes anew: hard links it makes must not take the
+    /// id of a group its base already holds (with inode numbers as ids, one of sixty new groups did,
+    /// and the base's two names and the new ones became one file).
+    @Test func hardLinkGroupsOfAForkStayApart() throws {
+        let f = try Fixture()
+        let ws = try f.open()
+        for i in 0..<40 {
+            _ = try ws.create(parent: root, name: bytes("pad\(i)"), mode: 0o644, caller: me)
+            try ws.unlink(parent: root, name: bytes("pad\(i)"))
+        }
+        let a = try ws.create(parent: root, name: bytes("a"), mode: 0o644, caller: me)
+        try ws.write(a.ino, "base")
+        _ = try ws.link(a.ino, newParent: root, newName: bytes("b"))
+        let cp = try ws.checkpoint(CheckpointRequest(message: "base links"), author: 1000)
+        let fork = try f.repo.createSession(name: "fork", from: cp.sid, owner: 1000)
+        let ws2 = try Workspace(repo: f.repo, session: fork)
+        for i in 0..<60 {
+            let n = try ws2.create(parent: root, name: bytes("n\(i)"), mode: 0o644, caller: me)
+            try ws2.write(n.ino, "new \(i)")
+            _ = try ws2.link(n.ino, newParent: root, newName: bytes("m\(i)"))
+        }
+        let cp2 = try ws2.checkpoint(CheckpointRequest(message: "new links"), author: 1000)
+        let groups = try f.repo.tree(cp2.root).entries.filter { $0.linkGroup != 0 }.map(\.linkGroup)
+        #expect(groups.count == 122)
+        #expect(Set(groups).count == 61)
+        let ws3 = try Workspace(repo: f.repo, session: try f.repo.createSession(name: "again", from: cp2.sid, owner: 1000))
+        #expect(try ws3.text(try ws3.path("b")) == "base")
+        #expect(try ws3.path("a") != (try ws3.path("n0")))
+        for i in 0..<60 { #expect(try ws3.text(try ws3.path("m\(i)")) == "new \(i)") }
+    }
+
     @Test func largeDirectoriesCheckpointWhatChangedAndReadBackWhole() throws {
         let f = try Fixture()
         /// The stored tree of `dir` in checkpoint `cp`, checked to be the one a whole rewrite gives.
