@@ -22,7 +22,7 @@ public struct ExportSummary: Codable, Equatable, Sendable {
 
 /// Writes a snapshot's tree as a pax tar archive: modes, owners (ids and names), mtimes with
 /// nanoseconds, symlinks, hard links as links, FIFOs and devices, extended attributes (one
-/// `SCHILY.xattr` record each). Deterministic: entries in name order, no export-time fields (no
+/// `SCHILY.xattr` record each), files with holes as sparse entries. Deterministic: entries in name order, no export-time fields (no
 /// atime or ctime, gzip without a timestamp), so a snapshot exports to the same bytes every time.
 /// File content streams from the chunk store a chunk at a time, each verified as it is read.
 public final class SnapshotExporter {
@@ -135,6 +135,7 @@ public final class SnapshotExporter {
                 if e.linkGroup != 0 { linkPaths[e.linkGroup] = path }
                 archive_entry_set_size(entry, Int64(e.size))
                 content = e.content
+                if let id = e.content, e.size > 0 { try sparseMap(of: id, size: e.size, into: entry) }
             }
         case .symlink:
             var z = e.target.map { CChar(bitPattern: $0) } + [0]
@@ -159,6 +160,17 @@ public final class SnapshotExporter {
         }
     }
 
+    /// A file with holes goes out as a sparse entry (GNU sparse 1.0 in pax): its map is the
+    /// manifest's data ranges, so readers make it sparse again and an import cuts the same chunks.
+    private func sparseMap(of id: ObjectID, size: UInt64, into entry: OpaquePointer) throws(AetherError) {
+        let manifest = try domain { try repo.content.manifest(id).manifest }
+        guard manifest.chunks.contains(where: { $0.id == Manifest.hole }) else { return }
+        let ranges = manifest.dataRanges
+        for r in ranges { archive_entry_sparse_add_entry(entry, Int64(r.lowerBound), Int64(r.upperBound - r.lowerBound)) }
+        // A file of holes only still needs a map: one empty range at its end.
+        if ranges.isEmpty { archive_entry_sparse_add_entry(entry, Int64(size), 0) }
+    }
+
     private func userName(_ uid: UInt32) -> String? {
         if let known = userNames[uid] { return known }
         let name = getpwuid(uid).map { String(cString: $0.pointee.pw_name) }
@@ -174,7 +186,8 @@ public final class SnapshotExporter {
     }
 }
 
-/// A file's content into the archive, in order: holes the manifest skips are written as zeros
+/// A file's content into the archive, in order: holes the manifest skips are written as zeros (the
+/// writer leaves out those of a sparse entry)
 /// (the archive holds the file's whole length).
 final class ArchiveSink: ByteSink {
     let archive: OpaquePointer

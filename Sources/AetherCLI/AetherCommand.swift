@@ -21,7 +21,7 @@ public struct AetherCommand: ParsableCommand {
         subcommands: [InitCommand.self, MountCommand.self, UnmountCommand.self, SessionCommand.self,
                       CheckpointCommand.self, CheckpointsCommand.self, RestoreCommand.self, ForkCommand.self,
                       CommitCommand.self, BranchCommand.self, LogCommand.self, ShowCommand.self, DiffCommand.self,
-                      VerifyCommand.self, ExportCommand.self])
+                      VerifyCommand.self, ExportCommand.self, ImportCommand.self])
 
     public init() {}
 

@@ -191,8 +191,9 @@ public final class ContentStore: @unchecked Sendable {
     public struct Ingested: Sendable {
         public var manifest: ObjectID
         public var size: UInt64
-        /// Bytes of chunks that were not in the store before.
+        /// Bytes of chunks that were not in the store before, and how many they are.
         public var newBytes: Int64
+        public var newChunks: Int
     }
 
     /// Cuts the first `size` bytes of `source` into chunks, stores the new ones and the manifest. Holes
@@ -201,13 +202,14 @@ public final class ContentStore: @unchecked Sendable {
     public func ingest(_ source: some ByteSource, size: UInt64, progress: ((UInt64) throws -> Void)? = nil) throws -> Ingested {
         var chunksOut: [(id: ObjectID, length: UInt32)] = []
         var newBytes: Int64 = 0
+        var newChunks = 0
         func hole(_ length: UInt64) { Manifest.appendHole(length, to: &chunksOut) }
         var at: UInt64 = 0
         while at < size {
             guard let data = source.data(from: at, before: size) else { hole(size - at); break }
             if data.lowerBound > at { hole(data.lowerBound - at) }
             do {
-                try cut(source, from: data.lowerBound, to: data.upperBound, into: &chunksOut, newBytes: &newBytes, progress: progress)
+                try cut(source, from: data.lowerBound, to: data.upperBound, into: &chunksOut, newBytes: &newBytes, newChunks: &newChunks, progress: progress)
             } catch {
                 try? writer.drain()  // let the queued chunks land; this ingest fails with its own error
                 throw error
@@ -218,12 +220,12 @@ public final class ContentStore: @unchecked Sendable {
         try writer.drain()
         let m = Manifest(size: size, chunks: chunksOut)
         let id = try objects.put(.manifest, m.encode())
-        return Ingested(manifest: id, size: size, newBytes: newBytes)
+        return Ingested(manifest: id, size: size, newBytes: newBytes, newChunks: newChunks)
     }
 
     /// Cuts bytes `start..<end` of `source` into content-defined chunks.
     private func cut(_ source: some ByteSource, from start: UInt64, to end: UInt64, into chunksOut: inout [(id: ObjectID, length: UInt32)],
-                     newBytes: inout Int64, progress: ((UInt64) throws -> Void)?) throws {
+                     newBytes: inout Int64, newChunks: inout Int, progress: ((UInt64) throws -> Void)?) throws {
         let window = 4 << 20
         var buffer = [UInt8](repeating: 0, count: window)
         var fileOffset = start   // file offset of buffer[0]
@@ -272,6 +274,7 @@ public final class ContentStore: @unchecked Sendable {
                     guard let id = c.id else { Manifest.appendHole(UInt64(c.length), to: &chunksOut); continue }
                     if new.contains(id), writer.submit(id, UnsafeRawBufferPointer(rebasing: b[c.at..<c.at + c.length])) {
                         newBytes += Int64(c.length)
+                        newChunks += 1
                     }
                     chunksOut.append((id, UInt32(c.length)))
                 }

@@ -179,6 +179,32 @@ public final class Repository: Sendable {
         return record
     }
 
+    /// Creates a session over a tree already in the store (what `aetherfs import --session` built),
+    /// with that tree as its first checkpoint (`import`), its base and head: one durable transaction.
+    public func createSession(name: String, tree root: ObjectID, message: String, meta: [String: String],
+                              owner: UInt32) throws(AetherError) -> (SessionRecord, SnapshotRecord) {
+        try Repository.validateName(name, what: "session")
+        let message = try Workspace.validateRecord(message: message, meta: meta, what: "an import")
+        if try domain({ try metadata.session(named: name) }) != nil { throw .exists("session \(name)") }
+        guard try domain({ try objects.contains(root) }) else { throw .notFound("tree \(root.hex) in the store") }
+        var record = SessionRecord(name: name, baseRoot: root, baseSnapshot: nil, parentSession: nil, owner: owner)
+        var snapshot = SnapshotRecord(sid: Workspace.newSnapshotID(), kind: .checkpoint, session: 0, name: "import", root: root,
+                                      parent: nil, time: secondsNow(), author: owner, message: message, meta: meta,
+                                      filesChanged: 0, bytesAdded: 0)
+        try domain {
+            try transaction(durable: true) {
+                record.id = try metadata.insertSession(record)
+                snapshot.session = record.id
+                snapshot.id = try metadata.insertSnapshot(snapshot)
+                try metadata.updateSessionBase(record.id, baseRoot: root, baseSnapshot: snapshot.id, head: snapshot.id)
+                try metadata.audit(uid: owner, action: "import", session: name, detail: "\(snapshot.name) \(snapshot.sid) \(root.hex)")
+            }
+        }
+        record.baseSnapshot = snapshot.id
+        record.head = snapshot.id
+        return (record, snapshot)
+    }
+
     /// Deletes a session and its working layer; refused while a process serves it.
     public func deleteSession(name: String, uid: UInt32) throws(AetherError) {
         let s = try session(named: name)

@@ -77,14 +77,43 @@ public struct ForkRequest: Codable, Sendable, Equatable {
 /// One action on a session, whichever route brings it: a control file or an xattr on a mount's root,
 /// a CLI verb (through the session's mount, or on the store), later an HTTP route. Each route decodes
 /// its input into a request and calls `Workspace.perform`, where every rule is checked once.
+/// Makes a tree already in the store (what `aetherfs import --into` built from an archive) a new
+/// checkpoint of the session and its tree, as a restore would; unsaved changes are checkpointed first.
+public struct ImportRequest: Codable, Sendable, Equatable {
+    /// The tree's id (64 hex digits).
+    public var root: String
+    public var message: String
+    public var name: String?
+    public var meta: [String: String]
+    public init(root: String, message: String, name: String? = nil, meta: [String: String] = [:]) {
+        self.root = root; self.message = message; self.name = name; self.meta = meta
+    }
+    enum CodingKeys: String, CodingKey, CaseIterable { case root, message, name, meta }
+    public init(from decoder: any Decoder) throws {
+        let c = try RequestKeys.container(decoder, CodingKeys.self)
+        root = try c.decode(String.self, forKey: .root)
+        message = try c.decode(String.self, forKey: .message)
+        name = try c.decodeIfPresent(String.self, forKey: .name)
+        meta = try c.decodeIfPresent([String: String].self, forKey: .meta) ?? [:]
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(root, forKey: .root)
+        try c.encode(message, forKey: .message)
+        try c.encodeIfPresent(name, forKey: .name)
+        if !meta.isEmpty { try c.encode(meta, forKey: .meta) }
+    }
+}
+
 public enum SessionRequest: Sendable, Equatable {
     case checkpoint(CheckpointRequest)
     case restore(RestoreRequest)
     case fork(ForkRequest)
     case commit(CommitRequest)
+    case adopt(ImportRequest)
 
     /// The verbs that take requests: each is a control file's name and a CLI subcommand.
-    public static let verbs = ["checkpoint", "restore", "fork", "commit"]
+    public static let verbs = ["checkpoint", "restore", "fork", "commit", "import"]
 
     public var verb: String {
         switch self {
@@ -92,6 +121,7 @@ public enum SessionRequest: Sendable, Equatable {
         case .restore: "restore"
         case .fork: "fork"
         case .commit: "commit"
+        case .adopt: "import"
         }
     }
 
@@ -119,6 +149,9 @@ public enum SessionRequest: Sendable, Equatable {
                 let (name, at) = try Repository.splitAt(line, what: "a fork request")
                 self = .fork(ForkRequest(name: name, at: at))
             }
+        case "import":
+            self = .adopt(json ? try RequestKeys.decode(ImportRequest.self, text)
+                               : ImportRequest(root: try SessionRequest.oneLine(text, "the id of a tree in the store"), message: "import"))
         default:
             throw .invalid("\(verb) takes no requests")
         }
@@ -131,6 +164,7 @@ public enum SessionRequest: Sendable, Equatable {
         case .restore(let r): JSONText.encode(r)
         case .fork(let r): JSONText.encode(r)
         case .commit(let r): JSONText.encode(r)
+        case .adopt(let r): JSONText.encode(r)
         }
     }
 
@@ -149,6 +183,10 @@ public enum SessionRequest: Sendable, Equatable {
         case .fork(let r):
             try Repository.validateName(r.name, what: "session")
             if let at = r.at, at.isEmpty { throw .invalid("a fork's \"at\" names a checkpoint of the session") }
+        case .adopt(let r):
+            _ = try Workspace.validateRecord(message: r.message, meta: r.meta, what: "an import")
+            guard ObjectID(hex: r.root) != nil else { throw .invalid("an import's \"root\" is a tree id: 64 hex digits") }
+            if let name = r.name { try Repository.validateName(name, what: "checkpoint") }
         }
     }
 
@@ -209,6 +247,9 @@ extension Workspace {
             return (.session(SessionSummary(try fork(name: r.name, at: r.at, owner: caller))), [])
         case .commit(let r):
             return (.snapshot(SnapshotInfo(try commit(r, author: caller))), [])
+        case .adopt(let r):
+            let (made, invalidations) = try adopt(r, caller: caller)
+            return (.snapshot(SnapshotInfo(made)), invalidations)
         }
     }
 }

@@ -13,15 +13,7 @@ extension Workspace {
     public func checkpoint(_ request: CheckpointRequest, author: UInt32) throws(AetherError) -> SnapshotRecord {
         try authorize(author)
         let message = try Workspace.validateRecord(message: request.message, meta: request.meta, what: "a checkpoint")
-        let existing = try domain { try metadata.checkpoints(session: session.id) }
-        let taken = Set(existing.map(\.name))
-        var name = request.name ?? "cp-\(existing.count + 1)"
-        if request.name == nil {
-            var n = existing.count + 1
-            while taken.contains(name) { n += 1; name = "cp-\(n)" }
-        }
-        try Repository.validateName(name, what: "checkpoint")
-        if taken.contains(name) { throw .exists("checkpoint \(name) in session \(session.name)") }
+        let name = try checkpointName(request.name)
 
         let sid = Workspace.newSnapshotID(), time = secondsNow(), parent = session.head
         var made: SnapshotRecord?
@@ -40,6 +32,21 @@ extension Workspace {
         }
         guard let made else { throw .failed("checkpoint \(name): the freeze wrote no record") }
         return made
+    }
+
+    /// The name a new checkpoint takes: `requested`, unless the session has one by that name, or the
+    /// next free `cp-N`.
+    func checkpointName(_ requested: String?) throws(AetherError) -> String {
+        let existing = try domain { try metadata.checkpoints(session: session.id) }
+        let taken = Set(existing.map(\.name))
+        var name = requested ?? "cp-\(existing.count + 1)"
+        if requested == nil {
+            var n = existing.count + 1
+            while taken.contains(name) { n += 1; name = "cp-\(n)" }
+        }
+        try Repository.validateName(name, what: "checkpoint")
+        if taken.contains(name) { throw .exists("checkpoint \(name) in session \(session.name)") }
+        return name
     }
 
     /// Writes the current tree into the store and returns its root. Only changed paths are re-hashed and

@@ -8,7 +8,10 @@ import AetherStore
 extension Workspace {
     /// Until a store has a policy, only the session's owner and root may drive it (checkpoint, restore,
     /// fork, commit); anyone else is `.accessDenied`, whichever route the request came by.
-    public func authorize(_ uid: UInt32) throws(AetherError) {
+    public func authorize(_ uid: UInt32) throws(AetherError) { try Workspace.authorize(uid, for: session) }
+
+    /// Who may drive a session: its owner and root.
+    public static func authorize(_ uid: UInt32, for session: SessionRecord) throws(AetherError) {
         guard uid == 0 || uid == session.owner else {
             throw .accessDenied("only the owner of session \(session.name) (uid \(session.owner)) and root may drive it, not uid \(uid)")
         }

@@ -10,7 +10,40 @@ extension Workspace {
     /// must forget. Cost follows the directories the kernel has loaded, not the tree's size.
     public func restore(to snapshot: SnapshotRecord, caller: UInt32) throws(AetherError) -> [Invalidation] {
         try authorize(caller)
-        let rootID = snapshot.root
+        return try reset(to: snapshot.root) { () throws(AetherError) in
+            try domain { try metadata.audit(uid: caller, action: "restore", session: session.name, detail: "\(snapshot.name) \(snapshot.sid)") }
+            return snapshot
+        }
+    }
+
+    /// Makes the tree `request.root` (already in the store) a new checkpoint of the session and the
+    /// session's tree, as a restore to it would. Changes since the last checkpoint are checkpointed
+    /// first ("before import: …"), so nothing written is lost.
+    func adopt(_ request: ImportRequest, caller: UInt32) throws(AetherError) -> (SnapshotRecord, [Invalidation]) {
+        try authorize(caller)
+        let message = try Workspace.validateRecord(message: request.message, meta: request.meta, what: "an import")
+        guard let root = ObjectID(hex: request.root) else { throw .invalid("an import's \"root\" is a tree id: 64 hex digits") }
+        guard try domain({ try repo.objects.contains(root) }) else { throw .notFound("tree \(request.root) in the store") }
+        _ = try domain { try repo.content.treeHead(root) }
+        if try node(Workspace.rootIno).rec.dirty {
+            _ = try checkpoint(CheckpointRequest(message: "before import: \(message)"), author: caller)
+        }
+        var made = SnapshotRecord(sid: Workspace.newSnapshotID(), kind: .checkpoint, session: session.id, name: try checkpointName(request.name),
+                                  root: root, parent: session.head, time: secondsNow(), author: caller, message: message,
+                                  meta: request.meta, filesChanged: 0, bytesAdded: 0)
+        let invalidations = try reset(to: root) { () throws(AetherError) in
+            try domain {
+                made.id = try metadata.insertSnapshot(made)
+                try metadata.audit(uid: caller, action: "import", session: session.name, detail: "\(made.name) \(made.sid) \(root.hex)")
+            }
+            return made
+        }
+        return (made, invalidations)
+    }
+
+    /// Makes the session's tree `rootID`, in place, and the snapshot `record` returns (inside the
+    /// durable transaction that changes the session) its base and head.
+    func reset(to rootID: ObjectID, recording record: () throws(AetherError) -> SnapshotRecord) throws(AetherError) -> [Invalidation] {
         let tree = try domain { try repo.content.treeHead(rootID) }
         let root = try node(Workspace.rootIno)
         // The catalog changes first: if it fails, nothing changed; once it commits, the working layer
@@ -19,16 +52,17 @@ extension Workspace {
         rootRecord.mode = tree.mode; rootRecord.uid = tree.uid; rootRecord.gid = tree.gid
         rootRecord.mtime = tree.mtime; rootRecord.ctime = tree.mtime; rootRecord.atime = tree.mtime
         rootRecord.content = rootID; rootRecord.dirty = false; rootRecord.materialized = false; rootRecord.overlay = false
-        try change(durable: true) { () throws(AetherError) in
+        let snapshot = try change(durable: true) { () throws(AetherError) -> SnapshotRecord in
+            let snapshot = try record()
             try domain {
                 try working.clearWorkingLayer(session: session.id)
                 try working.upsertNode(session: session.id, rootRecord)
                 try saveXattrs(Workspace.rootIno, tree.xattrs)
-                try metadata.updateSessionBase(session.id, baseRoot: snapshot.root, baseSnapshot: snapshot.id, head: snapshot.id)
-                try metadata.audit(uid: caller, action: "restore", session: session.name, detail: "\(snapshot.name) \(snapshot.sid)")
+                try metadata.updateSessionBase(session.id, baseRoot: rootID, baseSnapshot: snapshot.id, head: snapshot.id)
             }
+            return snapshot
         }
-        session.baseRoot = snapshot.root
+        session.baseRoot = rootID
         session.baseSnapshot = snapshot.id
         session.head = snapshot.id
         // Hard links tie names in different directories together: with any, every loaded name is

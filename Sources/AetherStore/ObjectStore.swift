@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import AetherModel
+import Synchronization
 
 /// Immutable objects (chunks, manifests, trees) over a blob store, each named by the hash of its kind
 /// and content.
@@ -17,6 +18,9 @@ public final class ObjectStore: Sendable {
 
     /// Where the encoded objects live.
     public let blobs: any BlobStore
+    private let writtenBytes = Atomic<Int64>(0)
+    /// Bytes this process has written to the store (objects as stored: headers, compressed payloads).
+    public var written: Int64 { writtenBytes.load(ordering: .relaxed) }
 
     /// Objects over `blobs`. Damage is thrown, never logged here: the boundary that answers it logs it.
     public init(blobs: any BlobStore) {
@@ -55,7 +59,9 @@ public final class ObjectStore: Sendable {
 
     /// Stores `content` under `id` without asking first: the caller found it missing (`missing(of:)`).
     public func putMissing(_ id: ObjectID, _ kind: ObjectKind, _ content: UnsafeRawBufferPointer) throws {
-        try blobs.put(id, ObjectStore.encode(kind, content))
+        let file = ObjectStore.encode(kind, content)
+        try blobs.put(id, file)
+        writtenBytes.add(Int64(file.count), ordering: .relaxed)
     }
 
     /// An object's stored bytes: the header, then the content, compressed when that saves 1/32 or more.

@@ -51,8 +51,145 @@ struct Archives {
                 assert want.get(k) == have.get(k), (got, k, want.get(k), have.get(k))
             a, h = os.stat(os.path.join(got, "d/a")), os.stat(os.path.join(got, "d/hard"))
             assert (a.st_ino, a.st_dev) == (h.st_ino, h.st_dev), "a hard link extracts as a link"
+            assert os.stat(os.path.join(got, "d/sparse")).st_blocks < 64, "a sparse file extracts sparse"
         PY
+        # Export, import, export: the same bytes. Hard-link groups are the one thing an archive cannot
+        # carry as they are (their ids), so the root hash is compared on a checkpoint without the link.
+        $A import one.tar --session back --json > imported.json
+        $A export back@import -o back.tar; cmp one.tar back.tar
+        rm $M/d/hard; echo '{"message":"m","name":"two"}' > $M/.aether/checkpoint
+        $A export s@two -o two.tar
+        $A import two.tar --session back2 -m "round trip" > /dev/null
+        want=$($A show s@two --json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["root"])')
+        got=$($A show back2@import --json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["root"])')
+        [ "$want" = "$got" ]
         """#)
+    }
+
+    /// Every hostile archive is refused whole: exit 1, one line naming the member and the reason, and
+    /// no session, checkpoint or branch made or moved (also through a mounted session's daemon).
+    @Test func everyHostileArchiveIsRefusedWhole() throws {
+        try inMount(#"""
+        echo kept > kept; echo '{"message":"m","name":"one"}' > .aether/checkpoint
+        cd $T; mkdir bad
+        /usr/bin/python3 - bad <<'PY'
+        import io, os, sys, tarfile, zipfile
+        out = sys.argv[1]
+        def tar(name, members, fmt=tarfile.PAX_FORMAT):
+            with tarfile.open(os.path.join(out, name + ".tar"), "w", format=fmt) as t:
+                for m in members:
+                    info = tarfile.TarInfo(m["name"])
+                    for k, v in m.items():
+                        if k not in ("name", "data"): setattr(info, k, v)
+                    data = m.get("data", b"")
+                    if info.type == tarfile.REGTYPE: info.size = len(data)
+                    t.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
+        f = lambda n, d=b"x": {"name": n, "data": d}
+        tar("absolute", [f("/etc/evil")])
+        tar("dotdot", [f("a/../../evil")])
+        tar("symlink-then-file", [{"name": "l", "type": tarfile.SYMTYPE, "linkname": "/tmp"}, f("l/evil")])
+        tar("link-to-nothing", [{"name": "h", "type": tarfile.LNKTYPE, "linkname": "missing"}])
+        tar("link-to-later", [{"name": "h", "type": tarfile.LNKTYPE, "linkname": "later"}, f("later")])
+        tar("link-to-directory", [{"name": "d", "type": tarfile.DIRTYPE, "mode": 0o755}, {"name": "h", "type": tarfile.LNKTYPE, "linkname": "d"}])
+        tar("device", [{"name": "dev", "type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}])
+        tar("empty-component", [f("a//b")])
+        tar("dot-component", [f("a/./b")])
+        tar("long-component", [f("x" * 256)])
+        tar("long-path", [f("d/" * 2048 + "x")])
+        tar("duplicate", [f("a", b"one"), f("a", b"two")])
+        tar("duplicate-directory", [{"name": "d", "type": tarfile.DIRTYPE}, f("d/x"), {"name": "d/", "type": tarfile.DIRTYPE}])
+        # A NUL ends a name in every tar and zip reader (libarchive too): these two are one name.
+        t = [f("placeholder1"), f("placeholder2")]
+        t[0]["pax_headers"] = {"path": "x\x00a"}; t[1]["pax_headers"] = {"path": "x\x00b"}
+        tar("nul", t)
+        tar("max-bytes", [f("big", b"y" * 2_000_000)])
+        tar("max-entries", [f("e%d" % i) for i in range(10)])
+        # Data shorter than the header says: the archive ends inside it.
+        tar("short", [f("cut", os.urandom(100_000))])
+        p = os.path.join(out, "short.tar"); os.truncate(p, 50_000)
+        # Data longer than the header says: 512 more bytes where the next header should be.
+        tar("long", [f("a", b"ten bytes!"), f("b")])
+        p = os.path.join(out, "long.tar"); b = open(p, "rb").read()
+        at = b.index(b"ten bytes!") + 512
+        open(p, "wb").write(b[:at] + b"z" * 512 + b[at:])
+        with zipfile.ZipFile(os.path.join(out, "zip-dotdot.zip"), "w") as z: z.writestr("../evil", b"x")
+        PY
+        while read name reason; do
+          file=bad/$name.tar; [ -e $file ] || file=bad/$name.zip
+          extra=; case $name in max-bytes) extra="--max-bytes 1000000";; max-entries) extra="--max-entries 5";; esac
+          $A session list --json > before-sessions; $A checkpoints s --json > before-cps; $A branch list --json > before-branches
+          if $A import $file --session hostile $extra 2>err >out; then echo "$name was taken in" >&2; exit 1; fi
+          [ "$(wc -l < err)" = 1 ] || { cat err >&2; exit 1; }
+          has "import refused" err; has -F -- "$reason" err || { echo "$name: $(cat err)" >&2; exit 1; }
+          [ ! -s out ]
+          $A session list --json | cmp - before-sessions; $A checkpoints s --json | cmp - before-cps; $A branch list --json | cmp - before-branches
+          # The same through the mounted session's daemon: nothing changes there either.
+          if $A import $file --into s $extra 2>err; then exit 1; fi
+          has "import refused" err; $A checkpoints s --json | cmp - before-cps; [ "$(cat $M/kept)" = kept ]
+        done <<'LIST'
+        absolute an absolute path
+        dotdot ".." component
+        symlink-then-file a symlink the archive made earlier
+        link-to-nothing not an earlier regular file
+        link-to-later not an earlier regular file
+        link-to-directory not an earlier regular file
+        device a device node
+        empty-component empty component
+        dot-component "." component
+        long-component over 255 bytes
+        long-path over 4096 bytes
+        duplicate more than one entry for this path
+        duplicate-directory more than one entry for this path
+        nul more than one entry for this path
+        max-bytes --max-bytes
+        max-entries --max-entries
+        short Truncated
+        long after member "a"
+        zip-dotdot ".." component
+        LIST
+        # What is not hostile is taken in; root keeps devices and setuid bits only when asked.
+        $A import bad/device.tar --session dev --allow-devices > /dev/null
+        /usr/bin/python3 - <<'PY'
+        import io, tarfile
+        with tarfile.open("setid.tar", "w", format=tarfile.PAX_FORMAT) as t:
+            i = tarfile.TarInfo("tool"); i.size = 2; i.mode = 0o4755; t.addfile(i, io.BytesIO(b"#!"))
+        PY
+        $A import setid.tar --session plain 2>err > /dev/null; has "tool: setuid/setgid bits dropped" err
+        $A import setid.tar --session keep --keep-setid > /dev/null
+        $A export plain@import -o - | tar -tvf - | has -- '-rwxr-xr-x'
+        $A export keep@import -o - | tar -tvf - | has -- '-rwsr-xr-x'
+        $A export dev@import -o - | tar -tvf - | has '^c'
+        """#)
+    }
+
+    /// A real tree: /usr/include as tar.zst into a new session, mounted equal to the original; the
+    /// same archive again adds nothing; an import into a mounted session shows at once and keeps what
+    /// was written there unsaved in a checkpoint of its own.
+    @Test func usrIncludeImportsEqualDeduplicatesAndLandsInAMountedSession() throws {
+        try inMount(#"""
+        echo unsaved > mine
+        cd $T
+        tar -C /usr -cf - include | zstd -q > inc.tar.zst
+        $A import inc.tar.zst --session inc --json --progress 2>progress > first.json
+        has '^import: .* entries' progress
+        mkdir inc; $A mount --session inc $T/inc > /dev/null
+        trap '$A unmount $T/inc >/dev/null 2>&1 || fusermount3 -uz $T/inc 2>/dev/null || true; true' EXIT
+        diff -r --no-dereference /usr/include inc/include
+        $A import - --session inc2 --json < inc.tar.zst > second.json
+        /usr/bin/python3 - first.json second.json <<'PY'
+        import json, sys
+        a, b = (json.load(open(p)) for p in sys.argv[1:])
+        assert a["entries"] == b["entries"] > 1000 and a["bytes"] == b["bytes"], (a, b)
+        assert a["bytes_added"] > 0 and a["chunks_added"] > 0, a
+        assert b["bytes_added"] == 0 and b["chunks_added"] == 0 and b["bytes_stored"] < 4096, b
+        assert set(a) == {"entries", "bytes", "chunks_added", "bytes_added", "bytes_stored", "root", "dropped"}, a
+        PY
+        $A import inc.tar.zst --into s -m "headers" > /dev/null
+        diff -r --no-dereference /usr/include $M/include
+        [ ! -e $M/mine ]
+        $A checkpoints s --json | has '"message":"before import: headers"'
+        $A export s@cp-1 -o - | tar -xOf - ./mine | has unsaved
+        """#, timeout: 600)
     }
 
     /// Damage in the store aborts the export with one line naming the object; no partial archive is

@@ -1,0 +1,140 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import AetherModel
+import AetherCore
+import AetherArchive
+
+struct ImportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import", abstract: "Build a snapshot from an archive (tar in any dialect, gzip/bzip2/xz/zstd, or zip).",
+        discussion: """
+        The archive's entries go straight into the chunk store; nothing is extracted onto this machine, so a \
+        symlink in the archive is data and never followed. A hostile archive (absolute paths, '..', a member \
+        under a symlink it made, a hard link to nothing earlier, devices, duplicate paths, data longer or \
+        shorter than its header, more than --max-bytes or --max-entries) is refused whole: one line names the \
+        member and the reason, and no session, checkpoint or reference is made.
+
+        Examples:
+          aetherfs import release.tar.zst --session review
+          curl -s https://example.org/src.tar.gz | aetherfs import - --into work -m "upstream 1.4"
+        """)
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The archive ('-': standard input).") var archive: String
+    @Option(name: .long, help: "Make a new session with the archive's tree as its first checkpoint.") var session: String?
+    @Option(name: .long, help: "Make the archive's tree a new checkpoint of this session, and its tree (as a restore).") var into: String?
+    @Option(name: .shortAndLong, help: "The checkpoint's message.") var message: String?
+    @Option(name: .long, help: "Metadata key=value for the checkpoint (repeatable).") var meta: [String] = []
+    @Option(name: .long, help: "The most bytes of file content to take in (default \(ImportOptions.defaultMaxBytes), 16 GiB).")
+    var maxBytes: UInt64 = ImportOptions.defaultMaxBytes
+    @Option(name: .long, help: "The most entries to take in (default \(ImportOptions.defaultMaxEntries)).")
+    var maxEntries: Int = ImportOptions.defaultMaxEntries
+    @Flag(name: .long, help: "Take in device nodes (root only).") var allowDevices = false
+    @Flag(name: .long, help: "Keep setuid/setgid bits and file capabilities (root only).") var keepSetid = false
+    @Flag(inversion: .prefixedNo, help: "Show progress on standard error (default: when it is a terminal).") var progress: Bool?
+
+    func validate() throws {
+        guard (session == nil) != (into == nil) else { throw ValidationError("give one of --session NEW or --into SESSION") }
+        guard maxEntries > 0 else { throw ValidationError("--max-entries must be at least 1") }
+    }
+
+    func run() throws {
+        let repo = try global.open(create: false)
+        let summary = try fail { () throws(AetherError) -> ImportSummary in
+            if (allowDevices || keepSetid) && getuid() != 0 {
+                throw .notPermitted("\(allowDevices ? "--allow-devices" : "--keep-setid") is for root only")
+            }
+            let metadata = try SessionAccess.meta(meta)
+            let text = message ?? "import of \(archive == "-" ? "standard input" : archive)"
+            _ = try Workspace.validateRecord(message: text, meta: metadata, what: "an import")
+            // What the import will be made into is checked before the archive is read.
+            if let session {
+                try Repository.validateName(session, what: "session")
+                if (try? repo.session(named: session)) != nil { throw .exists("session \(session)") }
+            }
+            if let into {
+                try Workspace.authorize(getuid(), for: try repo.session(named: into))
+            }
+            var options = ImportOptions(uid: getuid(), gid: getgid())
+            options.maxBytes = maxBytes
+            options.maxEntries = maxEntries
+            options.allowDevices = allowDevices
+            options.keepSetid = keepSetid
+            var (root, summary) = try readArchive { (fd) throws(AetherError) in
+                let importer = try ArchiveImporter(repo: repo, options: options, fd: fd)
+                let size = archiveSize(fd)
+                let meter = ImportMeter(forced: progress, total: size)
+                importer.progress = { (read, summary) throws(AetherError) in meter.show(read: read, summary) }
+                defer { meter.end() }
+                return try importer.run()
+            }
+            if let session {
+                _ = try repo.createSession(name: session, tree: root, message: text, meta: metadata, owner: getuid())
+            } else if let into {
+                _ = try SessionAccess.act(repo, session: into, .adopt(ImportRequest(root: root.hex, message: text, meta: metadata))).snapshot()
+            }
+            summary.root = root.hex
+            return summary
+        }
+        for line in summary.dropped.prefix(20) { warn("import: \(line) dropped") }
+        if summary.dropped.count > 20 { warn("import: \(summary.dropped.count - 20) more dropped (all of them are in --json's \"dropped\")") }
+        if global.json {
+            say(JSONText.encode(summary))
+        } else {
+            let target = session.map { "new session \($0)" } ?? "session \(into ?? "")"
+            say("imported \(summary.entries) entries, \(summary.bytes) bytes of content (\(summary.bytesAdded) new, \(summary.bytesStored) stored), into \(target)")
+        }
+    }
+
+    /// Runs `body` on the archive's descriptor ('-': standard input).
+    func readArchive<T>(_ body: (Int32) throws(AetherError) -> T) throws(AetherError) -> T {
+        if archive == "-" { return try body(0) }
+        let fd = Glibc.open(archive, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .system(errno, "cannot read \(archive): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        return try body(fd)
+    }
+
+    func archiveSize(_ fd: Int32) -> Int64? {
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return nil }
+        return Int64(st.st_size)
+    }
+}
+
+/// An import's progress on standard error: bytes, entries, rate and, when the archive's size is
+/// known, the time left. On a terminal one line is redrawn; forced elsewhere, a line a second.
+final class ImportMeter {
+    let shown: Bool
+    let terminal = isatty(2) != 0
+    let total: Int64?
+    let start = secondsNow()
+    var last = 0.0
+
+    init(forced: Bool?, total: Int64?) {
+        shown = forced ?? (isatty(2) != 0)
+        self.total = total
+    }
+
+    func show(read: Int64, _ s: ImportSummary) {
+        guard shown else { return }
+        let now = secondsNow()
+        guard now - last >= (terminal ? 0.1 : 1) else { return }
+        last = now
+        let elapsed = max(now - start, 0.001)
+        let rate = Double(read) / elapsed
+        var line = "import: \(s.entries) entries, \(s.bytes >> 20) MiB of content, \(read >> 20) MiB read at \(Int(rate / 1_048_576)) MiB/s"
+        if let total, total > 0, rate > 0 {
+            line += ", \(Int(Double(max(0, total - read)) / rate)) s left"
+        }
+        if terminal { printProgress(line) } else { warnLine(line) }
+    }
+
+    func end() { if shown && terminal { clearProgress() } }
+
+    private func warnLine(_ line: String) {
+        var text = line + "\n"
+        text.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
+    }
+}
