@@ -54,11 +54,8 @@ public final class SnapshotExporter {
         // devices only): a file and a pipe get the same bytes.
         ok = ok && archive_write_set_bytes_in_last_block(a, 1) == ARCHIVE_OK
         ok = ok && archive_write_open_fd(a, fd) == ARCHIVE_OK
-        if !ok {
-            let why = SnapshotExporter.message(a)
-            archive_write_free(a)
-            throw .failed("cannot start a \(format.rawValue) archive: \(why)")
-        }
+        // On failure the writer is freed by deinit, which runs for a class whose init throws.
+        if !ok { throw .failed("cannot start a \(format.rawValue) archive: \(SnapshotExporter.message(a))") }
     }
 
     deinit { archive_write_free(archive) }

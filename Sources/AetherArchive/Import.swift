@@ -80,11 +80,8 @@ public final class ArchiveImporter {
             && archive_read_support_filter_lzma(a) >= ARCHIVE_WARN
             && archive_read_support_filter_zstd(a) >= ARCHIVE_WARN
             && archive_read_open_fd(a, fd, 256 << 10) == ARCHIVE_OK
-        if !ok {
-            let why = SnapshotExporter.message(a)
-            archive_read_free(a)
-            throw .invalid("cannot read the archive: \(why)")
-        }
+        // On failure the reader is freed by deinit, which runs for a class whose init throws.
+        if !ok { throw .invalid("import refused: not an archive libarchive reads: \(SnapshotExporter.message(a))") }
     }
 
     deinit { archive_read_free(archive) }
@@ -107,6 +104,7 @@ public final class ArchiveImporter {
             summary.entries += 1
             let raw = archive_entry_pathname(entry).map { Array(UnsafeRawBufferPointer(start: $0, count: strlen($0))) } ?? []
             shown = String(decoding: raw, as: UTF8.self)
+            if shown.count > 200 { shown = shown.prefix(200) + "…" }
             do throws(ImportRefusal) {
                 guard summary.entries <= options.maxEntries else {
                     throw ImportRefusal("the archive holds more than \(options.maxEntries) entries (--max-entries)")
@@ -132,6 +130,9 @@ public final class ArchiveImporter {
         let hardlink = archive_entry_hardlink(entry)
         let isDirectory = hardlink == nil && type == NodeKind.directory.typeBits
         let parts = try ImportPath.components(raw, directory: isDirectory)
+        if parts.count >= 1 && parts[0] == Workspace.controlDirectoryName {
+            throw ImportRefusal("\".aether\" at the top is the control directory of every mount")
+        }
         let (dir, name) = try parent(of: parts)
         if let hardlink {
             let targetRaw = Array(UnsafeRawBufferPointer(start: hardlink, count: strlen(hardlink)))

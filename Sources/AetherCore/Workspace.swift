@@ -22,6 +22,8 @@ import Logging
 public final class Workspace {
     public static let rootIno: UInt64 = 1
     public static let maxNameLength = 255
+    /// The name in every session's root that the control surface takes (`.aether`): no tree holds it.
+    public static let controlDirectoryName = Array(".aether".utf8)
     public static let maxXattrValue = 65536
     /// The most bytes a file's attribute names take in a listxattr reply (each with its NUL): the
     /// kernel's list is 64 KiB; some room is left for the names it adds.

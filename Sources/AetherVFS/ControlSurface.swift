@@ -13,7 +13,7 @@ import AetherCore
 public enum ControlFile: UInt64, CaseIterable, Sendable {
     case checkpoint = 1, restore, status, log, last, fork, commit, `import`
 
-    public static let directoryName = Array(".aether".utf8)
+    public static let directoryName = Workspace.controlDirectoryName
     public static let directoryIno: UInt64 = 1 << 62
     public static let maxPayload = 64 * 1024
 

@@ -97,7 +97,7 @@ final class RecordingKernel: KernelNotifier {
         #expect(try f.names(Workspace.rootIno) == [".", ".."])
         let e = try f.vfs.lookup(parent: Workspace.rootIno, name: Array(".aether".utf8))
         #expect(e.attributes.kind == .directory)
-        #expect(try f.names(e.attributes.ino).sorted() == [".", "..", "checkpoint", "checkpoints", "commit", "commits", "fork", "last", "log", "restore", "status"])
+        #expect(try f.names(e.attributes.ino).sorted() == [".", "..", "checkpoint", "checkpoints", "commit", "commits", "fork", "import", "last", "log", "restore", "status"])
         #expect(throws: FSFailure.self) { try f.vfs.mkdir(parent: Workspace.rootIno, name: Array(".aether".utf8), mode: 0o755, caller: f.me) }
     }
 
@@ -243,11 +243,13 @@ final class RecordingKernel: KernelNotifier {
             .checkpoint(CheckpointRequest(message: "m", name: "n", meta: ["k": "v"])), .checkpoint(CheckpointRequest(message: "only")),
             .restore(RestoreRequest(checkpoint: "green")), .fork(ForkRequest(name: "b", at: "green")), .fork(ForkRequest(name: "c")),
             .commit(CommitRequest(message: "ship", branch: "rel", meta: ["r": "ana"], allowEmpty: true)), .commit(CommitRequest(message: "x")),
+            .adopt(ImportRequest(root: String(repeating: "ab", count: 32), message: "m", name: "in", meta: ["k": "v"])),
         ]
         for r in requests { #expect(try SessionRequest(verb: r.verb, payload: r.payload) == r, "\(r.payload)") }
         #expect(try SessionRequest(verb: "fork", payload: "b@green") == .fork(ForkRequest(name: "b", at: "green")))
 
         let f = try VFSFixture()
+        let zeros = String(repeating: "0", count: 64)
         #expect(f.request(.checkpoint, "{\"message\":\"g\",\"name\":\"green\"}") == 0)
         #expect(f.request(.fork, "{\"name\":\"twin\",\"at\":\"green\"}") == 0)
         #expect(try f.read(.last).contains("\"session\":\"twin\""))
@@ -255,10 +257,13 @@ final class RecordingKernel: KernelNotifier {
         for (file, payload, words) in [(ControlFile.restore, "{\"name\":\"green\"}", "unknown key \"name\""),
                                        (.restore, "{}", "needs \"checkpoint\""), (.fork, "{\"name\":7}", "\"name\" must be a string"),
                                        (.fork, "{\"name\":\"a b\"}", "session name"), (.commit, "{\"message\":\"m\",\"allow_empty\":\"yes\"}", "true or false"),
-                                       (.checkpoint, "{\"message\":null}", "must not be null"), (.fork, "{\"name\":\"x\",\"at\":\"\"}", "\"at\"")] {
+                                       (.checkpoint, "{\"message\":null}", "must not be null"), (.fork, "{\"name\":\"x\",\"at\":\"\"}", "\"at\""),
+                                       (.import, "{\"root\":\"xyz\",\"message\":\"m\"}", "64 hex digits"), (.import, "{\"root\":\"\(zeros)\"}", "needs \"message\"")] {
             #expect(f.request(file, payload) == EINVAL, "\(payload)")
             #expect(try f.read(.last).contains(words), "\(payload)")
         }
+        #expect(f.request(.import, "{\"root\":\"\(zeros)\",\"message\":\"m\"}") == ENOENT)
+        #expect(try f.read(.last).contains("tree \(zeros) in the store"))
         #expect(try f.repo.sessions().map(\.name).sorted() == ["twin", "v"], "the refused requests made nothing")
         #expect(try f.repo.branches().isEmpty)
     }

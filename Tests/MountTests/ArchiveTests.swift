@@ -92,6 +92,7 @@ struct Archives {
         tar("link-to-later", [{"name": "h", "type": tarfile.LNKTYPE, "linkname": "later"}, f("later")])
         tar("link-to-directory", [{"name": "d", "type": tarfile.DIRTYPE, "mode": 0o755}, {"name": "h", "type": tarfile.LNKTYPE, "linkname": "d"}])
         tar("device", [{"name": "dev", "type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}])
+        tar("control-directory", [f("./.aether/checkpoint", b"pwned")])
         tar("empty-component", [f("a//b")])
         tar("dot-component", [f("a/./b")])
         tar("long-component", [f("x" * 256)])
@@ -134,6 +135,7 @@ struct Archives {
         link-to-later not an earlier regular file
         link-to-directory not an earlier regular file
         device a device node
+        control-directory control directory of every mount
         empty-component empty component
         dot-component "." component
         long-component over 255 bytes
@@ -155,6 +157,10 @@ struct Archives {
             i = tarfile.TarInfo("tool"); i.size = 2; i.mode = 0o4755; t.addfile(i, io.BytesIO(b"#!"))
         PY
         $A import setid.tar --session plain 2>err > /dev/null; has "tool: setuid/setgid bits dropped" err
+        # Input that is not an archive at all, or nothing: one line, nothing made.
+        echo garbage > g.txt; : > empty
+        for f in g.txt empty; do if $A import $f --session g 2>err; then exit 1; fi; [ "$(wc -l < err)" = 1 ]; has "import refused" err; done
+        ! $A session show g 2>/dev/null
         $A import setid.tar --session keep --keep-setid > /dev/null
         $A export plain@import -o - | tar -tvf - | has -- '-rwxr-xr-x'
         $A export keep@import -o - | tar -tvf - | has -- '-rwsr-xr-x'
