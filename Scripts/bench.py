@@ -467,6 +467,24 @@ def ingest_vs_restic(native, aether, total_mib, restic_init, results, extra):
     te = timed(f"{aether.binary} export --store {aether.store} bench@ingest --path ingest -o /dev/null")
     results.append({"workload": f"export {total >> 20} MiB as tar", "unit": "MB/s", "native": total / tn / 1e6,
                     "aetherfs": total / te / 1e6, "aether/native": tn / te, "cache": "warm"})
+    # Import of the same tree as a tar archive into a new store (all of it new data), beside GNU tar
+    # extracting it to a native directory and synced (an import is durable when it returns), and
+    # beside the checkpoint's ingest of the same bytes above.
+    archive = os.path.join(native.work, "ingest.tar")
+    sh(f"tar -cf {archive} -C {src} .")
+    untar = os.path.join(native.work, "untar")
+    os.makedirs(untar)
+    sh("sync")
+    tx = timed(f"tar -xf {archive} -C {untar} && sync")
+    fresh = os.path.join(native.work, "import-store")
+    sh(f"{aether.binary} init --store {fresh} > /dev/null")
+    ti = timed(f"{aether.binary} import --store {fresh} {archive} --session imported > /dev/null")
+    results.append({"workload": f"import {total >> 20} MiB tar, new store", "unit": "MB/s", "native": total / tx / 1e6,
+                    "aetherfs": total / ti / 1e6, "aether/native": tx / ti, "cache": "warm"})
+    results.append({"workload": "  beside checkpoint ingest of it", "unit": "MB/s", "aetherfs": total / ta / 1e6, "cache": "warm"})
+    shutil.rmtree(untar, ignore_errors=True)
+    shutil.rmtree(fresh, ignore_errors=True)
+    os.unlink(archive)
     # Cold read of the checkpointed bytes: the checkpoint's view reads the chunk store.
     view = os.path.join(aether.dir, ".aether", "checkpoints", "ingest", "ingest")
     drop_caches()
