@@ -168,6 +168,50 @@ struct Archives {
         """#)
     }
 
+    /// Every dialect libarchive reads makes the same tree of the same files: GNU tar's gnu (long names,
+    /// old sparse), posix (pax, sparse 1.0) and ustar formats, bare or through gzip, bzip2, xz and zstd,
+    /// all import to one root hash; a zip's files read back as they were.
+    @Test func everyTarDialectAndCompressionImportsTheSameTree() throws {
+        try inMount(#"""
+        cd $T; mkdir -p src/dir
+        long=$(printf 'n%.0s' $(seq 150)); printf 'long\n' > src/dir/$long
+        printf 'hello\n' > src/a; ln src/a src/dir/hard; ln -s ../a src/dir/sym
+        truncate -s 5M src/sparse; printf tail >> src/sparse
+        touch -h -d '2021-06-07 08:09:10' src/dir/sym; touch -d '2021-06-07 08:09:10' src/a src/sparse src/dir/$long src/dir src
+        roots=()
+        for format in gnu posix; do
+          tar --format=$format --sparse -C src -cf $format.tar .
+          for z in cat gzip bzip2 xz zstd; do
+            $z < $format.tar > $format.$z
+            $A import $format.$z --session $format-$z --json > out.json
+            roots+=("$(/usr/bin/python3 -c 'import json; print(json.load(open("out.json"))["root"])')")
+          done
+        done
+        [ "$(printf '%s\n' "${roots[@]}" | sort -u | wc -l)" = 1 ] || { printf '%s\n' "${roots[@]}" >&2; exit 1; }
+        # ustar holds neither a 150-byte name nor holes: it is compared with posix without those two.
+        for format in ustar posix; do
+          tar --format=$format --exclude=./dir/$long --exclude=./sparse -C src -cf small-$format.tar .
+          $A import small-$format.tar --session small-$format --json > $format.json
+        done
+        /usr/bin/python3 -c 'import json; a, b = (json.load(open(f + ".json"))["root"] for f in ("ustar", "posix")); assert a == b, (a, b)'
+
+        mkdir back; $A export gnu-xz@import -o - | tar -xpf - -C back
+        diff -r --no-dereference src back
+        [ "$(stat -c %i back/a)" = "$(stat -c %i back/dir/hard)" ] && [ "$(stat -c %b back/sparse)" -lt 64 ]
+        /usr/bin/python3 - <<'PY'
+        import zipfile
+        with zipfile.ZipFile("t.zip", "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("docs/readme.txt", "words " * 1000)
+            z.writestr("docs/empty/", "")
+            z.writestr("stored.bin", bytes(range(256)) * 10, compress_type=zipfile.ZIP_STORED)
+        PY
+        $A import t.zip --session zipped > /dev/null
+        mkdir z; $A export zipped@import -o - | tar -xf - -C z
+        [ "$(cat z/docs/readme.txt)" = "$(/usr/bin/python3 -c 'print(("words " * 1000), end="")')" ]
+        [ -d z/docs/empty ] && cmp z/stored.bin <(/usr/bin/python3 -c 'import sys; sys.stdout.buffer.write(bytes(range(256)) * 10)')
+        """#, timeout: 600)
+    }
+
     /// A real tree: /usr/include as tar.zst into a new session, mounted equal to the original; the
     /// same archive again adds nothing; an import into a mounted session shows at once and keeps what
     /// was written there unsaved in a checkpoint of its own.
