@@ -11,7 +11,8 @@ struct ArgumentFuzz {
         let dir = TempDir()
         defer { dir.remove() }
         let store = dir.path + "/store"
-        func cli(_ args: [String]) -> Ran { run([aetherfsExecutable] + args, env: ["AETHERFS_STORE": store], timeout: 60) }
+        // In the temp dir: an export's -o WORD writes there.
+        func cli(_ args: [String]) -> Ran { run([aetherfsExecutable] + args, cwd: dir.path, env: ["AETHERFS_STORE": store], timeout: 60) }
         for setup in [["init"], ["session", "create", "w"], ["checkpoint", "w", "-m", "g", "--name", "green"],
                       ["commit", "w", "-m", "c"]] {
             let r = cli(setup)
@@ -20,10 +21,12 @@ struct ArgumentFuzz {
         // Verbs that do not mount or verify (they have tests of their own).
         let verbs: [[String]] = [["session", "create"], ["session", "list"], ["session", "show"], ["session", "delete"],
                                  ["checkpoint"], ["checkpoints"], ["restore"], ["fork"], ["commit"], ["branch"], ["branch", "create"],
-                                 ["branch", "delete"], ["log"], ["show"], ["diff"]]
+                                 ["branch", "delete"], ["log"], ["show"], ["diff"], ["export"], ["import"]]
         let words = ["w", "green", "w@green", "@", "@green", "w@", "@@x", "main", "x@y@z", "-m", "--meta", "=v", "k=", "=", "k=v",
                      "--name", "--at", "--branch", "--from", "-n", "0", "-1", "99999999999999999999", "--json", "--stat",
-                     "", " ", ".", "..", "-", "--", "é", "a\nb", String(repeating: "n", count: 101), "deadbeef", "0000", "--allow-empty"]
+                     "", " ", ".", "..", "-", "--", "é", "a\nb", String(repeating: "n", count: 101), "deadbeef", "0000", "--allow-empty",
+                     "--session", "--into", "--max-bytes", "--max-entries", "--keep-setid", "--progress", "-o", "--format", "tar.zst",
+                     "--path", "/dev/null"]
         var rng = SystemRandomNumberGenerator()
         var seen = Set<Int32>()
         for _ in 0..<250 {
@@ -49,7 +52,7 @@ struct CommandLineContract {
         let r = m.sh(#"""
         $A --version | has '^aetherfs [0-9.]* (store format 1, metadata schema [0-9]*)$'
         for verb in init mount unmount "session create" "session list" "session show" "session delete" checkpoint checkpoints \
-                    restore fork commit "branch list" "branch create" "branch delete" log show diff verify; do
+                    restore fork commit "branch list" "branch create" "branch delete" log show diff verify export import; do
           $A $verb --help | has -i '^Examples*:' || { echo "no example in $verb --help" >&2; exit 1; }
         done
         # usage errors exit 64, refused requests 1, each with one line
