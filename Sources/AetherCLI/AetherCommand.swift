@@ -21,7 +21,8 @@ public struct AetherCommand: ParsableCommand {
         subcommands: [InitCommand.self, MountCommand.self, UnmountCommand.self, SessionCommand.self,
                       CheckpointCommand.self, CheckpointsCommand.self, RestoreCommand.self, ForkCommand.self,
                       CommitCommand.self, BranchCommand.self, LogCommand.self, ShowCommand.self, DiffCommand.self,
-                      VerifyCommand.self, ExportCommand.self, ImportCommand.self])
+                      VerifyCommand.self, ExportCommand.self, ImportCommand.self,
+                      ProposeCommand.self, ProposalsCommand.self, ProposalCommand.self, ReviewCommand.self, PolicyCommand.self, AuditCommand.self])
 
     public init() {}
 

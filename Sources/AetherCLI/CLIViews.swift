@@ -59,6 +59,12 @@ struct ChangeInfo: Encodable {
         change = c.kind.rawValue; path = text(c.path); from = c.from.map(text)
         aspects = c.aspects.isEmpty ? nil : c.aspects
     }
+
+    /// The change as `diff` prints it: a letter, the path (a rename's old path first), what changed.
+    var line: String {
+        let letters = ["added": "A", "deleted": "D", "modified": "M", "renamed": "R"]
+        return "\(letters[change] ?? "?")  " + (from.map { $0 + " -> " } ?? "") + path + (aspects.map { "  (\($0.joined(separator: ", ")))" } ?? "")
+    }
 }
 
 struct VerifyInfo: Encodable {

@@ -19,7 +19,6 @@ struct DiffCommand: ParsableCommand {
     func run() throws {
         let repo = try global.open(create: false)
         let changes = try fail { () throws(AetherError) -> [Change] in try repo.diff(try SessionAccess.root(repo, from), try SessionAccess.root(repo, to)) }
-        func text(_ p: [UInt8]) -> String { String(decoding: p, as: UTF8.self) }
         if global.json {
             say(JSONText.encode(changes.map(ChangeInfo.init)))
             return
@@ -29,10 +28,7 @@ struct DiffCommand: ParsableCommand {
             say("\(count(.added)) added, \(count(.deleted)) deleted, \(count(.modified)) modified, \(count(.renamed)) renamed")
             return
         }
-        let letters: [Change.Kind: String] = [.added: "A", .deleted: "D", .modified: "M", .renamed: "R"]
-        let lines = changes.map { c in
-            "\(letters[c.kind]!)  " + (c.from.map { text($0) + " -> " } ?? "") + text(c.path) + (c.aspects.isEmpty ? "" : "  (\(c.aspects.joined(separator: ", ")))")
-        }
+        let lines = changes.map { ChangeInfo($0).line }
         if !lines.isEmpty { say(lines.joined(separator: "\n")) }
     }
 }

@@ -54,7 +54,7 @@ struct ImportCommand: ParsableCommand {
                 if (try? repo.session(named: session)) != nil { throw .exists("session \(session)") }
             }
             if let into {
-                try Workspace.authorize(getuid(), for: try repo.session(named: into))
+                try repo.authorize(getuid(), "import", in: try repo.session(named: into))
             }
             var options = ImportOptions(uid: getuid(), gid: getgid())
             options.maxBytes = maxBytes

@@ -16,7 +16,8 @@ public struct Change: Sendable, Equatable {
 extension Repository {
     /// What changed from tree `a` to tree `b`. Walks only subtrees whose ids differ; a file deleted in
     /// one place and added in another with identical content is a rename.
-    public func diff(_ a: ObjectID, _ b: ObjectID) throws(AetherError) -> [Change] {
+    /// With no `a` (a branch with no commit yet), everything in `b` is added.
+    public func diff(_ a: ObjectID?, _ b: ObjectID) throws(AetherError) -> [Change] {
         var found: [(change: Change, content: ObjectID?)] = []
         try domain { try diffTrees(a, b, prefix: [], into: &found) }
         return pairRenames(found)

@@ -41,12 +41,15 @@ public final class Repository: Sendable {
     /// Opens the store at `path`, creating it when `create` is set and nothing is there. Its objects
     /// live in `blobs` and its shared records in `metadata` when given (tests give in-memory ones), else
     /// in `objects/` and `meta.db` of the store; the working layer is always in `meta.db`.
+    ///
+    /// A store made with `sharedGroup` belongs to that group as well (see `StoreFiles`).
     public init(path: String, create: Bool = true, blobs: (any BlobStore)? = nil, metadata: (any MetadataStore)? = nil,
-                logger: Logger = Logger(label: "aetherfs.core")) throws(AetherError) {
+                sharedGroup: UInt32? = nil, logger: Logger = Logger(label: "aetherfs.core")) throws(AetherError) {
         self.path = path
         self.logger = logger
         let formatFile = path + "/FORMAT"
         try Repository.checkAccess(path)
+        StoreFiles.shared = StoreFiles.isShared(path)
         try domain {
             if !FileIO.exists(formatFile) {
                 let names = FileIO.entries(of: path).map(\.name)
@@ -57,9 +60,16 @@ public final class Repository: Sendable {
                 if !names.isEmpty {
                     throw AetherError.invalid("\(path) is not empty and holds no store (no FORMAT file); refusing to make a store there")
                 }
+                try FileIO.makeDirectories(path)
+                if let gid = sharedGroup {
+                    guard chown(path, uid_t.max, gid) == 0 else {
+                        throw AetherError.system(errno, "cannot give \(path) to group \(gid): \(String(cString: strerror(errno))) (you must be in the group)")
+                    }
+                    StoreFiles.shared = true
+                }
+                // A store is private to its owner (or its group): its objects hold file data in plain text.
+                chmod(path, StoreFiles.directoryMode)
                 try FileIO.makeDirectories(path + "/sessions")
-                // A store is private to its owner: its objects hold file data in plain text.
-                chmod(path, 0o700)
                 try FileIO.atomicWrite(formatFile, Array("aetherfs-store \(Repository.formatVersion)\n".utf8), sync: true)
             }
             let text = String(decoding: try FileIO.readFile(formatFile), as: UTF8.self)
@@ -291,8 +301,9 @@ public final class SessionLock: @unchecked Sendable {
     public init(repository: Repository, session: SessionRecord) throws(AetherError) {
         metadata = repository.metadata
         let path = repository.sessionDirectory(session.id) + ".lock"
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, StoreFiles.fileMode)
         if fd < 0 { throw .system(errno, "open \(path): \(String(cString: strerror(errno)))") }
+        StoreFiles.settle(fd: fd)
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             close(fd)
             throw .busy("session \(session.name) is in use by another process (mounted?)")

@@ -26,18 +26,24 @@ public struct CheckpointRequest: Codable, Sendable, Equatable {
 
 /// What a commit request carries.
 public struct CommitRequest: Codable, Sendable, Equatable {
+    /// The commit's message; of a proposal's commit, empty means the proposal's.
     public var message: String
     public var branch: String
     public var meta: [String: String]
     public var allowEmpty: Bool
-    public init(message: String, branch: String = "main", meta: [String: String] = [:], allowEmpty: Bool = false) {
-        self.message = message; self.branch = branch; self.meta = meta; self.allowEmpty = allowEmpty
+    /// Commit this approved proposal's frozen root instead of the live tree.
+    public var proposal: String?
+    public static let defaultBranch = "main"
+    public init(message: String, branch: String = CommitRequest.defaultBranch, meta: [String: String] = [:], allowEmpty: Bool = false,
+                proposal: String? = nil) {
+        self.message = message; self.branch = branch; self.meta = meta; self.allowEmpty = allowEmpty; self.proposal = proposal
     }
-    enum CodingKeys: String, CodingKey, CaseIterable { case message, branch, meta, allowEmpty = "allow_empty" }
+    enum CodingKeys: String, CodingKey, CaseIterable { case message, branch, meta, allowEmpty = "allow_empty", proposal }
     public init(from decoder: any Decoder) throws {
         let c = try RequestKeys.container(decoder, CodingKeys.self)
-        message = try c.decode(String.self, forKey: .message)
-        branch = try c.decodeIfPresent(String.self, forKey: .branch) ?? "main"
+        proposal = try c.decodeIfPresent(String.self, forKey: .proposal)
+        message = try proposal == nil ? c.decode(String.self, forKey: .message) : c.decodeIfPresent(String.self, forKey: .message) ?? ""
+        branch = try c.decodeIfPresent(String.self, forKey: .branch) ?? CommitRequest.defaultBranch
         meta = try c.decodeIfPresent([String: String].self, forKey: .meta) ?? [:]
         allowEmpty = try c.decodeIfPresent(Bool.self, forKey: .allowEmpty) ?? false
     }
@@ -47,6 +53,7 @@ public struct CommitRequest: Codable, Sendable, Equatable {
         try c.encode(branch, forKey: .branch)
         if !meta.isEmpty { try c.encode(meta, forKey: .meta) }
         if allowEmpty { try c.encode(true, forKey: .allowEmpty) }
+        try c.encodeIfPresent(proposal, forKey: .proposal)
     }
 }
 
@@ -111,9 +118,10 @@ public enum SessionRequest: Sendable, Equatable {
     case fork(ForkRequest)
     case commit(CommitRequest)
     case adopt(ImportRequest)
+    case propose(ProposeRequest)
 
     /// The verbs that take requests: each is a control file's name and a CLI subcommand.
-    public static let verbs = ["checkpoint", "restore", "fork", "commit", "import"]
+    public static let verbs = ["checkpoint", "restore", "fork", "commit", "import", "propose"]
 
     public var verb: String {
         switch self {
@@ -122,6 +130,7 @@ public enum SessionRequest: Sendable, Equatable {
         case .fork: "fork"
         case .commit: "commit"
         case .adopt: "import"
+        case .propose: "propose"
         }
     }
 
@@ -149,6 +158,9 @@ public enum SessionRequest: Sendable, Equatable {
                 let (name, at) = try Repository.splitAt(line, what: "a fork request")
                 self = .fork(ForkRequest(name: name, at: at))
             }
+        case "propose":
+            guard !text.isEmpty else { throw .invalid("a proposal needs a message (echo \"msg\" > .aether/propose)") }
+            self = .propose(json ? try RequestKeys.decode(ProposeRequest.self, text) : ProposeRequest(message: text))
         case "import":
             self = .adopt(json ? try RequestKeys.decode(ImportRequest.self, text)
                                : ImportRequest(root: try SessionRequest.oneLine(text, "the id of a tree in the store"), message: "import"))
@@ -165,6 +177,7 @@ public enum SessionRequest: Sendable, Equatable {
         case .fork(let r): JSONText.encode(r)
         case .commit(let r): JSONText.encode(r)
         case .adopt(let r): JSONText.encode(r)
+        case .propose(let r): JSONText.encode(r)
         }
     }
 
@@ -176,7 +189,11 @@ public enum SessionRequest: Sendable, Equatable {
             _ = try Workspace.validateRecord(message: r.message, meta: r.meta, what: "a checkpoint")
             if let name = r.name { try Repository.validateName(name, what: "checkpoint") }
         case .commit(let r):
-            _ = try Workspace.validateRecord(message: r.message, meta: r.meta, what: "a commit")
+            if r.proposal == nil || !r.message.isEmpty { _ = try Workspace.validateRecord(message: r.message, meta: r.meta, what: "a commit") }
+            if let p = r.proposal, p.count < 4 || !p.allSatisfy(\.isHexDigit) { throw .invalid("a proposal id is 4 to 16 hex digits, not \"\(p)\"") }
+            try Repository.validateName(r.branch, what: "branch")
+        case .propose(let r):
+            _ = try Workspace.validateRecord(message: r.message, meta: r.meta, what: "a proposal")
             try Repository.validateName(r.branch, what: "branch")
         case .restore(let r):
             guard !r.checkpoint.trimmingWhitespace().isEmpty else { throw .invalid("write a checkpoint name or id to restore") }
@@ -194,6 +211,7 @@ public enum SessionRequest: Sendable, Equatable {
     public func answer(from text: String) throws(AetherError) -> SessionAnswer {
         switch self {
         case .fork: .session(try JSONText.decode(SessionSummary.self, text))
+        case .propose: .proposal(try JSONText.decode(ProposalInfo.self, text))
         default: .snapshot(try JSONText.decode(SnapshotInfo.self, text))
         }
     }
@@ -210,12 +228,19 @@ public enum SessionRequest: Sendable, Equatable {
 public enum SessionAnswer: Sendable, Equatable {
     case snapshot(SnapshotInfo)
     case session(SessionSummary)
+    case proposal(ProposalInfo)
 
     public var json: String {
         switch self {
         case .snapshot(let s): JSONText.encode(s)
         case .session(let s): JSONText.encode(s)
+        case .proposal(let p): JSONText.encode(p)
         }
+    }
+
+    public func proposal() throws(AetherError) -> ProposalInfo {
+        guard case .proposal(let p) = self else { throw .failed("the answer is not a proposal: \(json.prefix(200))") }
+        return p
     }
 
     /// The snapshot answered; an answer of another kind is an error of the one who answered.
@@ -233,8 +258,17 @@ public enum SessionAnswer: Sendable, Equatable {
 extension Workspace {
     /// Runs one session request for `caller`: the one entry the control surface, the CLI and (later) the
     /// HTTP service call. Returns the answer and what the kernel must forget (a restore's changes).
+    ///
+    /// Refusals of what the audit log records (commits, proposals, restores, imports) are recorded too.
     public func perform(_ request: SessionRequest, caller: UInt32) throws(AetherError) -> (answer: SessionAnswer, invalidations: [Invalidation]) {
-        try authorize(caller)
+        guard ["commit", "propose", "restore", "import"].contains(request.verb) else { return try run(request, caller: caller) }
+        return try repo.audited(uid: caller, action: request.verb, session: session.name, detail: request.payload) { () throws(AetherError) in
+            try run(request, caller: caller)
+        }
+    }
+
+    private func run(_ request: SessionRequest, caller: UInt32) throws(AetherError) -> (answer: SessionAnswer, invalidations: [Invalidation]) {
+        try authorize(caller, request.verb)
         try request.validate()
         switch request {
         case .checkpoint(let r):
@@ -250,6 +284,8 @@ extension Workspace {
         case .adopt(let r):
             let (made, invalidations) = try adopt(r, caller: caller)
             return (.snapshot(SnapshotInfo(made)), invalidations)
+        case .propose(let r):
+            return (.proposal(try repo.info(try propose(r, caller: caller))), [])
         }
     }
 }
@@ -257,6 +293,7 @@ extension Workspace {
 /// The decoding of a request's JSON form, with errors a person can act on: an unknown key, a value
 /// of the wrong type, a key missing, text that is not JSON — each `.invalid` with one line.
 enum RequestKeys {
+    /// A request's content that does not hold (an unknown key, a value out of its form), said in words.
     struct Unknown: Error { let message: String }
 
     struct AnyKey: CodingKey {

@@ -8,10 +8,12 @@ extension Workspace {
     /// Records the session's current tree as a durable checkpoint.
     ///
     /// Only directories on changed paths get new trees and only files written since the last checkpoint
-    /// are cut into chunks, so the cost follows the change, not the session's size. The checkpoint is
+    /// are cut into chunks, so the cost follows the change, not the session's size. `also` records what
+    /// else comes with it (a proposal) in the same transaction. The checkpoint is
     /// durable when this returns: objects are synced before the record commits.
-    public func checkpoint(_ request: CheckpointRequest, author: UInt32) throws(AetherError) -> SnapshotRecord {
-        try authorize(author)
+    public func checkpoint(_ request: CheckpointRequest, author: UInt32,
+                           also: ((SnapshotRecord) throws(AetherError) -> Void)? = nil) throws(AetherError) -> SnapshotRecord {
+        try authorize(author, also == nil ? "checkpoint" : "propose")
         let message = try Workspace.validateRecord(message: request.message, meta: request.meta, what: "a checkpoint")
         let name = try checkpointName(request.name)
 
@@ -26,6 +28,7 @@ extension Workspace {
                 try metadata.updateSessionBase(session.id, baseRoot: root, baseSnapshot: record.id, head: record.id)
                 try metadata.audit(uid: author, action: "checkpoint", session: session.name, detail: "\(name) \(record.sid)")
             }
+            try also?(record)
             session.head = record.id
             session.baseSnapshot = record.id
             made = record

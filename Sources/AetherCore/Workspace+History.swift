@@ -8,14 +8,16 @@ import AetherStore
 extension Workspace {
     /// Until a store has a policy, only the session's owner and root may drive it (checkpoint, restore,
     /// fork, commit); anyone else is `.accessDenied`, whichever route the request came by.
-    public func authorize(_ uid: UInt32) throws(AetherError) { try Workspace.authorize(uid, for: session) }
-
-    /// Who may drive a session: its owner and root.
-    public static func authorize(_ uid: UInt32, for session: SessionRecord) throws(AetherError) {
-        guard uid == 0 || uid == session.owner else {
-            throw .accessDenied("only the owner of session \(session.name) (uid \(session.owner)) and root may drive it, not uid \(uid)")
-        }
+    /// Notes that `uid` changed the session's files: recorded once per uid (until a commit forgets
+    /// them), for the four-eyes rule of reviews.
+    public func noteWriter(_ uid: UInt32) throws(AetherError) {
+        guard !writersNoted.contains(uid) else { return }
+        try domain { try metadata.addWriter(session: session.id, uid: uid) }
+        writersNoted.insert(uid)
     }
+
+    /// Who may do `action` in this session: its owner and root, and others the store's policy lets.
+    public func authorize(_ uid: UInt32, _ action: String) throws(AetherError) { try repo.authorize(uid, action, in: session) }
 
     /// The limits of what a checkpoint or commit records, one set for every route (control files,
     /// xattrs, the CLI mounted or not): a message of 1 byte to 8 KiB after trimming, metadata keys of
@@ -39,7 +41,7 @@ extension Workspace {
     /// The new session shares every object: its cost is that of writing what changed since the last
     /// checkpoint, never the tree's size. This session keeps working undisturbed.
     public func fork(name: String, at: String? = nil, owner: UInt32) throws(AetherError) -> SessionRecord {
-        try authorize(owner)
+        try authorize(owner, "fork")
         try Repository.validateName(name, what: "session")
         if try domain({ try metadata.session(named: name) }) != nil { throw .exists("session \(name)") }
         let parent = session.id, baseCommit = session.baseCommit
@@ -66,10 +68,17 @@ extension Workspace {
     /// Records the current state as a commit on `branch`, which moves only as a fast-forward from the
     /// commit this session builds on; otherwise `.branchMoved`, and nothing changes.
     public func commit(_ request: CommitRequest, author: UInt32) throws(AetherError) -> SnapshotRecord {
-        try authorize(author)
+        try authorize(author, "commit")
+        if let proposal = request.proposal { return try commit(proposal: proposal, request: request, author: author) }
         let message = try Workspace.validateRecord(message: request.message, meta: request.meta, what: "a commit")
         try Repository.validateName(request.branch, what: "branch")
         let branch = request.branch
+        let rule = try repo.policy().rule(for: branch)
+        try repo.mayCommit(author, rule: rule, branch: branch)
+        if rule.requireProposal == true {
+            throw .accessDenied("a commit to \(branch) must be of an approved proposal (policy: require_proposal): aetherfs propose, a review by another uid, then aetherfs commit --proposal ID")
+        }
+        try Repository.requireMeta(request.meta, rule, what: "a commit to \(branch)")
         let head = try domain { try metadata.branch(branch) }
         if let head, head != session.baseCommit {
             throw .branchMoved("branch \(branch) moved since this session's base; start a session from \(branch) and redo the change")
@@ -89,8 +98,10 @@ extension Workspace {
                 on: branch, from: head)
             try domain {
                 try metadata.setBaseCommit(session: session.id, record.id)
+                try metadata.resetWriters(session: session.id)
                 try metadata.audit(uid: author, action: "commit", session: session.name, detail: "\(branch) \(sid)")
             }
+            writersNoted = []
             session.baseCommit = record.id
             made = record
         }

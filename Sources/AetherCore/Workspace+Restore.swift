@@ -9,7 +9,7 @@ extension Workspace {
     /// numbers (so open files read the restored bytes), the rest come and go. Returns what the kernel
     /// must forget. Cost follows the directories the kernel has loaded, not the tree's size.
     public func restore(to snapshot: SnapshotRecord, caller: UInt32) throws(AetherError) -> [Invalidation] {
-        try authorize(caller)
+        try authorize(caller, "restore")
         return try reset(to: snapshot.root) { () throws(AetherError) in
             try domain { try metadata.audit(uid: caller, action: "restore", session: session.name, detail: "\(snapshot.name) \(snapshot.sid)") }
             return snapshot
@@ -20,7 +20,7 @@ extension Workspace {
     /// session's tree, as a restore to it would. Changes since the last checkpoint are checkpointed
     /// first ("before import: …"), so nothing written is lost.
     func adopt(_ request: ImportRequest, caller: UInt32) throws(AetherError) -> (SnapshotRecord, [Invalidation]) {
-        try authorize(caller)
+        try authorize(caller, "import")
         let message = try Workspace.validateRecord(message: request.message, meta: request.meta, what: "an import")
         guard let root = ObjectID(hex: request.root) else { throw .invalid("an import's \"root\" is a tree id: 64 hex digits") }
         guard try domain({ try repo.objects.contains(root) }) else { throw .notFound("tree \(request.root) in the store") }

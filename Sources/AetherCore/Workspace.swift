@@ -36,6 +36,8 @@ public final class Workspace {
     var nextIno: UInt64
     var reservedIno: UInt64
     var linkGroups: [UInt64: UInt64] = [:]
+    /// The uids already recorded as writers of this session (`noteWriter`).
+    var writersNoted = Set<UInt32>()
     var modeChangedByWrites: [UInt64] = []
     /// The nodes with a row in the catalog (`persisted`), so that dropping the rows visits only them.
     var rowed = Set<UInt64>()

@@ -150,7 +150,7 @@ enum Callbacks {
         if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 { change.mtime = now }
         else if toSet & FUSE_SET_ATTR_MTIME != 0 { change.mtime = Int64(a.st_mtim.tv_sec) * 1_000_000_000 + Int64(a.st_mtim.tv_nsec) }
         do {
-            let e = try vfs(req).setattr(ino, change)
+            let e = try vfs(req).setattr(ino, change, caller: caller(req))
             var st = stat(e.attributes)
             fuse_reply_attr(req, &st, e.attrTimeout)
         } catch {
@@ -178,11 +178,11 @@ enum Callbacks {
     }
 
     static let unlink: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, parent, n in
-        replyStatus(req) { () throws(FSFailure) in try vfs(req).unlink(parent: parent, name: name(n)) }
+        replyStatus(req) { () throws(FSFailure) in try vfs(req).unlink(parent: parent, name: name(n), caller: caller(req)) }
     }
 
     static let rmdir: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, parent, n in
-        replyStatus(req) { () throws(FSFailure) in try vfs(req).rmdir(parent: parent, name: name(n)) }
+        replyStatus(req) { () throws(FSFailure) in try vfs(req).rmdir(parent: parent, name: name(n), caller: caller(req)) }
     }
 
     static let symlink: @convention(c) (fuse_req_t?, UnsafePointer<CChar>?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, target, parent, n in
@@ -203,7 +203,7 @@ enum Callbacks {
     }
 
     static let link: @convention(c) (fuse_req_t?, fuse_ino_t, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, ino, newParent, n in
-        replyEntry(req) { () throws(FSFailure) in try vfs(req).link(ino, newParent: newParent, newName: name(n)) }
+        replyEntry(req) { () throws(FSFailure) in try vfs(req).link(ino, newParent: newParent, newName: name(n), caller: caller(req)) }
     }
 
     static let open: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
@@ -281,7 +281,7 @@ enum Callbacks {
     static let fallocate: @convention(c) (fuse_req_t?, fuse_ino_t, Int32, off_t, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, mode, off, length, _ in
         replyStatus(req) { () throws(FSFailure) in
             guard off >= 0, length > 0 else { throw FSFailure(.invalid("fallocate range")) }
-            try vfs(req).fallocate(ino, mode: mode, offset: UInt64(off), length: UInt64(length))
+            try vfs(req).fallocate(ino, mode: mode, offset: UInt64(off), length: UInt64(length), caller: caller(req))
         }
     }
 
@@ -378,7 +378,7 @@ enum Callbacks {
     }
 
     static let removexattr: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, ino, n in
-        replyStatus(req) { () throws(FSFailure) in try vfs(req).removexattr(ino, name: String(cString: n!)) }
+        replyStatus(req) { () throws(FSFailure) in try vfs(req).removexattr(ino, name: String(cString: n!), caller: caller(req)) }
     }
 
     /// With `default_permissions` the kernel checks access itself.

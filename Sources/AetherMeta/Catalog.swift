@@ -80,6 +80,24 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
         ALTER TABLE snapshots ADD COLUMN branch TEXT;
         UPDATE snapshots SET branch = substr(name, 1, instr(name, '/') - 1) WHERE kind = 'commit' AND instr(name, '/') > 1;
         """,
+        // 7: The audit log is hash-chained (earlier entries are sealed in order when the database is
+        // opened); proposals, reviews, the uids that wrote to each session, the store's policy (in meta).
+        """
+        ALTER TABLE audit ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE audit ADD COLUMN result TEXT NOT NULL DEFAULT 'ok';
+        ALTER TABLE audit ADD COLUMN prev TEXT;
+        ALTER TABLE audit ADD COLUMN hash TEXT;
+        CREATE TABLE proposals(
+          id INTEGER PRIMARY KEY, pid TEXT NOT NULL UNIQUE, session INTEGER NOT NULL, author INTEGER NOT NULL,
+          branch TEXT NOT NULL, root BLOB NOT NULL, snapshot INTEGER NOT NULL, base_commit INTEGER,
+          title TEXT NOT NULL, message TEXT NOT NULL, meta TEXT NOT NULL, state TEXT NOT NULL,
+          created REAL NOT NULL, writers TEXT NOT NULL);
+        CREATE TABLE reviews(
+          id INTEGER PRIMARY KEY, proposal INTEGER NOT NULL, reviewer INTEGER NOT NULL, time REAL NOT NULL,
+          verdict TEXT NOT NULL, comment TEXT NOT NULL, root BLOB NOT NULL);
+        CREATE INDEX reviews_proposal ON reviews(proposal, id);
+        CREATE TABLE writers(session INTEGER NOT NULL, uid INTEGER NOT NULL, PRIMARY KEY(session, uid)) WITHOUT ROWID;
+        """,
     ]
 
     private func migrate() throws {
@@ -92,7 +110,18 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
             try db.transaction {
                 if !sql.isEmpty { try db.execute(sql) }
                 try db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '\(i + 1)')")
+                if i + 1 == 7 { try sealEarlierAudit() }
             }
+        }
+    }
+
+    /// Seals the audit entries written before schema 7, in order, as the first links of the chain.
+    private func sealEarlierAudit() throws {
+        var prev = AuditRecord.genesis
+        for r in try db.query("SELECT \(Catalog.auditColumns) FROM audit ORDER BY id") {
+            let sealed = try Catalog.auditRecord(r).sealed(id: r[0].int ?? 0, after: prev)
+            _ = try db.run("UPDATE audit SET prev=?, hash=? WHERE id=?", .text(sealed.prev), .text(sealed.hash), .int(sealed.id))
+            prev = sealed.hash
         }
     }
 
@@ -395,8 +424,112 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
 
     // MARK: audit
 
-    public func audit(uid: UInt32, action: String, session: String, detail: String) throws {
-        try db.run("INSERT INTO audit(time, uid, action, session, detail) VALUES(?,?,?,?,?)",
-                   .real(secondsNow()), .int(Int64(uid)), .text(action), .text(session), .text(detail))
+    static let auditColumns = "id, time, uid, pid, action, session, detail, result, prev, hash"
+
+    static func auditRecord(_ r: [SQLValue]) throws -> AuditRecord {
+        AuditRecord(id: r[0].int ?? 0, time: r[1].real ?? 0, uid: UInt32(r[2].int ?? 0), pid: Int32(truncatingIfNeeded: r[3].int ?? 0),
+                    action: r[4].text ?? "", session: r[5].text ?? "", detail: r[6].text ?? "", result: r[7].text ?? "",
+                    prev: r[8].text ?? "", hash: r[9].text ?? "")
+    }
+
+    @discardableResult
+    public func appendAudit(_ entry: AuditRecord) throws -> AuditRecord {
+        try db.atomically {
+            let last = try db.query("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").first
+            let sealed = entry.sealed(id: (last?[0].int ?? 0) + 1, after: last?[1].text ?? AuditRecord.genesis)
+            _ = try db.run("INSERT INTO audit(id, time, uid, pid, action, session, detail, result, prev, hash) VALUES(?,?,?,?,?,?,?,?,?,?)",
+                           .int(sealed.id), .real(sealed.time), .int(Int64(sealed.uid)), .int(Int64(sealed.pid)), .text(sealed.action),
+                           .text(sealed.session), .text(sealed.detail), .text(sealed.result), .text(sealed.prev), .text(sealed.hash))
+            return sealed
+        }
+    }
+
+    public func auditRecords() throws -> [AuditRecord] {
+        try db.query("SELECT \(Catalog.auditColumns) FROM audit ORDER BY id").map(Catalog.auditRecord)
+    }
+
+    // MARK: proposals and reviews
+
+    private static let proposalColumns = "id, pid, session, author, branch, root, snapshot, base_commit, title, message, meta, state, created, writers"
+
+    private static func proposal(_ r: [SQLValue]) throws -> ProposalRecord {
+        let pid = r[1].text ?? "?"
+        guard let id = r[0].int, let root = r[5].blob.flatMap({ ObjectID(bytes: $0) }),
+              let state = r[11].text.flatMap(ProposalState.init(rawValue:)) else {
+            throw damaged("proposal \(pid) has no valid root or state")
+        }
+        guard let meta = JSONText.decoded([String: String].self, r[10].text ?? "{}") else {
+            throw damaged("proposal \(pid) has metadata that is not a JSON object of strings")
+        }
+        let writers = (r[13].text ?? "").split(separator: ",").compactMap { UInt32($0) }
+        return ProposalRecord(id: id, pid: pid, session: r[2].int ?? 0, author: UInt32(r[3].int ?? 0), branch: r[4].text ?? "",
+                              root: root, snapshot: r[6].int ?? 0, baseCommit: r[7].int, title: r[8].text ?? "",
+                              message: r[9].text ?? "", meta: meta, state: state, created: r[12].real ?? 0, writers: writers)
+    }
+
+    public func insertProposal(_ p: ProposalRecord) throws -> Int64 {
+        if try !db.query("SELECT 1 FROM proposals WHERE pid=?", .text(p.pid)).isEmpty {
+            throw MetadataError(.conflict, "proposal \(p.pid) exists")
+        }
+        return try db.insert("""
+            INSERT INTO proposals(pid, session, author, branch, root, snapshot, base_commit, title, message, meta, state, created, writers)
+            VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)
+            """, .text(p.pid), .int(p.session), .int(Int64(p.author)), .text(p.branch), .blob(p.root.bytes), .int(p.snapshot),
+            p.baseCommit.map { .int($0) } ?? .null, .text(p.title), .text(p.message), .text(JSONText.encode(p.meta)),
+            .text(p.state.rawValue), .real(p.created), .text(p.writers.map(String.init).joined(separator: ",")))
+    }
+
+    public func proposal(id: Int64) throws -> ProposalRecord? {
+        try db.query("SELECT \(Catalog.proposalColumns) FROM proposals WHERE id=?", .int(id)).first.map(Catalog.proposal)
+    }
+
+    public func proposals(pidPrefix prefix: String) throws -> [ProposalRecord] {
+        try db.query("SELECT \(Catalog.proposalColumns) FROM proposals WHERE substr(pid, 1, ?) = ? ORDER BY id",
+                     .int(Int64(prefix.utf8.count)), .text(prefix)).map(Catalog.proposal)
+    }
+
+    public func proposals() throws -> [ProposalRecord] {
+        try db.query("SELECT \(Catalog.proposalColumns) FROM proposals ORDER BY id").map(Catalog.proposal)
+    }
+
+    public func setProposalState(_ id: Int64, from expected: ProposalState, to state: ProposalState) throws -> Bool {
+        try db.run("UPDATE proposals SET state=? WHERE id=? AND state=?", .text(state.rawValue), .int(id), .text(expected.rawValue)) == 1
+    }
+
+    public func insertReview(_ r: ReviewRecord) throws -> Int64 {
+        try db.insert("INSERT INTO reviews(proposal, reviewer, time, verdict, comment, root) VALUES(?,?,?,?,?,?)",
+                      .int(r.proposal), .int(Int64(r.reviewer)), .real(r.time), .text(r.verdict.rawValue), .text(r.comment), .blob(r.root.bytes))
+    }
+
+    public func reviews(proposal: Int64) throws -> [ReviewRecord] {
+        try db.query("SELECT id, proposal, reviewer, time, verdict, comment, root FROM reviews WHERE proposal=? ORDER BY id", .int(proposal)).map { r in
+            guard let verdict = r[4].text.flatMap(ReviewRecord.Verdict.init(rawValue:)), let root = r[6].blob.flatMap({ ObjectID(bytes: $0) }) else {
+                throw Catalog.damaged("review \(r[0].int ?? 0) has no valid verdict or root")
+            }
+            return ReviewRecord(id: r[0].int ?? 0, proposal: r[1].int ?? 0, reviewer: UInt32(r[2].int ?? 0), time: r[3].real ?? 0,
+                                verdict: verdict, comment: r[5].text ?? "", root: root)
+        }
+    }
+
+    // MARK: policy and writers
+
+    public func policyText() throws -> String? {
+        try db.query("SELECT value FROM meta WHERE key='policy'").first?.first?.text
+    }
+
+    public func setPolicyText(_ text: String) throws {
+        _ = try db.run("INSERT OR REPLACE INTO meta(key, value) VALUES('policy', ?)", .text(text))
+    }
+
+    public func addWriter(session: Int64, uid: UInt32) throws {
+        _ = try db.run("INSERT OR IGNORE INTO writers(session, uid) VALUES(?,?)", .int(session), .int(Int64(uid)))
+    }
+
+    public func writers(session: Int64) throws -> [UInt32] {
+        try db.query("SELECT uid FROM writers WHERE session=? ORDER BY uid", .int(session)).map { UInt32($0[0].int ?? 0) }
+    }
+
+    public func resetWriters(session: Int64) throws {
+        _ = try db.run("DELETE FROM writers WHERE session=?", .int(session))
     }
 }

@@ -71,9 +71,9 @@ public final class Database: @unchecked Sendable {
         self.path = path
         var db: OpaquePointer?
         // SQLite creates its files 0644 (less the umask) and gives the -wal and -shm files the main
-        // file's mode: a database made here is private to its owner.
-        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        if fd >= 0 { close(fd) }
+        // file's mode: a database made here has the store's (private to its owner, or its group's).
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, StoreFiles.fileMode)
+        if fd >= 0 { StoreFiles.settle(fd: fd); close(fd) }
         let rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
         guard rc == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open \(path)"
@@ -220,6 +220,15 @@ public final class Database: @unchecked Sendable {
     }
 
     /// Runs `body` in one immediate transaction; `durable` makes the commit wait for the disk.
+    /// Runs `body` in the transaction this thread is in, or in one of its own when there is none: the
+    /// step is atomic either way (transactions do not nest).
+    public func atomically<T>(_ body: () throws -> T) throws -> T {
+        try locked {
+            if sqlite3_get_autocommit(handle) == 0 { return try body() }
+            return try transaction(body)
+        }
+    }
+
     public func transaction<T>(durable: Bool = false, _ body: () throws -> T) throws -> T {
         try locked {
             if durable { try executeLocked("PRAGMA synchronous=FULL") }

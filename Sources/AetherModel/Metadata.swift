@@ -66,9 +66,43 @@ public protocol MetadataStore: AnyObject, Sendable {
     /// Every lease, by session.
     func leases() throws -> [LeaseRecord]
 
-    func audit(uid: UInt32, action: String, session: String, detail: String) throws
+    /// Appends `entry` to the audit log, sealed after the last entry (`AuditRecord.sealed`): one
+    /// atomic step, inside the caller's transaction when there is one. Returns it as stored.
+    @discardableResult
+    func appendAudit(_ entry: AuditRecord) throws -> AuditRecord
+    /// The audit log, oldest first.
+    func auditRecords() throws -> [AuditRecord]
+
+    /// Adds a proposal (its `id` is ignored) and returns its id; a display id taken is a `conflict`.
+    func insertProposal(_ p: ProposalRecord) throws -> Int64
+    func proposal(id: Int64) throws -> ProposalRecord?
+    /// Every proposal whose display id starts with `prefix`.
+    func proposals(pidPrefix prefix: String) throws -> [ProposalRecord]
+    /// Every proposal, oldest first.
+    func proposals() throws -> [ProposalRecord]
+    /// Moves a proposal from `expected` to `state`; returns whether it was in `expected`.
+    func setProposalState(_ id: Int64, from expected: ProposalState, to state: ProposalState) throws -> Bool
+    func insertReview(_ r: ReviewRecord) throws -> Int64
+    /// A proposal's reviews, oldest first.
+    func reviews(proposal: Int64) throws -> [ReviewRecord]
+
+    /// The store's policy as its JSON text (nil when none was set).
+    func policyText() throws -> String?
+    func setPolicyText(_ text: String) throws
+
+    /// Notes that `uid` changed the session's files (once per uid); `resetWriters` forgets them all.
+    func addWriter(session: Int64, uid: UInt32) throws
+    func writers(session: Int64) throws -> [UInt32]
+    func resetWriters(session: Int64) throws
     /// The backend's own consistency check: `["ok"]`, or the problems it found.
     func integrityCheck() throws -> [String]
+}
+
+extension MetadataStore {
+    /// Records an action (or its refusal: `result` "refused: …") in the audit log.
+    public func audit(uid: UInt32, action: String, session: String, detail: String, result: String = "ok") throws {
+        try appendAudit(AuditRecord(uid: uid, action: action, session: session, detail: detail, result: result))
+    }
 }
 
 /// The live part of each session (its nodes, names and extended attributes), written by every request
@@ -114,7 +148,12 @@ public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
         var snapshots: [Int64: SnapshotRecord] = [:]
         var branches: [String: Int64] = [:]
         var leases: [Int64: LeaseRecord] = [:]
-        var audit: [(time: Double, uid: UInt32, action: String, session: String, detail: String)] = []
+        var audit: [AuditRecord] = []
+        var proposals: [Int64: ProposalRecord] = [:]
+        var reviews: [ReviewRecord] = []
+        var policy: String?
+        var writers: [Int64: [UInt32]] = [:]
+        var nextProposal: Int64 = 1
         var nextSession: Int64 = 1
         var nextSnapshot: Int64 = 1
     }
@@ -136,6 +175,9 @@ public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
     public var auditLog: [(uid: UInt32, action: String, session: String, detail: String)] {
         state.withLock { $0.audit.map { ($0.uid, $0.action, $0.session, $0.detail) } }
     }
+
+    /// Changes a stored audit entry in place (tests of the chain's verification).
+    public func tamperAudit(_ index: Int, _ change: (inout AuditRecord) -> Void) { write { change(&$0.audit[index]) } }
 
     public func transaction<T>(durable: Bool, _ body: () throws -> T) throws -> T {
         pthread_mutex_lock(serial)
@@ -252,10 +294,56 @@ public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
     public func lease(session: Int64) throws -> LeaseRecord? { state.withLock { $0.leases[session] } }
     public func leases() throws -> [LeaseRecord] { state.withLock { $0.leases.values.sorted { $0.session < $1.session } } }
 
-    public func audit(uid: UInt32, action: String, session: String, detail: String) throws {
-        let now = secondsNow()
-        write { $0.audit.append((now, uid, action, session, detail)) }
+    @discardableResult
+    public func appendAudit(_ entry: AuditRecord) throws -> AuditRecord {
+        write { st in
+            let sealed = entry.sealed(id: (st.audit.last?.id ?? 0) + 1, after: st.audit.last?.hash ?? AuditRecord.genesis)
+            st.audit.append(sealed)
+            return sealed
+        }
     }
+    public func auditRecords() throws -> [AuditRecord] { state.withLock { $0.audit } }
+
+    public func insertProposal(_ p: ProposalRecord) throws -> Int64 {
+        try write { (st) throws(MetadataError) in
+            if st.proposals.values.contains(where: { $0.pid == p.pid }) { throw MetadataError(.conflict, "proposal \(p.pid) exists") }
+            var p = p
+            p.id = st.nextProposal
+            st.nextProposal += 1
+            st.proposals[p.id] = p
+            return p.id
+        }
+    }
+    public func proposal(id: Int64) throws -> ProposalRecord? { state.withLock { $0.proposals[id] } }
+    public func proposals(pidPrefix prefix: String) throws -> [ProposalRecord] {
+        state.withLock { $0.proposals.values.filter { $0.pid.hasPrefix(prefix) }.sorted { $0.id < $1.id } }
+    }
+    public func proposals() throws -> [ProposalRecord] { state.withLock { $0.proposals.values.sorted { $0.id < $1.id } } }
+    public func setProposalState(_ id: Int64, from expected: ProposalState, to new: ProposalState) throws -> Bool {
+        write { st in
+            guard st.proposals[id]?.state == expected else { return false }
+            st.proposals[id]?.state = new
+            return true
+        }
+    }
+    public func insertReview(_ r: ReviewRecord) throws -> Int64 {
+        write { st in
+            var r = r
+            r.id = Int64(st.reviews.count + 1)
+            st.reviews.append(r)
+            return r.id
+        }
+    }
+    public func reviews(proposal: Int64) throws -> [ReviewRecord] { state.withLock { $0.reviews.filter { $0.proposal == proposal } } }
+
+    public func policyText() throws -> String? { state.withLock { $0.policy } }
+    public func setPolicyText(_ text: String) throws { write { $0.policy = text } }
+
+    public func addWriter(session: Int64, uid: UInt32) throws {
+        write { st in if !(st.writers[session] ?? []).contains(uid) { st.writers[session, default: []].append(uid) } }
+    }
+    public func writers(session: Int64) throws -> [UInt32] { state.withLock { ($0.writers[session] ?? []).sorted() } }
+    public func resetWriters(session: Int64) throws { _ = write { $0.writers.removeValue(forKey: session) } }
 
     public func integrityCheck() throws -> [String] { ["ok"] }
 }

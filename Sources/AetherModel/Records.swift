@@ -132,3 +132,54 @@ public struct NodeRecord: Sendable, Equatable {
         self.dirty = dirty; self.linkGroup = linkGroup; self.xattrs = xattrs
     }
 }
+
+/// What a proposal is now. The raw value is stored; never rename.
+public enum ProposalState: String, Sendable, Codable, CaseIterable {
+    case open, approved, rejected, committed, withdrawn
+}
+
+/// Work put forward for review: a session's state frozen (its checkpoint `snapshot`, tree `root`), the
+/// branch it is meant for and the commit it builds on. Later edits in the session do not change it.
+public struct ProposalRecord: Sendable, Equatable {
+    public var id: Int64
+    /// The display id: 16 hex digits, unique in the store.
+    public var pid: String
+    public var session: Int64
+    public var author: UInt32
+    public var branch: String
+    public var root: ObjectID
+    public var snapshot: Int64
+    public var baseCommit: Int64?
+    public var title: String
+    public var message: String
+    public var meta: [String: String]
+    public var state: ProposalState
+    public var created: Double
+    /// The uids that wrote to the session since its base: none of them reviews it independently.
+    public var writers: [UInt32]
+
+    public init(id: Int64 = 0, pid: String, session: Int64, author: UInt32, branch: String, root: ObjectID, snapshot: Int64,
+                baseCommit: Int64?, title: String, message: String, meta: [String: String], state: ProposalState = .open,
+                created: Double = secondsNow(), writers: [UInt32] = []) {
+        self.id = id; self.pid = pid; self.session = session; self.author = author; self.branch = branch; self.root = root
+        self.snapshot = snapshot; self.baseCommit = baseCommit; self.title = title; self.message = message; self.meta = meta
+        self.state = state; self.created = created; self.writers = writers
+    }
+}
+
+/// A reviewer's verdict on a proposal, bound to the root the reviewer saw.
+public struct ReviewRecord: Sendable, Equatable {
+    public enum Verdict: String, Sendable, Codable { case approve, reject }
+    public var id: Int64
+    public var proposal: Int64
+    public var reviewer: UInt32
+    public var time: Double
+    public var verdict: Verdict
+    public var comment: String
+    public var root: ObjectID
+
+    public init(id: Int64 = 0, proposal: Int64, reviewer: UInt32, time: Double = secondsNow(), verdict: Verdict, comment: String, root: ObjectID) {
+        self.id = id; self.proposal = proposal; self.reviewer = reviewer; self.time = time; self.verdict = verdict
+        self.comment = comment; self.root = root
+    }
+}

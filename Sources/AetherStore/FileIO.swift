@@ -8,9 +8,11 @@ import CSystem
 public enum FileIO {
     /// lseek's SEEK_DATA and SEEK_HOLE (Glibc's Swift module does not show them: they need _GNU_SOURCE).
     public static let seekData: Int32 = 3, seekHole: Int32 = 4
-    public static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0o600) throws -> Int32 {
+    /// Opens a file of the store; one it creates gets the store's mode (`StoreFiles`).
+    public static func open(_ path: String, _ flags: Int32, _ mode: mode_t = StoreFiles.fileMode) throws -> Int32 {
         let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
         if fd < 0 { throw StoreError.fromErrno("open \(path)") }
+        if flags & O_CREAT != 0 { StoreFiles.settle(fd: fd) }
         return fd
     }
 
@@ -70,7 +72,7 @@ public enum FileIO {
     /// Publishes `bytes` at `path` atomically: a temp file beside it, optionally fsync'ed, renamed into place.
     public static func atomicWrite(_ path: String, _ bytes: [UInt8], sync: Bool) throws {
         let temp = "\(path).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = try open(temp, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        let fd = try open(temp, O_WRONLY | O_CREAT | O_EXCL)
         do {
             try bytes.withUnsafeBytes { (b) in try pwriteAll(fd, b, at: 0, "write \(temp)") }
             if sync && fsync(fd) != 0 { throw StoreError.fromErrno("fsync \(temp)") }
@@ -86,12 +88,12 @@ public enum FileIO {
         }
     }
 
-    /// Creates a directory and its parents (private to their owner); existing ones are fine.
+    /// Creates a directory and its parents (with the store's mode); existing ones are fine.
     public static func makeDirectories(_ path: String) throws {
         var current = path.hasPrefix("/") ? "" : "."
         for part in path.split(separator: "/") {
             current += "/" + part
-            if mkdir(current, 0o700) != 0 && errno != EEXIST { throw StoreError.fromErrno("mkdir \(current)") }
+            if !StoreFiles.makeDirectory(current) && errno != EEXIST { throw StoreError.fromErrno("mkdir \(current)") }
         }
     }
 

@@ -29,7 +29,7 @@ public final class LocalBlobStore: BlobStore {
         try headroom?.ensure(for: bytes.count)
         let target = path(of: id)
         let dir = String(target.dropLast(63))
-        if mkdir(dir, 0o700) != 0 && errno != EEXIST { throw StoreError.fromErrno("mkdir \(dir)") }
+        if !StoreFiles.makeDirectory(dir) && errno != EEXIST { throw StoreError.fromErrno("mkdir \(dir)") }
         try FileIO.atomicWrite(target, bytes, sync: false)
     }
 

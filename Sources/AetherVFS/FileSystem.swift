@@ -45,15 +45,15 @@ public protocol MountedFileSystem: AnyObject, Sendable {
     func lookup(parent: UInt64, name: [UInt8]) throws(FSFailure) -> EntryReply
     func forget(_ ino: UInt64, count: UInt64)
     func getattr(_ ino: UInt64) throws(FSFailure) -> EntryReply
-    func setattr(_ ino: UInt64, _ change: AttributeChange) throws(FSFailure) -> EntryReply
+    func setattr(_ ino: UInt64, _ change: AttributeChange, caller: Caller) throws(FSFailure) -> EntryReply
     func readlink(_ ino: UInt64) throws(FSFailure) -> [UInt8]
     func mknod(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, caller: Caller) throws(FSFailure) -> EntryReply
     func tmpfile(parent: UInt64, mode: UInt32, caller: Caller) throws(FSFailure) -> EntryReply
     func mkdir(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller) throws(FSFailure) -> EntryReply
     func symlink(parent: UInt64, name: [UInt8], target: [UInt8], caller: Caller) throws(FSFailure) -> EntryReply
-    func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(FSFailure) -> EntryReply
-    func unlink(parent: UInt64, name: [UInt8]) throws(FSFailure)
-    func rmdir(parent: UInt64, name: [UInt8]) throws(FSFailure)
+    func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8], caller: Caller) throws(FSFailure) -> EntryReply
+    func unlink(parent: UInt64, name: [UInt8], caller: Caller) throws(FSFailure)
+    func rmdir(parent: UInt64, name: [UInt8], caller: Caller) throws(FSFailure)
     func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], flags: Workspace.RenameFlags,
                 caller: Caller) throws(FSFailure)
     /// Returns the handle and whether the kernel must bypass its page cache.
@@ -64,7 +64,7 @@ public protocol MountedFileSystem: AnyObject, Sendable {
     func flush(_ ino: UInt64, handle: UInt64, caller: Caller) throws(FSFailure)
     func release(_ ino: UInt64, handle: UInt64) throws(FSFailure)
     func seek(_ ino: UInt64, offset: UInt64, data: Bool) throws(FSFailure) -> UInt64
-    func fallocate(_ ino: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws(FSFailure)
+    func fallocate(_ ino: UInt64, mode: Int32, offset: UInt64, length: UInt64, caller: Caller) throws(FSFailure)
     func fsync(_ ino: UInt64, dataOnly: Bool) throws(FSFailure)
     /// Returns whether the kernel may keep the listing.
     func opendir(_ ino: UInt64) throws(FSFailure) -> Bool
@@ -76,7 +76,7 @@ public protocol MountedFileSystem: AnyObject, Sendable {
     /// Returns the invalidations to send after the reply.
     func setxattr(_ ino: UInt64, name: String, value: [UInt8], create: Bool, replace: Bool,
                   caller: Caller) throws(FSFailure) -> [Invalidation]
-    func removexattr(_ ino: UInt64, name: String) throws(FSFailure)
+    func removexattr(_ ino: UInt64, name: String, caller: Caller) throws(FSFailure)
     func statfs() -> statvfs
     /// Saves what is pending; called when the mount goes away.
     func shutdown()

@@ -127,6 +127,15 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
         }
     }
 
+    /// A request of `caller` that changes the session's files: the caller is noted as one of its
+    /// writers (who may not review its proposals).
+    func change<T>(by caller: Caller, _ body: () throws(AetherError) -> T) throws(FSFailure) -> T {
+        try change { () throws(AetherError) -> T in
+            try workspace.noteWriter(caller.uid)
+            return try body()
+        }
+    }
+
     /// Under `lock`: waits while a checkpoint works outside it.
     func waitUntilThawed() {
         while frozen { lock.wait(thawed) }
@@ -171,10 +180,10 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
     }
 
     /// The corresponding FUSE operation is `setattr`. Errors: EISDIR, EINVAL, ENOSPC, EIO.
-    public func setattr(_ ino: UInt64, _ change: AttributeChange) throws(FSFailure) -> EntryReply {
+    public func setattr(_ ino: UInt64, _ change: AttributeChange, caller: Caller = Caller(uid: 0, gid: 0)) throws(FSFailure) -> EntryReply {
         if let a = controlAttributes(ino) { return EntryReply(attributes: a, entryTimeout: 0, attrTimeout: 0) }
         if isView(ino) { throw .readOnly }
-        return try self.change { () throws(AetherError) in
+        return try self.change(by: caller) { () throws(AetherError) in
             if resizing.contains(ino) { return reply(try workspace.attributes(ino)) }
             return reply(try workspace.setAttributes(ino, change))
         }
@@ -197,7 +206,7 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
 
     public func mknod(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, caller: Caller) throws(FSFailure) -> EntryReply {
         try checkNotControl(parent, name)
-        return try change { () throws(AetherError) in
+        return try change(by: caller) { () throws(AetherError) in
             NodeKind(typeBits: mode) == .file || mode & 0o170000 == 0
                 ? entry(try workspace.create(parent: parent, name: name, mode: mode, caller: caller))
                 : entry(try workspace.mknod(parent: parent, name: name, mode: mode, rdev: rdev, caller: caller))
@@ -207,41 +216,41 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
     /// The corresponding FUSE operation is `tmpfile` (O_TMPFILE): an unnamed file in `parent`.
     public func tmpfile(parent: UInt64, mode: UInt32, caller: Caller) throws(FSFailure) -> EntryReply {
         try checkNotControl(parent, [])
-        return try change { () throws(AetherError) in entry(try workspace.tmpfile(parent: parent, mode: mode, caller: caller)) }
+        return try change(by: caller) { () throws(AetherError) in entry(try workspace.tmpfile(parent: parent, mode: mode, caller: caller)) }
     }
 
     public func mkdir(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller) throws(FSFailure) -> EntryReply {
         try checkNotControl(parent, name)
-        return try change { () throws(AetherError) in entry(try workspace.mkdir(parent: parent, name: name, mode: mode, caller: caller)) }
+        return try change(by: caller) { () throws(AetherError) in entry(try workspace.mkdir(parent: parent, name: name, mode: mode, caller: caller)) }
     }
 
     public func symlink(parent: UInt64, name: [UInt8], target: [UInt8], caller: Caller) throws(FSFailure) -> EntryReply {
         try checkNotControl(parent, name)
-        return try change { () throws(AetherError) in entry(try workspace.symlink(parent: parent, name: name, target: target, caller: caller)) }
+        return try change(by: caller) { () throws(AetherError) in entry(try workspace.symlink(parent: parent, name: name, target: target, caller: caller)) }
     }
 
-    public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(FSFailure) -> EntryReply {
+    public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8], caller: Caller = Caller(uid: 0, gid: 0)) throws(FSFailure) -> EntryReply {
         if ControlFile.isVirtual(ino) { throw FSFailure(.notPermitted("control files cannot be linked")) }
         if isView(ino) { throw .readOnly }
         try checkNotControl(newParent, newName)
-        return try change { () throws(AetherError) in entry(try workspace.link(ino, newParent: newParent, newName: newName)) }
+        return try change(by: caller) { () throws(AetherError) in entry(try workspace.link(ino, newParent: newParent, newName: newName)) }
     }
 
-    public func unlink(parent: UInt64, name: [UInt8]) throws(FSFailure) {
+    public func unlink(parent: UInt64, name: [UInt8], caller: Caller = Caller(uid: 0, gid: 0)) throws(FSFailure) {
         try checkNotControl(parent, name)
-        try change { () throws(AetherError) in try workspace.unlink(parent: parent, name: name) }
+        try change(by: caller) { () throws(AetherError) in try workspace.unlink(parent: parent, name: name) }
     }
 
-    public func rmdir(parent: UInt64, name: [UInt8]) throws(FSFailure) {
+    public func rmdir(parent: UInt64, name: [UInt8], caller: Caller = Caller(uid: 0, gid: 0)) throws(FSFailure) {
         try checkNotControl(parent, name)
-        try change { () throws(AetherError) in try workspace.rmdir(parent: parent, name: name) }
+        try change(by: caller) { () throws(AetherError) in try workspace.rmdir(parent: parent, name: name) }
     }
 
     public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], flags: Workspace.RenameFlags,
                        caller: Caller = Caller(uid: 0, gid: 0)) throws(FSFailure) {
         try checkNotControl(parent, name)
         try checkNotControl(newParent, newName)
-        try change { () throws(AetherError) in
+        try change(by: caller) { () throws(AetherError) in
             try workspace.rename(parent: parent, name: name, newParent: newParent, newName: newName, flags: flags, caller: caller)
         }
     }
@@ -314,7 +323,7 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
                       caller: Caller) throws(FSFailure) -> (count: Int, afterReply: [Invalidation]) {
         if let control = ControlFile(ino: ino) { return (try controlWrite(control, handle: handle, data: data, caller: caller), []) }
         if isView(ino) { throw .readOnly }
-        let (count, modeChanged) = try change { () throws(AetherError) in
+        let (count, modeChanged) = try change(by: caller) { () throws(AetherError) in
             (try workspace.write(ino, offset: offset, data: data, keepsPrivilegeBits: caller.keepsPrivilegeBits),
              workspace.takeModesChangedByWrites())
         }
@@ -341,10 +350,10 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
 
     /// The corresponding FUSE operation is `fallocate`. Errors: EOPNOTSUPP (other modes, control
     /// files), EROFS (views), ENOSPC, EISDIR, EINVAL.
-    public func fallocate(_ ino: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws(FSFailure) {
+    public func fallocate(_ ino: UInt64, mode: Int32, offset: UInt64, length: UInt64, caller: Caller = Caller(uid: 0, gid: 0)) throws(FSFailure) {
         if ControlFile.isVirtual(ino) { throw FSFailure(.notSupported("control files take no fallocate")) }
         if isView(ino) { throw .readOnly }
-        try change { () throws(AetherError) in try workspace.fallocate(ino, mode: mode, offset: offset, length: length) }
+        try change(by: caller) { () throws(AetherError) in try workspace.fallocate(ino, mode: mode, offset: offset, length: length) }
     }
 
     public func fsync(_ ino: UInt64, dataOnly: Bool) throws(FSFailure) {
@@ -474,15 +483,15 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
             }
             return try perform(action, payload: value, caller: caller, deferRoot: true)
         }
-        try change { () throws(AetherError) in try workspace.setXattr(ino, name: name, value: value, create: create, replace: replace, caller: caller) }
+        try change(by: caller) { () throws(AetherError) in try workspace.setXattr(ino, name: name, value: value, create: create, replace: replace, caller: caller) }
         return []
     }
 
-    public func removexattr(_ ino: UInt64, name: String) throws(FSFailure) {
+    public func removexattr(_ ino: UInt64, name: String, caller: Caller = Caller(uid: 0, gid: 0)) throws(FSFailure) {
         if ControlFile.isVirtual(ino) { throw FSFailure(.noAttribute) }
         if isView(ino) { throw .readOnly }
         if name.hasPrefix(SessionFileSystem.reservedPrefix) { throw FSFailure(.notPermitted("the user.aether. prefix is reserved")) }
-        try change { () throws(AetherError) in try workspace.removeXattr(ino, name: name) }
+        try change(by: caller) { () throws(AetherError) in try workspace.removeXattr(ino, name: name) }
     }
 
     // MARK: the file system as a whole

@@ -147,20 +147,20 @@ public final class SnapshotFileSystem: MountedFileSystem, @unchecked Sendable {
 
     // MARK: every change is EROFS
 
-    public func setattr(_ ino: UInt64, _ change: AttributeChange) throws(FSFailure) -> EntryReply { throw .readOnly }
+    public func setattr(_ ino: UInt64, _ change: AttributeChange, caller: Caller) throws(FSFailure) -> EntryReply { throw .readOnly }
     public func mknod(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64, caller: Caller) throws(FSFailure) -> EntryReply { throw .readOnly }
     public func tmpfile(parent: UInt64, mode: UInt32, caller: Caller) throws(FSFailure) -> EntryReply { throw .readOnly }
     public func mkdir(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller) throws(FSFailure) -> EntryReply { throw .readOnly }
     public func symlink(parent: UInt64, name: [UInt8], target: [UInt8], caller: Caller) throws(FSFailure) -> EntryReply { throw .readOnly }
-    public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(FSFailure) -> EntryReply { throw .readOnly }
-    public func unlink(parent: UInt64, name: [UInt8]) throws(FSFailure) { throw .readOnly }
-    public func rmdir(parent: UInt64, name: [UInt8]) throws(FSFailure) { throw .readOnly }
+    public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8], caller: Caller) throws(FSFailure) -> EntryReply { throw .readOnly }
+    public func unlink(parent: UInt64, name: [UInt8], caller: Caller) throws(FSFailure) { throw .readOnly }
+    public func rmdir(parent: UInt64, name: [UInt8], caller: Caller) throws(FSFailure) { throw .readOnly }
     public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], flags: Workspace.RenameFlags,
                        caller: Caller) throws(FSFailure) { throw .readOnly }
     public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer,
                       caller: Caller) throws(FSFailure) -> (count: Int, afterReply: [Invalidation]) { throw .readOnly }
-    public func fallocate(_ ino: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws(FSFailure) { throw .readOnly }
+    public func fallocate(_ ino: UInt64, mode: Int32, offset: UInt64, length: UInt64, caller: Caller) throws(FSFailure) { throw .readOnly }
     public func setxattr(_ ino: UInt64, name: String, value: [UInt8], create: Bool, replace: Bool,
                          caller: Caller) throws(FSFailure) -> [Invalidation] { throw .readOnly }
-    public func removexattr(_ ino: UInt64, name: String) throws(FSFailure) { throw .readOnly }
+    public func removexattr(_ ino: UInt64, name: String, caller: Caller) throws(FSFailure) { throw .readOnly }
 }

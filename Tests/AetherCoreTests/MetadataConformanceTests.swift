@@ -1,4 +1,5 @@
 import Testing
+import Glibc
 import AetherModel
 @testable import AetherMeta
 import TestSupport
@@ -84,6 +85,58 @@ enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
         #expect(try m.branch("dev") == nil && !m.moveBranch("dev", from: 5, to: 6))
     }
 
+    /// The audit log is a hash chain: entries written inside and outside transactions link up, a
+    /// rolled-back one leaves no link, and a changed or removed entry breaks the chain at that point.
+    @Test(arguments: MetadataBackend.allCases) func theAuditLogIsAChainThatShowsTampering(_ backend: MetadataBackend) throws {
+        struct Stop: Error {}
+        let dir = TempDir(); defer { dir.remove() }
+        let m = try backend.make(in: dir)
+        try m.audit(uid: 1, action: "commit", session: "s", detail: "one")
+        try m.transaction(durable: true) { try m.audit(uid: 2, action: "review", session: "s", detail: "two", result: "refused: no") }
+        #expect(throws: Stop.self) { try m.transaction(durable: false) { try m.audit(uid: 3, action: "x", session: "", detail: ""); throw Stop() } }
+        try m.audit(uid: 4, action: "restore", session: "s", detail: "three")
+        let log = try m.auditRecords()
+        #expect(log.map(\.detail) == ["one", "two", "three"] && log.map(\.id) == [1, 2, 3])
+        #expect(log[1].result == "refused: no" && log[0].pid == getpid())
+        #expect(AuditRecord.firstBreak(log) == nil)
+        var edited = log
+        edited[1].detail = "TWO"
+        #expect(AuditRecord.firstBreak(edited)?.id == 2)
+        var removed = log
+        removed.remove(at: 1)
+        #expect(AuditRecord.firstBreak(removed)?.id == 3)
+        #expect(AuditRecord.firstBreak(Array(log.dropFirst()))?.id == 2)
+    }
+
+    /// Proposals, their reviews, states that move only from the state expected, the policy's text
+    /// and a session's writers.
+    @Test(arguments: MetadataBackend.allCases) func proposalsReviewsPolicyAndWriters(_ backend: MetadataBackend) throws {
+        let dir = TempDir(); defer { dir.remove() }
+        let m = try backend.make(in: dir)
+        let p = ProposalRecord(pid: "abcd000000000001", session: 1, author: 1000, branch: "main", root: rootA, snapshot: 3, baseCommit: nil,
+                               title: "t", message: "m", meta: ["ticket": "T-1"], writers: [1000, 1002])
+        let id = try m.insertProposal(p)
+        #expect(throws: (any Error).self) { try m.insertProposal(p) }
+        var stored = p
+        stored.id = id
+        #expect(try m.proposal(id: id) == stored)
+        #expect(try m.proposals(pidPrefix: "abcd").map(\.id) == [id] && m.proposals(pidPrefix: "abce").isEmpty)
+        #expect(try m.setProposalState(id, from: .open, to: .approved))
+        #expect(try !m.setProposalState(id, from: .open, to: .rejected), "a stale expectation moves nothing")
+        #expect(try m.proposals().map(\.state) == [.approved])
+        _ = try m.insertReview(ReviewRecord(proposal: id, reviewer: 1001, verdict: .approve, comment: "ok", root: rootA))
+        _ = try m.insertReview(ReviewRecord(proposal: id + 1, reviewer: 1001, verdict: .reject, comment: "", root: rootA))
+        #expect(try m.reviews(proposal: id).map(\.reviewer) == [1001] && m.reviews(proposal: id).first?.verdict == .approve)
+        #expect(try m.policyText() == nil)
+        try m.setPolicyText("{}")
+        #expect(try m.policyText() == "{}")
+        try m.addWriter(session: 1, uid: 1001); try m.addWriter(session: 1, uid: 1000); try m.addWriter(session: 1, uid: 1001)
+        try m.addWriter(session: 2, uid: 5)
+        #expect(try m.writers(session: 1) == [1000, 1001])
+        try m.resetWriters(session: 1)
+        #expect(try m.writers(session: 1).isEmpty && m.writers(session: 2) == [5])
+    }
+
     @Test(arguments: MetadataBackend.allCases) func aTransactionThatThrowsChangesNothing(_ backend: MetadataBackend) throws {
         struct Stop: Error {}
         let dir = TempDir(); defer { dir.remove() }
@@ -129,6 +182,32 @@ enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
         #expect(try m.leases().map(\.session) == [1])
     }
 
+    /// What schema 7 added, taken away again.
+    static let backToSchema6 = """
+        ALTER TABLE audit DROP COLUMN pid; ALTER TABLE audit DROP COLUMN result; ALTER TABLE audit DROP COLUMN prev;
+        ALTER TABLE audit DROP COLUMN hash; DROP TABLE proposals; DROP TABLE reviews; DROP TABLE writers;
+        UPDATE meta SET value='6' WHERE key='schema';
+        """
+
+    /// Schema 7 chains the audit log: the entries written before it are sealed, in order, when the
+    /// database is opened, and the chain then holds and goes on.
+    @Test func aSchema6StoresAuditEntriesAreSealedIntoTheChain() throws {
+        let dir = TempDir(); defer { dir.remove() }
+        do {
+            let c = try Catalog(path: dir.path + "/meta.db")
+            try c.db.execute(Self.backToSchema6)
+            for i in 0..<3 {
+                try c.db.execute("INSERT INTO audit(time, uid, action, session, detail) VALUES(\(i), 7, 'commit', 's', 'old \(i)')")
+            }
+        }
+        let c = try Catalog(path: dir.path + "/meta.db")
+        try c.audit(uid: 1, action: "restore", session: "s", detail: "new")
+        let log = try c.auditRecords()
+        #expect(log.map(\.detail) == ["old 0", "old 1", "old 2", "new"])
+        #expect(AuditRecord.firstBreak(log) == nil)
+        #expect(log[0].prev == AuditRecord.genesis && log[3].prev == log[2].hash)
+    }
+
     /// Schema 6 gave commits a branch column; commits made before it get theirs from their name.
     @Test func aSchema5StoreLearnsItsCommitsBranches() throws {
         let dir = TempDir(); defer { dir.remove() }
@@ -136,7 +215,7 @@ enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
             let c = try Catalog(path: dir.path + "/meta.db")
             _ = try c.insertSnapshot(snapshot(1, .commit, "dev/aaaa000000000001", sid: "aaaa000000000001", root: rootA))
             _ = try c.insertSnapshot(snapshot(1, .checkpoint, "cp-1", sid: "bbbb000000000002", root: rootA))
-            try c.db.execute("ALTER TABLE snapshots DROP COLUMN branch; UPDATE meta SET value='5' WHERE key='schema'")
+            try c.db.execute(Self.backToSchema6 + "ALTER TABLE snapshots DROP COLUMN branch; UPDATE meta SET value='5' WHERE key='schema'")
         }
         let c = try Catalog(path: dir.path + "/meta.db")
         #expect(try c.snapshots(kind: .commit).map(\.branch) == ["dev"])

@@ -97,7 +97,7 @@ final class RecordingKernel: KernelNotifier {
         #expect(try f.names(Workspace.rootIno) == [".", ".."])
         let e = try f.vfs.lookup(parent: Workspace.rootIno, name: Array(".aether".utf8))
         #expect(e.attributes.kind == .directory)
-        #expect(try f.names(e.attributes.ino).sorted() == [".", "..", "checkpoint", "checkpoints", "commit", "commits", "fork", "import", "last", "log", "restore", "status"])
+        #expect(try f.names(e.attributes.ino).sorted() == [".", "..", "checkpoint", "checkpoints", "commit", "commits", "fork", "import", "last", "log", "propose", "restore", "status"])
         #expect(throws: FSFailure.self) { try f.vfs.mkdir(parent: Workspace.rootIno, name: Array(".aether".utf8), mode: 0o755, caller: f.me) }
     }
 
@@ -210,7 +210,7 @@ final class RecordingKernel: KernelNotifier {
         let other = Caller(uid: 1000, gid: 1000)
         for (file, payload) in [(ControlFile.checkpoint, "x"), (.restore, "green"), (.fork, "theirs"), (.commit, "ship")] {
             #expect(f.request(file, payload, as: other) == EACCES, "\(file.name)")
-            #expect(try f.read(.last, as: other).contains("only the owner of session v (uid 0) and root may drive it"))
+            #expect(try f.read(.last, as: other).contains("only the owner of session v (uid 0) and root may \(file.name) in it"))
             #expect(throws: FSFailure.self) {
                 try f.vfs.setxattr(Workspace.rootIno, name: "user.aether.\(file.name)", value: Array(payload.utf8), create: false, replace: false, caller: other)
             }
@@ -357,7 +357,7 @@ struct SeededGenerator: RandomNumberGenerator {
         }
         #expect(erofs { () throws(FSFailure) in _ = try fs.open(file.ino, writing: true, truncate: false, caller: f.me) })
         #expect(erofs { () throws(FSFailure) in _ = try fs.mkdir(parent: commit, name: Array("d".utf8), mode: 0o755, caller: f.me) })
-        #expect(erofs { () throws(FSFailure) in try fs.unlink(parent: commit, name: Array("a".utf8)) })
+        #expect(erofs { () throws(FSFailure) in try fs.unlink(parent: commit, name: Array("a".utf8), caller: f.me) })
         #expect(erofs { () throws(FSFailure) in _ = try fs.setxattr(file.ino, name: "user.x", value: [1], create: false, replace: false, caller: f.me) })
         #expect(throws: FSFailure.self) { try fs.lookup(parent: commit, name: Array("missing".utf8)) }
         #expect(try fs.read(file.ino, handle: 0, offset: 0, count: 100) == Array("shipped".utf8), "nothing changed")

@@ -1,0 +1,239 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import AetherModel
+
+/// Who a policy names: `uid:N`, `user:NAME`, `group:NAME` or `group:GID`, or `*` (anyone).
+public struct Principal: Codable, Hashable, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Hashable { case anyone, uid(UInt32), group(UInt32) }
+    public let kind: Kind
+    public let text: String
+
+    public init(_ text: String) throws(AetherError) {
+        self.text = text
+        if text == "*" { kind = .anyone; return }
+        guard let colon = text.firstIndex(of: ":") else { throw .invalid("\"\(text)\" is not uid:N, user:NAME, group:NAME or *") }
+        let what = text[..<colon], value = String(text[text.index(after: colon)...])
+        switch what {
+        case "uid":
+            guard let uid = UInt32(value) else { throw .invalid("\"\(text)\": a uid is a number") }
+            kind = .uid(uid)
+        case "user":
+            guard let pw = getpwnam(value) else { throw .invalid("\"\(text)\": no such user on this machine") }
+            kind = .uid(pw.pointee.pw_uid)
+        case "group":
+            if let gid = UInt32(value) { kind = .group(gid); return }
+            guard let gr = getgrnam(value) else { throw .invalid("\"\(text)\": no such group on this machine") }
+            kind = .group(gr.pointee.gr_gid)
+        default:
+            throw .invalid("\"\(text)\" is not uid:N, user:NAME, group:NAME or *")
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        do { try self.init(text) } catch {
+            guard case .invalid(let why) = error else { throw error }
+            throw RequestKeys.Unknown(message: why)
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(text)
+    }
+
+    public var description: String { text }
+
+    /// Whether `uid` is this principal (a group: its primary or a supplementary group).
+    public func includes(_ uid: UInt32) -> Bool {
+        switch kind {
+        case .anyone: true
+        case .uid(let u): u == uid
+        case .group(let g): Principal.groups(of: uid).contains(g)
+        }
+    }
+
+    static func groups(of uid: UInt32) -> [UInt32] {
+        guard let pw = getpwuid(uid) else { return [] }
+        var count: Int32 = 64
+        var groups = [gid_t](repeating: 0, count: Int(count))
+        if getgrouplist(pw.pointee.pw_name, pw.pointee.pw_gid, &groups, &count) < 0 {
+            groups = [gid_t](repeating: 0, count: Int(count))
+            _ = getgrouplist(pw.pointee.pw_name, pw.pointee.pw_gid, &groups, &count)
+        }
+        return Array(groups.prefix(Int(max(0, count))))
+    }
+}
+
+/// The store's policy: who may create a durable result on each branch and what must come with it,
+/// what others may do in a session they do not own, and paths that are never persisted. Set as a
+/// JSON file (`aetherfs policy set FILE`); a file with an unknown key, a bad principal or glob is
+/// refused whole. No policy (the default) is `Policy()`: anyone who may drive a session commits.
+public struct Policy: Codable, Equatable, Sendable {
+    /// One branch's rule; unset fields fall back to the `"*"` rule, then to the defaults.
+    public struct BranchRule: Codable, Equatable, Sendable {
+        /// Who may commit (nil: whoever may drive the session).
+        public var committers: [Principal]?
+        /// A commit must be of an approved proposal.
+        public var requireProposal: Bool?
+        /// Approvals a proposal needs (default 1).
+        public var approvals: Int?
+        /// Who may review (nil: anyone but the author and the session's writers).
+        public var reviewers: [Principal]?
+        /// The author (and the session's writers) may approve.
+        public var selfApproval: Bool?
+        /// Metadata keys a commit or proposal must carry.
+        public var requiredMeta: [String]?
+        /// An export of a snapshot on this branch must be of a commit.
+        public var exportRequiresCommit: Bool?
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case committers, requireProposal = "require_proposal", approvals, reviewers, selfApproval = "self_approval"
+            case requiredMeta = "required_meta", exportRequiresCommit = "export_requires_commit"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try RequestKeys.container(decoder, CodingKeys.self)
+            committers = try c.decodeIfPresent([Principal].self, forKey: .committers)
+            requireProposal = try c.decodeIfPresent(Bool.self, forKey: .requireProposal)
+            approvals = try c.decodeIfPresent(Int.self, forKey: .approvals)
+            reviewers = try c.decodeIfPresent([Principal].self, forKey: .reviewers)
+            selfApproval = try c.decodeIfPresent(Bool.self, forKey: .selfApproval)
+            requiredMeta = try c.decodeIfPresent([String].self, forKey: .requiredMeta)
+            exportRequiresCommit = try c.decodeIfPresent(Bool.self, forKey: .exportRequiresCommit)
+        }
+
+        func over(_ base: BranchRule) -> BranchRule {
+            var r = base
+            if let v = committers { r.committers = v }
+            if let v = requireProposal { r.requireProposal = v }
+            if let v = approvals { r.approvals = v }
+            if let v = reviewers { r.reviewers = v }
+            if let v = selfApproval { r.selfApproval = v }
+            if let v = requiredMeta { r.requiredMeta = v }
+            if let v = exportRequiresCommit { r.exportRequiresCommit = v }
+            return r
+        }
+    }
+
+    public struct SessionRule: Codable, Equatable, Sendable {
+        /// What a uid other than a session's owner (and root) may do in it.
+        public var othersMay: [String] = []
+        public init() {}
+        enum CodingKeys: String, CodingKey, CaseIterable { case othersMay = "others_may" }
+        public init(from decoder: any Decoder) throws {
+            othersMay = try RequestKeys.container(decoder, CodingKeys.self).decodeIfPresent([String].self, forKey: .othersMay) ?? []
+        }
+        /// The actions `others_may` can name.
+        public static let actions = ["checkpoint", "restore", "fork", "commit", "propose", "import"]
+    }
+
+    public var branches: [String: BranchRule] = [:]
+    public var sessions = SessionRule()
+    /// Globs of paths that commits, proposals and exports leave out (checkpoints keep them).
+    public var neverPersist: [String] = []
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case branches, sessions, neverPersist = "never_persist" }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try RequestKeys.container(decoder, CodingKeys.self)
+        branches = try c.decodeIfPresent([String: BranchRule].self, forKey: .branches) ?? [:]
+        sessions = try c.decodeIfPresent(SessionRule.self, forKey: .sessions) ?? SessionRule()
+        neverPersist = try c.decodeIfPresent([String].self, forKey: .neverPersist) ?? []
+    }
+
+    /// Reads and checks a policy file's text; the whole file is refused at its first problem.
+    public static func parse(_ text: String) throws(AetherError) -> Policy {
+        let policy: Policy
+        do {
+            policy = try RequestKeys.decode(Policy.self, text)
+        } catch {
+            guard case .invalid(let why) = error else { throw error }
+            throw .invalid("policy: \(why)")
+        }
+        for (name, rule) in policy.branches {
+            if name != "*" { try Repository.validateName(name, what: "policy branch") }
+            if let n = rule.approvals, n < 0 || n > 100 { throw .invalid("policy: branch \(name): approvals must be 0 to 100") }
+            for key in rule.requiredMeta ?? [] where key.isEmpty || key.utf8.count > 200 {
+                throw .invalid("policy: branch \(name): a required_meta key is 1 to 200 bytes")
+            }
+        }
+        for action in policy.sessions.othersMay where !SessionRule.actions.contains(action) {
+            throw .invalid("policy: sessions.others_may: \"\(action)\" is not one of \(SessionRule.actions.joined(separator: ", "))")
+        }
+        for glob in policy.neverPersist { try PathGlob.check(glob) }
+        return policy
+    }
+
+    /// The rule that holds for `branch`: its own over `"*"` over the defaults.
+    public func rule(for branch: String) -> BranchRule {
+        var r = BranchRule()
+        r.requireProposal = false; r.approvals = 1; r.selfApproval = false; r.requiredMeta = []; r.exportRequiresCommit = false
+        if let star = branches["*"] { r = star.over(r) }
+        if let own = branches[branch] { r = own.over(r) }
+        return r
+    }
+
+    /// Whether `uid` may do `action` in a session owned by `owner`: the owner and root always; others
+    /// when `sessions.others_may` names the action.
+    public func mayDrive(_ action: String, uid: UInt32, owner: UInt32) -> Bool {
+        uid == 0 || uid == owner || sessions.othersMay.contains(action)
+    }
+
+    public var json: String { JSONText.encode(self) }
+}
+
+extension Policy {
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(branches, forKey: .branches)
+        try c.encode(sessions, forKey: .sessions)
+        try c.encode(neverPersist, forKey: .neverPersist)
+    }
+}
+
+/// Globs over a snapshot's paths (relative, `/`-separated): `*`, `?` and `[…]` within a component,
+/// `**` for any number of components. A glob without a `/` matches a name at any depth (`.env`); one
+/// that matches a directory leaves out everything below it.
+public enum PathGlob {
+    public static func check(_ glob: String) throws(AetherError) {
+        guard !glob.isEmpty, glob.utf8.count <= 1024, !glob.hasPrefix("/") else {
+            throw .invalid("policy: never_persist: \"\(glob)\" is not a relative glob of 1 to 1,024 bytes")
+        }
+        var depth = 0
+        for ch in glob {
+            if ch == "[" { depth += 1 } else if ch == "]" && depth > 0 { depth -= 1 }
+        }
+        guard depth == 0 else { throw .invalid("policy: never_persist: \"\(glob)\" has an unclosed '['") }
+        for part in glob.split(separator: "/", omittingEmptySubsequences: false) where part.isEmpty {
+            throw .invalid("policy: never_persist: \"\(glob)\" has an empty component")
+        }
+    }
+
+    /// Whether `path` (components) matches `glob`.
+    public static func matches(_ glob: String, _ path: [String]) -> Bool {
+        var parts = glob.split(separator: "/").map(String.init)
+        if parts.count == 1 && parts[0] != "**" { parts = ["**", parts[0]] }
+        return match(parts[...], path[...])
+    }
+
+    private static func match(_ g: ArraySlice<String>, _ p: ArraySlice<String>) -> Bool {
+        guard let first = g.first else { return p.isEmpty }
+        if first == "**" {
+            var rest = p
+            while true {
+                if match(g.dropFirst(), rest) { return true }
+                guard !rest.isEmpty else { return false }
+                rest = rest.dropFirst()
+            }
+        }
+        guard let name = p.first, fnmatch(first, name, 0) == 0 else { return false }
+        return match(g.dropFirst(), p.dropFirst())
+    }
+}
