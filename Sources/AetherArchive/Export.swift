@@ -18,6 +18,8 @@ public struct ExportSummary: Codable, Equatable, Sendable {
     public var bytes: UInt64
     /// Paths a tar archive cannot hold (sockets), left out.
     public var skipped: [String]
+    /// Entries the policy's never-persist rules left out.
+    public var withheld: Int = 0
 }
 
 /// Writes a snapshot's tree as a pax tar archive: modes, owners (ids and names), mtimes with

@@ -21,15 +21,18 @@ struct ExportCommand: ParsableCommand {
         let summary = try fail { () throws(AetherError) -> ExportSummary in
             let kind = try archiveFormat()
             if output == "-" && isatty(1) != 0 { throw .invalid("standard output is a terminal; give -o FILE or redirect it") }
-            let root = try SessionAccess.root(repo, ref)
-            return try writeArchive(output) { (fd) throws(AetherError) in
+            let (root, withheld) = try repo.exportable(ref, root: try SessionAccess.root(repo, ref))
+            var summary = try writeArchive(output) { (fd) throws(AetherError) in
                 let exporter = try SnapshotExporter(repo: repo, format: kind, fd: fd)
                 exporter.progress = { (bytes) throws(AetherError) in printProgress("export: \(bytes >> 20) MiB") }
                 defer { clearProgress() }
                 return try exporter.export(root: root, path: path)
             }
+            summary.withheld = withheld
+            return summary
         }
         for p in summary.skipped { warn("export: \(p) is a socket, which a tar archive cannot hold; left out") }
+        if summary.withheld > 0 { warn("export: \(summary.withheld) entries withheld by the policy's never_persist rules") }
         if global.json { say(JSONText.encode(summary)) } else if output != "-" {
             say("exported \(summary.entries) entries, \(summary.bytes) bytes of content, to \(output)")
         }

@@ -237,3 +237,74 @@ public enum PathGlob {
         return match(g.dropFirst(), p.dropFirst())
     }
 }
+
+extension Repository {
+    /// What an export of `ref` writes under the policy: the snapshot's (or live session's) root less
+    /// the never-persist paths, and how many were left out. Work whose base is on a branch whose rule
+    /// says `export_requires_commit` is exported only as a commit.
+    public func exportable(_ ref: String, root: ObjectID) throws(AetherError) -> (root: ObjectID, withheld: Int) {
+        let policy = try policy()
+        let snapshot = try? resolveSnapshot(ref, session: nil)
+        if snapshot?.kind != .commit {
+            let session = try snapshot.map { (s) throws(AetherError) in try domain { try metadata.session(id: s.session) } } ?? (try? self.session(named: ref))
+            if let base = session?.baseCommit, let branch = try domain({ try metadata.snapshot(id: base) })?.branch,
+               policy.rule(for: branch).exportRequiresCommit == true {
+                throw .accessDenied("work on \(branch) is exported only as a commit (policy: export_requires_commit); export a commit of \(branch)")
+            }
+        }
+        return try withholding(root, policy.neverPersist)
+    }
+
+    /// `root` without the paths the never-persist `globs` match (a matching directory goes whole), and
+    /// how many entries were left out. Unchanged subtrees are remembered, so a second commit of a
+    /// slightly changed tree reads only what changed.
+    public func withholding(_ root: ObjectID, _ globs: [String]) throws(AetherError) -> (root: ObjectID, withheld: Int) {
+        guard !globs.isEmpty else { return (root, 0) }
+        return try domain { try withhold(root, globs, path: []) }
+    }
+
+    private func withhold(_ id: ObjectID, _ globs: [String], path: [String]) throws -> (root: ObjectID, withheld: Int) {
+        let key = WithheldKey(tree: id, path: path, globs: globs)
+        if let known = withheldCache.withLock({ $0[key] }) { return known }
+        var tree = try content.tree(id)
+        var withheld = 0
+        var kept: [TreeEntry] = []
+        kept.reserveCapacity(tree.entries.count)
+        for e in tree.entries {
+            let p = path + [String(decoding: e.name, as: UTF8.self)]
+            if globs.contains(where: { PathGlob.matches($0, p) }) {
+                withheld += 1
+                continue
+            }
+            if e.kind == .directory, let sub = e.content {
+                let (subRoot, n) = try withhold(sub, globs, path: p)
+                var d = e
+                d.content = subRoot
+                kept.append(d)
+                withheld += n
+            } else {
+                kept.append(e)
+            }
+        }
+        let result: (root: ObjectID, withheld: Int)
+        if withheld == 0 {
+            result = (id, 0)
+        } else {
+            tree.entries = kept
+            tree.pages = nil
+            result = (try content.putTree(tree), withheld)
+        }
+        withheldCache.withLock { cache in
+            if cache.count > 100_000 { cache.removeAll() }
+            cache[key] = result
+        }
+        return result
+    }
+}
+
+/// A subtree's never-persist result depends on its id, where it is and the rules.
+struct WithheldKey: Hashable {
+    let tree: ObjectID
+    let path: [String]
+    let globs: [String]
+}

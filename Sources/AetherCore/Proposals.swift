@@ -82,9 +82,14 @@ extension Workspace {
         var made: ProposalRecord?
         let base = session.baseCommit
         _ = try checkpoint(CheckpointRequest(message: "proposal: \(message)", meta: request.meta), author: caller) { (snapshot) throws(AetherError) in
+            // The checkpoint keeps every path; the proposal (and so its commit) leaves out what the
+            // policy never persists.
+            let (root, withheld) = try self.repo.withholding(snapshot.root, policy.neverPersist)
+            var meta = request.meta
+            if withheld > 0 { meta["withheld"] = String(withheld) }
             var p = ProposalRecord(pid: Workspace.newSnapshotID(), session: self.session.id, author: caller, branch: request.branch,
-                                   root: snapshot.root, snapshot: snapshot.id, baseCommit: base, title: title, message: message,
-                                   meta: request.meta, writers: writers.sorted())
+                                   root: root, snapshot: snapshot.id, baseCommit: base, title: title, message: message,
+                                   meta: meta, writers: writers.sorted())
             try domain {
                 p.id = try self.metadata.insertProposal(p)
                 try self.metadata.audit(uid: caller, action: "propose", session: self.session.name, detail: "\(p.pid) \(request.branch) \(snapshot.root.hex)")

@@ -6,6 +6,7 @@ import AetherStore
 import AetherMeta
 import Logging
 import Dispatch
+import Synchronization
 
 /// One store directory: its objects, its metadata database and its sessions' working layers.
 ///
@@ -29,6 +30,8 @@ public final class Repository: Sendable {
     /// The sessions' live nodes (SQLite in `meta.db`).
     public let working: any WorkingLayerStore
     public let logger: Logger
+    /// Never-persist results of subtrees already filtered (see `withholding`).
+    let withheldCache = Mutex<[WithheldKey: (root: ObjectID, withheld: Int)]>([:])
 
     /// The store used when neither `--store` nor `AETHERFS_STORE` names one.
     public static var defaultPath: String {

@@ -87,13 +87,18 @@ extension Workspace {
         let sid = Workspace.newSnapshotID()
         let time = secondsNow()
         var made: SnapshotRecord?
-        _ = try freeze { (root, stats) throws(AetherError) in
+        let neverPersist = try repo.policy().neverPersist
+        var meta = request.meta
+        _ = try freeze { (frozen, stats) throws(AetherError) in
+            // The session keeps every path; the commit leaves out what the policy never persists.
+            let (root, withheld) = try repo.withholding(frozen, neverPersist)
+            if withheld > 0 { meta["withheld"] = String(withheld) }
             if let headRecord, headRecord.root == root, !request.allowEmpty {
                 throw .invalid("nothing to commit: the state is identical to \(branch)'s head (use --allow-empty)")
             }
             let record = try repo.publish(
                 SnapshotRecord(sid: sid, kind: .commit, session: session.id, name: "\(branch)/\(sid)", root: root,
-                               parent: head, time: time, author: author, message: message, meta: request.meta,
+                               parent: head, time: time, author: author, message: message, meta: meta,
                                filesChanged: stats.files, bytesAdded: stats.bytes, branch: branch),
                 on: branch, from: head)
             try domain {
