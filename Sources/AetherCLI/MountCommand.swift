@@ -87,6 +87,10 @@ struct MountCommand: ParsableCommand {
             if let s = try? repo.session(named: name) { return s }
             return try repo.createSession(name: name, owner: getuid())
         }
+        if record.isRetired {
+            printError("session \(name) is retired: it is not mounted (read its checkpoints with aetherfs export or mount --snapshots, or fork it)", code: "not_permitted")
+            throw ExitCode(1)
+        }
         if let where_ = repo.mountpoint(of: record) {
             printError("session \(name) is already mounted at \(where_)")
             throw ExitCode(1)

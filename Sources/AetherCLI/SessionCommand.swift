@@ -8,8 +8,8 @@ import AetherVFS
 
 struct SessionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "session", abstract: "Create, list, show and delete sessions.",
-        subcommands: [Create.self, List.self, Show.self, Delete.self])
+        commandName: "session", abstract: "Create, list, show, retire and delete sessions.",
+        subcommands: [Create.self, List.self, Show.self, Retire.self, Delete.self])
 
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a session, empty or from a snapshot.", discussion: "Examples:\n  aetherfs session create scratch\n  aetherfs session create review --from work@green")
@@ -78,6 +78,20 @@ struct SessionCommand: ParsableCommand {
                 head      \(head.map { "\($0.name) (\($0.sid))" } ?? "none")
                 mount     \(mount)
                 """)
+        }
+    }
+
+    struct Retire: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a session read-only: its tree and checkpoints stay readable (export, views, fork); it is not mounted or changed.",
+            discussion: "Example:\n  aetherfs session retire try-a")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The session's name.") var name: String
+
+        func run() throws {
+            let repo = try global.open(create: false)
+            try fail { () throws(AetherError) in try repo.retire(name: name, uid: getuid()) }
+            say(global.json ? JSONText.encode(["retired": ["session": name]]) : "retired session \(name)")
         }
     }
 

@@ -102,7 +102,7 @@ extension Workspace {
 
     /// Commits an approved proposal's frozen root (not the live tree) to its branch, as a fast-forward
     /// from the proposal's base; the commit carries the proposal's id, its approvals and metadata.
-    func commit(proposal ref: String, request: CommitRequest, author: UInt32) throws(AetherError) -> SnapshotRecord {
+    func commit(proposal ref: String, request: CommitRequest, author: UInt32, promoting: [SessionRecord]? = nil) throws(AetherError) -> SnapshotRecord {
         let p = try repo.resolveProposal(ref)
         guard p.session == session.id else {
             throw .invalid("proposal \(p.pid) is of another session; commit it there (aetherfs commit --proposal \(p.pid))")
@@ -141,8 +141,8 @@ extension Workspace {
                 }
                 try metadata.setBaseCommit(session: session.id, record.id)
                 try metadata.resetWriters(session: session.id)
-                try metadata.audit(uid: author, action: "commit", session: session.name, detail: "\(p.branch) \(sid) proposal \(p.pid)")
             }
+            try recordCommit(record, author: author, detail: "\(p.branch) \(sid) proposal \(p.pid)", promoting: promoting)
             return record
         }
         session.baseCommit = record.id

@@ -218,6 +218,24 @@ public final class Repository: Sendable {
         return (record, snapshot)
     }
 
+    /// Retires a session: read-only from now on (its tree and checkpoints stay readable through views,
+    /// export and forks; it is not mounted or changed). Refused while a process serves it.
+    public func retire(name: String, uid: UInt32) throws(AetherError) {
+        try audited(uid: uid, action: "retire", session: name, detail: "") { () throws(AetherError) in
+            let s = try session(named: name)
+            guard uid == 0 || uid == s.owner else { throw .accessDenied("only the owner of session \(name) (uid \(s.owner)) and root may retire it") }
+            guard !s.isRetired else { throw .invalid("session \(name) is retired already") }
+            let lock = try SessionLock(repository: self, session: s)
+            defer { lock.release() }
+            try domain {
+                try transaction(durable: true) {
+                    try metadata.setSessionState(s.id, SessionRecord.retired)
+                    try metadata.audit(uid: uid, action: "retire", session: name, detail: "")
+                }
+            }
+        }
+    }
+
     /// Deletes a session and its working layer; refused while a process serves it.
     public func deleteSession(name: String, uid: UInt32) throws(AetherError) {
         let s = try session(named: name)

@@ -119,9 +119,11 @@ public enum SessionRequest: Sendable, Equatable {
     case commit(CommitRequest)
     case adopt(ImportRequest)
     case propose(ProposeRequest)
+    /// A commit of this fork that retires its sibling forks (`aetherfs promote`).
+    case promote(CommitRequest)
 
     /// The verbs that take requests: each is a control file's name and a CLI subcommand.
-    public static let verbs = ["checkpoint", "restore", "fork", "commit", "import", "propose"]
+    public static let verbs = ["checkpoint", "restore", "fork", "commit", "import", "propose", "promote"]
 
     public var verb: String {
         switch self {
@@ -131,6 +133,7 @@ public enum SessionRequest: Sendable, Equatable {
         case .commit: "commit"
         case .adopt: "import"
         case .propose: "propose"
+        case .promote: "promote"
         }
     }
 
@@ -161,6 +164,9 @@ public enum SessionRequest: Sendable, Equatable {
         case "propose":
             guard !text.isEmpty else { throw .invalid("a proposal needs a message (echo \"msg\" > .aether/propose)") }
             self = .propose(json ? try RequestKeys.decode(ProposeRequest.self, text) : ProposeRequest(message: text))
+        case "promote":
+            self = .promote(json ? try RequestKeys.decode(CommitRequest.self, text)
+                                 : CommitRequest(message: text.isEmpty ? "promoted" : text))
         case "import":
             self = .adopt(json ? try RequestKeys.decode(ImportRequest.self, text)
                                : ImportRequest(root: try SessionRequest.oneLine(text, "the id of a tree in the store"), message: "import"))
@@ -178,6 +184,7 @@ public enum SessionRequest: Sendable, Equatable {
         case .commit(let r): JSONText.encode(r)
         case .adopt(let r): JSONText.encode(r)
         case .propose(let r): JSONText.encode(r)
+        case .promote(let r): JSONText.encode(r)
         }
     }
 
@@ -188,7 +195,7 @@ public enum SessionRequest: Sendable, Equatable {
         case .checkpoint(let r):
             _ = try Workspace.validateRecord(message: r.message, meta: r.meta, what: "a checkpoint")
             if let name = r.name { try Repository.validateName(name, what: "checkpoint") }
-        case .commit(let r):
+        case .commit(let r), .promote(let r):
             if r.proposal == nil || !r.message.isEmpty { _ = try Workspace.validateRecord(message: r.message, meta: r.meta, what: "a commit") }
             if let p = r.proposal, p.count < 4 || !p.allSatisfy(\.isHexDigit) { throw .invalid("a proposal id is 4 to 16 hex digits, not \"\(p)\"") }
             try Repository.validateName(r.branch, what: "branch")
@@ -261,7 +268,10 @@ extension Workspace {
     ///
     /// Refusals of what the audit log records (commits, proposals, restores, imports) are recorded too.
     public func perform(_ request: SessionRequest, caller: UInt32) throws(AetherError) -> (answer: SessionAnswer, invalidations: [Invalidation]) {
-        guard ["commit", "propose", "restore", "import"].contains(request.verb) else { return try run(request, caller: caller) }
+        if session.isRetired && request.verb != "fork" {
+            throw .notPermitted("session \(session.name) is retired: its tree and checkpoints are read-only (fork it to work on)")
+        }
+        guard ["commit", "propose", "restore", "import", "promote"].contains(request.verb) else { return try run(request, caller: caller) }
         return try repo.audited(uid: caller, action: request.verb, session: session.name, detail: request.payload) { () throws(AetherError) in
             try run(request, caller: caller)
         }
@@ -286,6 +296,8 @@ extension Workspace {
             return (.snapshot(SnapshotInfo(made)), invalidations)
         case .propose(let r):
             return (.proposal(try repo.info(try propose(r, caller: caller))), [])
+        case .promote(let r):
+            return (.snapshot(SnapshotInfo(try promote(r, caller: caller))), [])
         }
     }
 }

@@ -67,9 +67,11 @@ extension Workspace {
 
     /// Records the current state as a commit on `branch`, which moves only as a fast-forward from the
     /// commit this session builds on; otherwise `.branchMoved`, and nothing changes.
-    public func commit(_ request: CommitRequest, author: UInt32) throws(AetherError) -> SnapshotRecord {
+    /// With `promoting`, the sibling forks it names are retired and this session marked the winner in
+    /// the commit's own transaction, which one `promote` audit entry records.
+    public func commit(_ request: CommitRequest, author: UInt32, promoting: [SessionRecord]? = nil) throws(AetherError) -> SnapshotRecord {
         try authorize(author, "commit")
-        if let proposal = request.proposal { return try commit(proposal: proposal, request: request, author: author) }
+        if let proposal = request.proposal { return try commit(proposal: proposal, request: request, author: author, promoting: promoting) }
         let message = try Workspace.validateRecord(message: request.message, meta: request.meta, what: "a commit")
         try Repository.validateName(request.branch, what: "branch")
         let branch = request.branch
@@ -104,8 +106,8 @@ extension Workspace {
             try domain {
                 try metadata.setBaseCommit(session: session.id, record.id)
                 try metadata.resetWriters(session: session.id)
-                try metadata.audit(uid: author, action: "commit", session: session.name, detail: "\(branch) \(sid)")
             }
+            try recordCommit(record, author: author, detail: "\(branch) \(sid)", promoting: promoting)
             writersNoted = []
             session.baseCommit = record.id
             made = record
@@ -116,6 +118,38 @@ extension Workspace {
 }
 
 extension Workspace {
+    /// A commit's audit entry, or (promoting) the retirement of the sibling forks with one `promote` entry.
+    func recordCommit(_ record: SnapshotRecord, author: UInt32, detail: String, promoting: [SessionRecord]?) throws(AetherError) {
+        try domain {
+            guard let siblings = promoting else {
+                try metadata.audit(uid: author, action: "commit", session: session.name, detail: detail)
+                return
+            }
+            for s in siblings { try metadata.setSessionState(s.id, SessionRecord.retired) }
+            try metadata.setSessionState(session.id, SessionRecord.won)
+            try metadata.audit(uid: author, action: "promote", session: session.name,
+                               detail: "\(detail) retired \(siblings.map(\.name).joined(separator: ","))")
+        }
+        if promoting != nil { session.state = SessionRecord.won }
+    }
+
+    /// Commits this fork and retires its siblings (the forks of the same parent that build on the same
+    /// commit) in one step: the winner is persisted, the rest stay readable until retention removes them.
+    func promote(_ request: CommitRequest, caller: UInt32) throws(AetherError) -> SnapshotRecord {
+        guard let parent = session.parentSession else {
+            throw .invalid("session \(session.name) is not a fork; promote picks one of a session's forks")
+        }
+        let siblings = try domain { try metadata.sessions() }.filter {
+            $0.parentSession == parent && $0.id != session.id && !$0.isRetired && $0.baseCommit == session.baseCommit
+        }
+        for s in siblings where repo.holder(of: s) != nil {
+            throw .busy("fork \(s.name) is in use (mounted?); unmount it before promoting \(session.name)")
+        }
+        var r = request
+        if !siblings.isEmpty { r.meta["promoted_over"] = siblings.map(\.name).joined(separator: ",") }
+        return try commit(r, author: caller, promoting: siblings)
+    }
+
     /// Whether a node changed since the last checkpoint, fork or commit: `new`, `modified` or `clean`.
     public func state(_ ino: UInt64) throws(AetherError) -> String {
         let n = try node(ino)

@@ -187,6 +187,10 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
         try db.run("UPDATE sessions SET last_used=? WHERE id=?", .real(secondsNow()), .int(id))
     }
 
+    public func setSessionState(_ id: Int64, _ state: String) throws {
+        try db.run("UPDATE sessions SET state=? WHERE id=?", .text(state), .int(id))
+    }
+
     public func deleteSession(_ id: Int64) throws {
         try db.run("DELETE FROM sessions WHERE id=?", .int(id))
     }

@@ -26,6 +26,8 @@ public protocol MetadataStore: AnyObject, Sendable {
     func setBaseCommit(session: Int64, _ commit: Int64?) throws
     /// Marks a session used now.
     func touchSession(_ id: Int64) throws
+    /// Sets a session's state (`active`, `won`, `retired`).
+    func setSessionState(_ id: Int64, _ state: String) throws
     /// Removes a session's record; its snapshots stay.
     func deleteSession(_ id: Int64) throws
 
@@ -227,6 +229,7 @@ public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
         changeSession(id) { $0.lastUsed = now }
     }
     public func deleteSession(_ id: Int64) throws { _ = write { $0.sessions.removeValue(forKey: id) } }
+    public func setSessionState(_ id: Int64, _ state: String) throws { changeSession(id) { $0.state = state } }
 
     public func insertSnapshot(_ s: SnapshotRecord) throws -> Int64 {
         try write { (st) throws(MetadataError) in

@@ -25,6 +25,11 @@ public struct SessionRecord: Sendable, Equatable {
     /// The commit this session's work builds on; a commit to that commit's branch must fast-forward from it.
     public var baseCommit: Int64?
 
+    /// `active`; `won` (promoted over its sibling forks, still active); `retired` (read-only: its tree
+    /// and checkpoints stay readable, it is not mounted or changed).
+    public static let retired = "retired", won = "won"
+    public var isRetired: Bool { state == SessionRecord.retired }
+
     public init(id: Int64 = 0, name: String, baseRoot: ObjectID, baseSnapshot: Int64?, parentSession: Int64?,
                 owner: UInt32, state: String = "active", created: Double = secondsNow(), lastUsed: Double = secondsNow(),
                 nextIno: UInt64 = 2, head: Int64? = nil, baseCommit: Int64? = nil) {

@@ -11,7 +11,7 @@ import AetherCore
 /// comes back as the write's errno and as text in `last`. Reads show a state taken when the file
 /// was opened. Virtual inode numbers live above 2^62, far from the workspace's.
 public enum ControlFile: UInt64, CaseIterable, Sendable {
-    case checkpoint = 1, restore, status, log, last, fork, commit, `import`, propose
+    case checkpoint = 1, restore, status, log, last, fork, commit, `import`, propose, promote
 
     public static let directoryName = Workspace.controlDirectoryName
     public static let directoryIno: UInt64 = 1 << 62
@@ -37,7 +37,7 @@ public enum ControlFile: UInt64, CaseIterable, Sendable {
     /// one write). Files and directories report 4 KiB.
     public static func blockSize(_ ino: UInt64) -> UInt32 { ControlFile(ino: ino) != nil ? 128 * 1024 : 4096 }
 
-    var writable: Bool { [.checkpoint, .restore, .fork, .commit, .import, .propose].contains(self) }
+    var writable: Bool { [.checkpoint, .restore, .fork, .commit, .import, .propose, .promote].contains(self) }
 }
 
 extension SessionFileSystem {
@@ -80,7 +80,7 @@ extension SessionFileSystem {
         case .checkpoint:
             let head = workspace.session.head.flatMap { try? workspace.repo.metadata.snapshot(id: $0) }
             return Array((head.map { JSONText.encode(SnapshotInfo($0)) } ?? "null").utf8) + [10]
-        case .restore, .fork, .commit, .import, .propose: return []
+        case .restore, .fork, .commit, .import, .propose, .promote: return []
         case .status: return Array(JSONText.encode(status()).utf8) + [10]
         case .log: return Array(logText().utf8)
         case .last: return Array((lastResults[caller.uid] ?? "").utf8)

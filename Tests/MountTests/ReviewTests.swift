@@ -94,4 +94,42 @@ struct Reviews {
         if $A audit --verify 2>err; then exit 1; fi; has "breaks at entry $n" err
         """#, timeout: 600)
     }
+
+    /// A fork tournament: three forks of one session; promoting one commits it and retires the other
+    /// two in one action and one audit entry; retired forks stay readable, are not mounted or changed.
+    @Test func promoteCommitsTheWinnerAndRetiresItsSiblings() throws {
+        try inMount(#"""
+        set -E
+        echo base > base.txt; echo '{"message":"start","name":"start"}' > .aether/checkpoint
+        for f in a b c; do echo "try-$f@start" > .aether/fork; done
+        mkdir $T/b; $A mount --session try-b $T/b > /dev/null
+        trap '$A unmount $T/b >/dev/null 2>&1 || fusermount3 -uz $T/b 2>/dev/null || true; true' EXIT
+        echo winner > $T/b/result
+        before=$($A audit --json | /usr/bin/python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+        # Promoting through the winner's daemon (it is mounted).
+        $A promote try-b -m "b is fastest" > out; has 'retired try-a,try-c' out
+        $A audit --json | /usr/bin/python3 -c "
+        import json, sys
+        new = json.load(sys.stdin)[$before:]
+        assert [e['action'] for e in new] == ['promote'], new
+        assert 'retired try-a,try-c' in new[0]['detail'], new
+        "
+        $A session list --json | /usr/bin/python3 -c '
+        import json, sys
+        states = {s["name"]: s["state"] for s in json.load(sys.stdin)}
+        assert states["try-b"] == "won" and states["try-a"] == states["try-c"] == "retired" and states["s"] == "active", states
+        '
+        [ "$(cat $M/.aether/commits/main/latest/result)" = winner ]
+        $A show main --json | has '"promoted_over":"try-a,try-c"'
+        # Retired forks: readable, never mounted or changed; a fork of one works.
+        $A export try-a -o - | tar -tf - | has './base.txt'
+        mkdir $T/a; if $A mount --session try-a $T/a 2>err; then exit 1; fi; has retired err
+        if $A checkpoint try-a -m x 2>err; then exit 1; fi; has 'retired' err
+        if $A session retire try-a 2>err; then exit 1; fi; has 'retired already' err
+        $A fork try-a revived > /dev/null && $A checkpoint revived -m "works again" > /dev/null
+        # Retiring a mounted session is refused; a session that is no fork is not promoted.
+        if $A session retire try-b 2>err; then exit 1; fi; has -i 'in use' err
+        if $A promote s 2>err; then exit 1; fi; has 'not a fork' err
+        """#)
+    }
 }
