@@ -33,6 +33,7 @@ let package = Package(
         .executableTarget(name: "aetherfs-chunkbench", dependencies: ["AetherModel", "AetherStore"]),
         .target(name: "AetherCore", dependencies: [
             "AetherModel", "AetherStore", "AetherMeta",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherVFS", dependencies: [

@@ -103,7 +103,7 @@ struct ProposalCommand: ParsableCommand {
 struct ReviewCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "review", abstract: "Approve or reject a proposal (from the CLI only: no control file approves).",
-        discussion: "The review is bound to the proposal's root. The author, and any uid that changed the session's files, may not approve unless the policy allows self-approval.\n\nExamples:\n  aetherfs review 3f2a --approve -m \"looks right\"\n  aetherfs review 3f2a --reject -m \"tests missing\"")
+        discussion: "The review is bound to the proposal's root, and signed with the reviewer's key when it has one (aetherfs key create). The author, and any uid that changed the session's files, may not approve unless the policy allows self-approval.\n\nExamples:\n  aetherfs review 3f2a --approve -m \"looks right\"\n  aetherfs review 3f2a --reject -m \"tests missing\"")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The proposal's id.") var id: String
     @Flag(name: .long, help: "Approve it.") var approve = false
@@ -116,7 +116,9 @@ struct ReviewCommand: ParsableCommand {
 
     func run() throws {
         let repo = try global.open(create: false)
-        let p = try fail { () throws(AetherError) in try repo.info(try repo.review(id, approve: approve, comment: message, reviewer: getuid())) }
+        let p = try fail { () throws(AetherError) in
+            try repo.info(try repo.review(id, approve: approve, comment: message, reviewer: getuid(), key: try Approvals.loadKey()))
+        }
         say(global.json ? JSONText.encode(p) : "proposal \(p.id) \(approve ? "approved" : "rejected") by uid \(getuid()); it is \(p.state) (\(p.approvals) of \(p.approvalsNeeded) approvals)")
     }
 }

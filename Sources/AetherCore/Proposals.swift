@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import AetherModel
+import Crypto
 
 /// Puts the session's current state forward for review: it is frozen as a checkpoint, and the
 /// proposal is bound to that root.
@@ -252,7 +253,9 @@ extension Repository {
 
     /// Records a review of a proposal, bound to its root. A rejection rejects it; enough approvals
     /// (the branch's rule) approve it. Only open or approved proposals are reviewed.
-    public func review(_ ref: String, approve: Bool, comment: String, reviewer: UInt32) throws(AetherError) -> ProposalRecord {
+    /// With `key`, the review is signed (see `Approvals`).
+    public func review(_ ref: String, approve: Bool, comment: String, reviewer: UInt32,
+                       key: Curve25519.Signing.PrivateKey? = nil) throws(AetherError) -> ProposalRecord {
         try audited(uid: reviewer, action: "review", session: "", detail: "\(ref) \(approve ? "approve" : "reject")") { () throws(AetherError) in
             let p = try resolveProposal(ref)
             guard comment.utf8.count <= Workspace.maxMessage else { throw .invalid("a review's comment is at most \(Workspace.maxMessage) bytes") }
@@ -260,11 +263,13 @@ extension Repository {
             let rule = try policy().rule(for: p.branch)
             if let why = mayReview(reviewer, p, rule: rule) { throw .accessDenied(why) }
             let sessionName = (try? metadata.session(id: p.session))??.name ?? ""
+            let verdict: ReviewRecord.Verdict = approve ? .approve : .reject
+            let envelope = try key.map { (k) throws(AetherError) in try Approvals.sign(p, verdict: verdict, reviewer: reviewer, key: k) } ?? ""
             var updated = p
             try domain {
                 try transaction(durable: true) {
-                    _ = try metadata.insertReview(ReviewRecord(proposal: p.id, reviewer: reviewer, verdict: approve ? .approve : .reject,
-                                                               comment: comment, root: p.root))
+                    _ = try metadata.insertReview(ReviewRecord(proposal: p.id, reviewer: reviewer, verdict: verdict,
+                                                               comment: comment, root: p.root, envelope: envelope))
                     var next = p.state
                     if !approve {
                         next = .rejected

@@ -94,7 +94,7 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
           created REAL NOT NULL, writers TEXT NOT NULL);
         CREATE TABLE reviews(
           id INTEGER PRIMARY KEY, proposal INTEGER NOT NULL, reviewer INTEGER NOT NULL, time REAL NOT NULL,
-          verdict TEXT NOT NULL, comment TEXT NOT NULL, root BLOB NOT NULL);
+          verdict TEXT NOT NULL, comment TEXT NOT NULL, root BLOB NOT NULL, envelope TEXT NOT NULL DEFAULT '');
         CREATE INDEX reviews_proposal ON reviews(proposal, id);
         CREATE TABLE writers(session INTEGER NOT NULL, uid INTEGER NOT NULL, PRIMARY KEY(session, uid)) WITHOUT ROWID;
         """,
@@ -501,17 +501,18 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
     }
 
     public func insertReview(_ r: ReviewRecord) throws -> Int64 {
-        try db.insert("INSERT INTO reviews(proposal, reviewer, time, verdict, comment, root) VALUES(?,?,?,?,?,?)",
-                      .int(r.proposal), .int(Int64(r.reviewer)), .real(r.time), .text(r.verdict.rawValue), .text(r.comment), .blob(r.root.bytes))
+        try db.insert("INSERT INTO reviews(proposal, reviewer, time, verdict, comment, root, envelope) VALUES(?,?,?,?,?,?,?)",
+                      .int(r.proposal), .int(Int64(r.reviewer)), .real(r.time), .text(r.verdict.rawValue), .text(r.comment), .blob(r.root.bytes),
+                      .text(r.envelope))
     }
 
     public func reviews(proposal: Int64) throws -> [ReviewRecord] {
-        try db.query("SELECT id, proposal, reviewer, time, verdict, comment, root FROM reviews WHERE proposal=? ORDER BY id", .int(proposal)).map { r in
+        try db.query("SELECT id, proposal, reviewer, time, verdict, comment, root, envelope FROM reviews WHERE proposal=? ORDER BY id", .int(proposal)).map { r in
             guard let verdict = r[4].text.flatMap(ReviewRecord.Verdict.init(rawValue:)), let root = r[6].blob.flatMap({ ObjectID(bytes: $0) }) else {
                 throw Catalog.damaged("review \(r[0].int ?? 0) has no valid verdict or root")
             }
             return ReviewRecord(id: r[0].int ?? 0, proposal: r[1].int ?? 0, reviewer: UInt32(r[2].int ?? 0), time: r[3].real ?? 0,
-                                verdict: verdict, comment: r[5].text ?? "", root: root)
+                                verdict: verdict, comment: r[5].text ?? "", root: root, envelope: r[7].text ?? "")
         }
     }
 
@@ -523,6 +524,18 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
 
     public func setPolicyText(_ text: String) throws {
         _ = try db.run("INSERT OR REPLACE INTO meta(key, value) VALUES('policy', ?)", .text(text))
+    }
+
+    public func setPublicKey(uid: UInt32, _ key: String) throws {
+        _ = try db.run("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", .text("pubkey:\(uid)"), .text(key))
+    }
+
+    public func publicKeys() throws -> [UInt32: String] {
+        var out: [UInt32: String] = [:]
+        for r in try db.query("SELECT key, value FROM meta WHERE key LIKE 'pubkey:%'") {
+            if let uid = (r[0].text?.dropFirst(7)).flatMap({ UInt32($0) }), let v = r[1].text { out[uid] = v }
+        }
+        return out
     }
 
     public func addWriter(session: Int64, uid: UInt32) throws {

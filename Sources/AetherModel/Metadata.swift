@@ -92,6 +92,10 @@ public protocol MetadataStore: AnyObject, Sendable {
     func policyText() throws -> String?
     func setPolicyText(_ text: String) throws
 
+    /// A uid's public signing key (hex of its raw Ed25519 form), which its signed reviews are checked against.
+    func setPublicKey(uid: UInt32, _ key: String) throws
+    func publicKeys() throws -> [UInt32: String]
+
     /// Notes that `uid` changed the session's files (once per uid); `resetWriters` forgets them all.
     func addWriter(session: Int64, uid: UInt32) throws
     func writers(session: Int64) throws -> [UInt32]
@@ -155,6 +159,7 @@ public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
         var reviews: [ReviewRecord] = []
         var policy: String?
         var writers: [Int64: [UInt32]] = [:]
+        var keys: [UInt32: String] = [:]
         var nextProposal: Int64 = 1
         var nextSession: Int64 = 1
         var nextSnapshot: Int64 = 1
@@ -341,6 +346,9 @@ public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
 
     public func policyText() throws -> String? { state.withLock { $0.policy } }
     public func setPolicyText(_ text: String) throws { write { $0.policy = text } }
+
+    public func setPublicKey(uid: UInt32, _ key: String) throws { write { $0.keys[uid] = key } }
+    public func publicKeys() throws -> [UInt32: String] { state.withLock { $0.keys } }
 
     public func addWriter(session: Int64, uid: UInt32) throws {
         write { st in if !(st.writers[session] ?? []).contains(uid) { st.writers[session, default: []].append(uid) } }

@@ -182,9 +182,13 @@ public struct ReviewRecord: Sendable, Equatable {
     public var verdict: Verdict
     public var comment: String
     public var root: ObjectID
+    /// The reviewer's signature: a DSSE envelope over an in-toto statement of the verdict on the root
+    /// (empty when the reviewer had no key).
+    public var envelope: String
 
-    public init(id: Int64 = 0, proposal: Int64, reviewer: UInt32, time: Double = secondsNow(), verdict: Verdict, comment: String, root: ObjectID) {
+    public init(id: Int64 = 0, proposal: Int64, reviewer: UInt32, time: Double = secondsNow(), verdict: Verdict, comment: String, root: ObjectID,
+                envelope: String = "") {
         self.id = id; self.proposal = proposal; self.reviewer = reviewer; self.time = time; self.verdict = verdict
-        self.comment = comment; self.root = root
+        self.comment = comment; self.root = root; self.envelope = envelope
     }
 }

@@ -47,11 +47,29 @@ struct Reviews {
         a sh -c "echo v2 > $W/code"
         # The author may not approve; neither may a uid that changed the session's files.
         if a $A review $P --approve 2>err; then exit 1; fi; has 'another uid must review it' err
-        b $A review $P --approve -m "looks right" > out; has 'it is approved' out
+        # B signs its review with a key of its own (the store keeps the public half).
+        mkdir -m 777 $T/keys
+        b env AETHERFS_KEY=$T/keys/b $A key create > out; has 'made key' out
+        [ "$(stat -c %a:%u $T/keys/b)" = 600:1001 ]
+        b env AETHERFS_KEY=$T/keys/b $A review $P --approve -m "looks right" > out; has 'it is approved' out
         a sh -c "echo '{\"proposal\":\"$P\"}' > $W/.aether/commit"
         [ "$($A show main --json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["root"])')" = "$ROOT" ]
         $A show main --json | has '"approved_by":"uid:1001"'
         $A show main --json | has "\"proposal\":\"$P\""
+        COMMIT=$($A show main --json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+        $A verify --approvals | has 'of 1 commit(s) of proposals verify'
+        # An approval whose signature was altered in the database no longer verifies, naming the commit.
+        /usr/bin/python3 - $T/team/meta.db <<'PY'
+        import base64, json, sqlite3, sys
+        c = sqlite3.connect(sys.argv[1])
+        rid, env = c.execute("SELECT id, envelope FROM reviews WHERE envelope != ''").fetchone()
+        e = json.loads(env)
+        sig = bytearray(base64.b64decode(e["signatures"][0]["sig"])); sig[0] ^= 1
+        e["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+        c.execute("UPDATE reviews SET envelope = ? WHERE id = ?", (json.dumps(e), rid)); c.commit()
+        PY
+        if $A verify --approvals > out; then exit 1; fi
+        has "commit $COMMIT: the approval by uid 1001 has no valid signature" out
         [ "$(cat $W/code)" = v2 ] && [ -e $W/.env ]
         # The commit and its view leave the never-persist paths out; the session and its checkpoints keep them.
         [ ! -e $W/.aether/commits/main/latest/.env ] && [ ! -e $W/.aether/commits/main/latest/keys/id.pem ]
