@@ -35,24 +35,31 @@ extension Repository {
     }
 
     /// Creates a branch at a commit (a branch name or a commit id).
+    /// Who may create or delete a branch: whoever may commit to it. Audited, refusals too.
     public func createBranch(_ name: String, at ref: String, uid: UInt32) throws(AetherError) {
-        try Repository.validateName(name, what: "branch")
-        if try domain({ try metadata.branch(name) }) != nil { throw .exists("branch \(name)") }
-        let target = try resolveSnapshot(ref, session: nil)
-        guard target.kind == .commit else { throw .invalid("a branch points at a commit; \(ref) is a \(target.kind.rawValue)") }
-        try domain {
-            try transaction(durable: true) {
-                try metadata.createBranch(name, head: target.id)
-                try metadata.audit(uid: uid, action: "branch-create", session: "", detail: "\(name) \(target.sid)")
+        try audited(uid: uid, action: "branch-create", session: "", detail: "\(name) \(ref)") { () throws(AetherError) in
+            try Repository.validateName(name, what: "branch")
+            try mayCommit(uid, rule: try policy().rule(for: name), branch: name)
+            if try domain({ try metadata.branch(name) }) != nil { throw .exists("branch \(name)") }
+            let target = try resolveSnapshot(ref, session: nil)
+            guard target.kind == .commit else { throw .invalid("a branch points at a commit; \(ref) is a \(target.kind.rawValue)") }
+            try domain {
+                try transaction(durable: true) {
+                    try metadata.createBranch(name, head: target.id)
+                    try metadata.audit(uid: uid, action: "branch-create", session: "", detail: "\(name) \(target.sid)")
+                }
             }
         }
     }
 
     public func deleteBranch(_ name: String, uid: UInt32) throws(AetherError) {
-        try domain {
-            try transaction(durable: true) {
-                guard try metadata.deleteBranch(name) else { throw AetherError.notFound("branch \(name)") }
-                try metadata.audit(uid: uid, action: "branch-delete", session: "", detail: name)
+        try audited(uid: uid, action: "branch-delete", session: "", detail: name) { () throws(AetherError) in
+            try mayCommit(uid, rule: try policy().rule(for: name), branch: name)
+            try domain {
+                try transaction(durable: true) {
+                    guard try metadata.deleteBranch(name) else { throw AetherError.notFound("branch \(name)") }
+                    try metadata.audit(uid: uid, action: "branch-delete", session: "", detail: name)
+                }
             }
         }
     }

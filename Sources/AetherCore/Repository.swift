@@ -237,18 +237,22 @@ public final class Repository: Sendable {
     }
 
     /// Deletes a session and its working layer; refused while a process serves it.
+    /// Its owner and root only; audited, refusals too.
     public func deleteSession(name: String, uid: UInt32) throws(AetherError) {
-        let s = try session(named: name)
-        let lock = try SessionLock(repository: self, session: s)
-        defer { lock.release() }
-        try domain {
-            try transaction(durable: true) {
-                try working.clearWorkingLayer(session: s.id)
-                try metadata.deleteSession(s.id)
-                try metadata.audit(uid: uid, action: "session-delete", session: name, detail: "")
+        try audited(uid: uid, action: "session-delete", session: name, detail: "") { () throws(AetherError) in
+            let s = try session(named: name)
+            guard uid == 0 || uid == s.owner else { throw .accessDenied("only the owner of session \(name) (uid \(s.owner)) and root may delete it") }
+            let lock = try SessionLock(repository: self, session: s)
+            defer { lock.release() }
+            try domain {
+                try transaction(durable: true) {
+                    try working.clearWorkingLayer(session: s.id)
+                    try metadata.deleteSession(s.id)
+                    try metadata.audit(uid: uid, action: "session-delete", session: name, detail: "")
+                }
             }
+            removeTree(sessionDirectory(s.id))
         }
-        removeTree(sessionDirectory(s.id))
     }
 
     /// The lease of the process that serves or changes the session, if that process lives: on this
