@@ -39,6 +39,6 @@ struct CommitCommand: ParsableCommand {
                                         proposal: proposal)
             return try SessionAccess.act(repo, session: target ?? "", .commit(request)).snapshot()
         }
-        say(global.json ? JSONText.encode(made) : "committed \(made.id)" + (proposal.map { " (proposal \($0))" } ?? " on \(branch)"))
+        say(global.json ? JSONText.encode(made) : "committed \(made.id)" + " on \(made.branch ?? branch)" + (proposal.map { " (proposal \($0))" } ?? ""))
     }
 }

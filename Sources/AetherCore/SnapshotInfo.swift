@@ -23,9 +23,15 @@ public struct SnapshotInfo: Codable, Equatable, Sendable {
     public var meta: [String: String]
     public var filesChanged: Int64
     public var bytesAdded: Int64
+    /// What the snapshot is now: `committed` (a commit) or `saved` (a checkpoint), as proposals have
+    /// theirs: every result of these actions carries an id, a state and a root. (Optional only so
+    /// that the answer of a daemon started by an older aetherfs still decodes.)
+    public var state: String?
+    /// The branch a commit is on.
+    public var branch: String?
 
     enum CodingKeys: String, CodingKey {
-        case id, name, kind, root, time, author, message, meta
+        case id, name, kind, root, time, author, message, meta, state, branch
         case filesChanged = "files_changed", bytesAdded = "bytes_added"
     }
 
@@ -33,6 +39,8 @@ public struct SnapshotInfo: Codable, Equatable, Sendable {
         id = r.sid; name = r.name; kind = r.kind.rawValue; root = r.root.hex; time = isoTime(r.time)
         author = r.author; message = r.message; meta = r.meta
         filesChanged = r.filesChanged; bytesAdded = r.bytesAdded
+        state = r.kind == .commit ? "committed" : "saved"
+        branch = r.branch
     }
 }
 

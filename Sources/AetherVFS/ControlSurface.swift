@@ -11,14 +11,48 @@ import AetherCore
 /// comes back as the write's errno and as text in `last`. Reads show a state taken when the file
 /// was opened. Virtual inode numbers live above 2^62, far from the workspace's.
 public enum ControlFile: UInt64, CaseIterable, Sendable {
-    case checkpoint = 1, restore, status, log, last, fork, commit, `import`, propose, promote
+    case checkpoint = 1, restore, status, log, last, fork, commit, `import`, propose, promote, readme
 
     public static let directoryName = Workspace.controlDirectoryName
     public static let directoryIno: UInt64 = 1 << 62
     public static let maxPayload = 64 * 1024
 
     public var ino: UInt64 { ControlFile.directoryIno + rawValue }
-    public var name: String { "\(self)" }
+    public var name: String { self == .readme ? "README" : "\(self)" }
+
+    /// What the file does, and one example: `.aether/README` is made of these, so it never drifts.
+    public var help: (what: String, example: String) {
+        switch self {
+        case .checkpoint: ("write a message (or JSON: message, name, meta) to save the tree as a checkpoint; read: the last one",
+                           #"echo '{"message":"tests pass","name":"green"}' > .aether/checkpoint"#)
+        case .restore: ("write a checkpoint's name or id: the tree becomes that checkpoint's", "echo green > .aether/restore")
+        case .fork: ("write NAME or NAME@CHECKPOINT: a new session from this one's state", "echo try-b > .aether/fork")
+        case .commit: (#"write a message (or JSON: message, branch, meta, allow_empty; or {"proposal": ID}) to commit to a branch"#,
+                       #"echo "ship it" > .aether/commit"#)
+        case .propose: ("write a message (or JSON: message, title, branch, meta) to freeze the state and put it up for review (approving is aetherfs review, outside)",
+                        #"echo '{"message":"fix","meta":{"ticket":"T-1"}}' > .aether/propose"#)
+        case .promote: ("write a message (or JSON as for commit): commit this fork and retire its sibling forks", #"echo "b wins" > .aether/promote"#)
+        case .import: ("write a tree id in the store (what aetherfs import --into sends): it becomes a checkpoint and the tree",
+                       "aetherfs import release.tar.zst --into SESSION")
+        case .status: ("read: JSON of the session, its head, the paths changed since it, the store's usage", "cat .aether/status")
+        case .log: ("read: the session's checkpoints, newest first", "cat .aether/log")
+        case .last: ("read: the JSON result, or the error line, of your last request", "cat .aether/last")
+        case .readme: ("read: this text", "cat .aether/README")
+        }
+    }
+
+    /// `.aether/README`: every control file with what it does and an example.
+    public static var readmeText: String {
+        var lines = ["AetherFS control surface of this mount. Each write is one request; its result (or error) is in last.", ""]
+        for f in allCases {
+            lines.append("\(f.name)\(f.writable ? "" : " (read-only)"): \(f.help.what)")
+            lines.append("    \(f.help.example)")
+        }
+        lines += ["checkpoints/NAME/ (read-only): the tree of each checkpoint", "    ls .aether/checkpoints/green/",
+                  "commits/BRANCH/ID/, commits/BRANCH/latest (read-only): the tree of each commit", "    ls .aether/commits/main/latest/",
+                  "", "The same requests as extended attributes on the root: setfattr -n user.aether.checkpoint -v MSG .", ""]
+        return lines.joined(separator: "\n")
+    }
 
     public init?(ino: UInt64) {
         guard ino > ControlFile.directoryIno, let c = ControlFile(rawValue: ino - ControlFile.directoryIno) else { return nil }
@@ -81,6 +115,7 @@ extension SessionFileSystem {
             let head = workspace.session.head.flatMap { try? workspace.repo.metadata.snapshot(id: $0) }
             return Array((head.map { JSONText.encode(SnapshotInfo($0)) } ?? "null").utf8) + [10]
         case .restore, .fork, .commit, .import, .propose, .promote: return []
+        case .readme: return Array(ControlFile.readmeText.utf8)
         case .status: return Array(JSONText.encode(status()).utf8) + [10]
         case .log: return Array(logText().utf8)
         case .last: return Array((lastResults[caller.uid] ?? "").utf8)

@@ -6,6 +6,7 @@ import AetherVFS
 import AetherStore
 import TestSupport
 import Synchronization
+import Foundation
 
 /// The control surface without a kernel.
 final class VFSFixture {
@@ -97,7 +98,7 @@ final class RecordingKernel: KernelNotifier {
         #expect(try f.names(Workspace.rootIno) == [".", ".."])
         let e = try f.vfs.lookup(parent: Workspace.rootIno, name: Array(".aether".utf8))
         #expect(e.attributes.kind == .directory)
-        #expect(try f.names(e.attributes.ino).sorted() == [".", "..", "checkpoint", "checkpoints", "commit", "commits", "fork", "import", "last", "log", "promote", "propose", "restore", "status"])
+        #expect(try f.names(e.attributes.ino).sorted() == [".", "..", "README", "checkpoint", "checkpoints", "commit", "commits", "fork", "import", "last", "log", "promote", "propose", "restore", "status"])
         #expect(throws: FSFailure.self) { try f.vfs.mkdir(parent: Workspace.rootIno, name: Array(".aether".utf8), mode: 0o755, caller: f.me) }
     }
 
@@ -234,6 +235,19 @@ final class RecordingKernel: KernelNotifier {
         #expect(try f.repo.sessions().map(\.name) == before, "nothing was created")
         #expect(f.request(.fork, "ok@green") == 0)
         #expect(try f.repo.sessions().map(\.name).contains("ok"))
+    }
+
+    /// `.aether/README` names every control file with an example, from the table the code uses; the
+    /// project's README documents every one of them too.
+    @Test func theReadmeInTheMountAndTheProjectsCoverEveryControlFile() throws {
+        let f = try VFSFixture()
+        let text = try f.read(.readme)
+        let project = try String(contentsOfFile: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("README.md").path, encoding: .utf8)
+        for file in ControlFile.allCases {
+            #expect(text.contains("\n\(file.name)") && text.contains(file.help.example), "\(file.name)")
+            #expect(project.contains("`.aether/\(file.name)`"), "README.md does not document .aether/\(file.name)")
+        }
     }
 
     /// Every request file takes its request as JSON too (what the CLI sends a mount): the JSON form of
