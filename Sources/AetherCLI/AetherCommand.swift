@@ -33,6 +33,15 @@ public struct AetherCommand: ParsableCommand {
             handler.logLevel = getenv("AETHERFS_DEBUG") != nil ? .debug : .notice
             return handler
         }
+        let invoked = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
+        if MountHelper.names.contains(invoked) {
+            switch MountHelper.translate(Array(CommandLine.arguments.dropFirst())) {
+            case .success(let args): main(args); return
+            case .failure(let e):
+                printError("\(invoked): \(e.message) (usage: mount -t fuse.aetherfs SESSION DIR -o store=PATH[,allow_other,…])", code: "invalid")
+                Glibc.exit(1)
+            }
+        }
         main()
     }
 }

@@ -45,7 +45,7 @@ struct BranchCommand: ParsableCommand {
     struct Delete: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete a branch (its commits stay while something reaches them).", discussion: "Example:\n  aetherfs branch delete release")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The branch.") var name: String
+        @Argument(help: "The branch.", completion: Completions.branches) var name: String
         func run() throws {
             let repo = try global.open(create: false)
             try fail { () throws(AetherError) in try repo.deleteBranch(name, uid: getuid()) }

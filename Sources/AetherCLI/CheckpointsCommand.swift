@@ -9,7 +9,7 @@ import AetherVFS
 struct CheckpointsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "checkpoints", abstract: "List a session's checkpoints, newest first.", discussion: "Example:\n  aetherfs checkpoints work --json")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The session.") var session: String
+    @Argument(help: "The session.", completion: Completions.sessions) var session: String
 
     func run() throws {
         let repo = try global.open(create: false)

@@ -10,7 +10,7 @@ import AetherVFS
 struct CommitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "commit", abstract: "Record a session's state as a commit on a branch (a fast-forward only).", discussion: "With --proposal, the approved proposal's frozen root is committed to its branch (not the session's live tree).\n\nExamples:\n  aetherfs commit work -m \"tests pass\"\n  aetherfs commit try-b -m \"winner\" --branch release --meta reviewer=ana\n  aetherfs commit --proposal 3f2a")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The session (with --proposal: the proposal's, when omitted).") var session: String?
+    @Argument(help: "The session (with --proposal: the proposal's, when omitted).", completion: Completions.sessions) var session: String?
     @Option(name: .shortAndLong, help: "The commit message (required, but for a proposal's: its message by default).") var message: String?
     @Option(name: .long, help: "Commit this approved proposal.") var proposal: String?
     @Option(name: .long, help: "The branch to advance (default main; created when absent).") var branch = "main"

@@ -12,8 +12,8 @@ struct DiffCommand: ParsableCommand {
         commandName: "diff", abstract: "Show what changed between two snapshots, or a snapshot and a live session.",
         discussion: "Each side is a snapshot reference (checkpoint id, SESSION@CHECKPOINT, branch, commit id) or a session's name for its live state.\n\nExamples:\n  aetherfs diff work@green work\n  aetherfs diff main try-b --stat")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The older side.") var from: String
-    @Argument(help: "The newer side.") var to: String
+    @Argument(help: "The older side.", completion: Completions.refs) var from: String
+    @Argument(help: "The newer side.", completion: Completions.refs) var to: String
     @Flag(name: .long, help: "Only count the changes.") var stat = false
 
     func run() throws {

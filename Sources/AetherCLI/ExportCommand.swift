@@ -11,7 +11,7 @@ struct ExportCommand: ParsableCommand {
         commandName: "export", abstract: "Write a snapshot, or a session's live state, as a pax tar archive.",
         discussion: "REF is a checkpoint or commit id, SESSION@CHECKPOINT, a branch, or a session's name (its live state). The same snapshot always exports to the same bytes.\n\nExamples:\n  aetherfs export main -o release.tar.zst\n  aetherfs export work@green --path src -o - | tar -tvf -")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "What to export.") var ref: String
+    @Argument(help: "What to export.", completion: Completions.refs) var ref: String
     @Option(name: .shortAndLong, help: "The archive to write ('-': standard output; default: standard output).") var output = "-"
     @Option(name: .long, help: "tar, tar.zst or tar.gz (default: from the output's name, else tar).") var format: String?
     @Option(name: .long, help: "Export only this directory of the snapshot.") var path: String?

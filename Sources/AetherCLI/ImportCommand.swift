@@ -23,7 +23,7 @@ struct ImportCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The archive ('-': standard input).") var archive: String
     @Option(name: .long, help: "Make a new session with the archive's tree as its first checkpoint.") var session: String?
-    @Option(name: .long, help: "Make the archive's tree a new checkpoint of this session, and its tree (as a restore).") var into: String?
+    @Option(name: .long, help: "Make the archive's tree a new checkpoint of this session, and its tree (as a restore).", completion: Completions.sessions) var into: String?
     @Option(name: .shortAndLong, help: "The checkpoint's message.") var message: String?
     @Option(name: .long, help: "Metadata key=value for the checkpoint (repeatable).") var meta: [String] = []
     @Option(name: .long, help: "The most bytes of file content to take in (default \(ImportOptions.defaultMaxBytes), 16 GiB).")

@@ -10,7 +10,7 @@ import AetherVFS
 struct LogCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "log", abstract: "Show the commits of a branch (or reachable from a commit), newest first.", discussion: "Examples:\n  aetherfs log\n  aetherfs log release -n 5")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "A branch or commit (default main).") var ref = "main"
+    @Argument(help: "A branch or commit (default main).", completion: Completions.branches) var ref = "main"
     @Option(name: .shortAndLong, help: "At most this many commits.") var number = 10_000
 
     func run() throws {

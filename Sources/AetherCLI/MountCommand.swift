@@ -20,7 +20,7 @@ struct MountCommand: ParsableCommand {
     @Argument(help: "An existing empty directory to mount at.")
     var directory: String
 
-    @Option(name: .long, help: "The session to mount; created when it does not exist.")
+    @Option(name: .long, help: "The session to mount; created when it does not exist.", completion: Completions.sessions)
     var session: String?
 
     @Flag(name: .long, help: "Serve in the foreground (for debugging); logs go to standard error.")

@@ -10,7 +10,7 @@ struct PromoteCommand: ParsableCommand {
         commandName: "promote", abstract: "Commit the winning fork and retire its sibling forks, in one step.",
         discussion: "Siblings are the other forks of the winner's parent that build on the same commit; they stay readable until retention removes them. Under a policy that needs proposals, promote an approved proposal of the winner (--proposal).\n\nExamples:\n  aetherfs promote try-b -m \"the faster parser\"\n  aetherfs promote try-b --proposal 3f2a")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The winning fork.") var winner: String
+    @Argument(help: "The winning fork.", completion: Completions.sessions) var winner: String
     @Option(name: .shortAndLong, help: "The commit's message (default: \"promote WINNER\", or the proposal's).") var message: String?
     @Option(name: .long, help: "The branch to advance.") var branch = CommitRequest.defaultBranch
     @Option(name: .long, help: "Metadata as key=value (repeatable).") var meta: [String] = []

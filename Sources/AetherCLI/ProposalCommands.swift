@@ -10,7 +10,7 @@ struct ProposeCommand: ParsableCommand {
         commandName: "propose", abstract: "Freeze a session's state and put it forward for review (a proposal bound to that root).",
         discussion: "Later edits in the session do not change the proposal; proposing again makes a new one. Inside a mount: echo \"msg\" > .aether/propose.\n\nExamples:\n  aetherfs propose work -m \"fix the parser\" --meta ticket=T-12\n  aetherfs propose work -m \"release notes\" --branch release --title \"1.4 notes\"")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The session.") var session: String
+    @Argument(help: "The session.", completion: Completions.sessions) var session: String
     @Option(name: .shortAndLong, help: "What the work is (required).") var message: String
     @Option(name: .long, help: "A one-line title (default: the message's first line).") var title: String?
     @Option(name: .long, help: "The branch it is meant for.") var branch = CommitRequest.defaultBranch
@@ -58,7 +58,7 @@ struct ProposalCommand: ParsableCommand {
             abstract: "Show a proposal, its reviews and what it changes against its branch's head.",
             discussion: "Example:\n  aetherfs proposal show 3f2a")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The proposal's id (or a unique prefix of 4+ hex digits).") var id: String
+        @Argument(help: "The proposal's id (or a unique prefix of 4+ hex digits).", completion: Completions.proposals) var id: String
 
         func run() throws {
             let repo = try global.open(create: false)
@@ -90,7 +90,7 @@ struct ProposalCommand: ParsableCommand {
     struct Withdraw: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Withdraw a proposal (its author only).", discussion: "Example:\n  aetherfs proposal withdraw 3f2a")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The proposal's id.") var id: String
+        @Argument(help: "The proposal's id.", completion: Completions.proposals) var id: String
 
         func run() throws {
             let repo = try global.open(create: false)
@@ -105,7 +105,7 @@ struct ReviewCommand: ParsableCommand {
         commandName: "review", abstract: "Approve or reject a proposal (from the CLI only: no control file approves).",
         discussion: "The review is bound to the proposal's root, and signed with the reviewer's key when it has one (aetherfs key create). The author, and any uid that changed the session's files, may not approve unless the policy allows self-approval.\n\nExamples:\n  aetherfs review 3f2a --approve -m \"looks right\"\n  aetherfs review 3f2a --reject -m \"tests missing\"")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The proposal's id.") var id: String
+    @Argument(help: "The proposal's id.", completion: Completions.proposals) var id: String
     @Flag(name: .long, help: "Approve it.") var approve = false
     @Flag(name: .long, help: "Reject it.") var reject = false
     @Option(name: .shortAndLong, help: "A comment.") var message = ""

@@ -60,7 +60,7 @@ struct SessionCommand: ParsableCommand {
     struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show one session.", discussion: "Example:\n  aetherfs session show work")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The session's name.") var name: String
+        @Argument(help: "The session's name.", completion: Completions.sessions) var name: String
 
         func run() throws {
             let repo = try global.open(create: false)
@@ -86,7 +86,7 @@ struct SessionCommand: ParsableCommand {
             abstract: "Make a session read-only: its tree and checkpoints stay readable (export, views, fork); it is not mounted or changed.",
             discussion: "Example:\n  aetherfs session retire try-a")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The session's name.") var name: String
+        @Argument(help: "The session's name.", completion: Completions.sessions) var name: String
 
         func run() throws {
             let repo = try global.open(create: false)
@@ -98,7 +98,7 @@ struct SessionCommand: ParsableCommand {
     struct Delete: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete a session and its working layer (refused while mounted).", discussion: "Example:\n  aetherfs session delete review")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The session's name.") var name: String
+        @Argument(help: "The session's name.", completion: Completions.sessions) var name: String
 
         func run() throws {
             let repo = try global.open(create: false)

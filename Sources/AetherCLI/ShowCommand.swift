@@ -10,7 +10,7 @@ import AetherVFS
 struct ShowCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "show", abstract: "Show a snapshot's record and its top-level entries.", discussion: "Examples:\n  aetherfs show main\n  aetherfs show work@green")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "A checkpoint id, SESSION@CHECKPOINT, a branch or a commit id.") var snapshot: String
+    @Argument(help: "A checkpoint id, SESSION@CHECKPOINT, a branch or a commit id.", completion: Completions.refs) var snapshot: String
 
     func run() throws {
         let repo = try global.open(create: false)

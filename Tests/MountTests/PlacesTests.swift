@@ -1,0 +1,63 @@
+import Testing
+import Foundation
+import TestSupport
+
+/// Where people already work: mount(8) and fstab through the mount helper, shell completion of the
+/// store's names, the man page, the README inside every mount.
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)), .serialized)
+struct Places {
+    /// `mount -t fuse.aetherfs` and an fstab line run the binary as `mount.fuse.aetherfs` (a link to
+    /// it in /sbin, put there for the test and taken away after); `umount` unmounts.
+    @Test func mountAndFstabMountThroughTheHelper() throws {
+        try inMount(#"""
+        set -E
+        helper=/sbin/mount.fuse.aetherfs
+        saved=; [ -e $helper ] && { saved=$T/saved-helper; cp -P $helper $saved; }
+        trap 'umount $T/m 2>/dev/null || true; umount $T/f 2>/dev/null || true; rm -f $helper; if [ -n "$saved" ]; then cp -P $saved $helper; fi' EXIT
+        ln -sf $A $helper
+        mkdir $T/m $T/f
+        mount -t fuse.aetherfs work $T/m -o store=$T/store2,allow_other,nofail
+        [ "$(findmnt -n -o FSTYPE $T/m)" = fuse.aetherfs ]
+        echo hello > $T/m/a; echo saved > $T/m/.aether/checkpoint
+        umount $T/m
+        if findmnt $T/m > /dev/null; then echo "still mounted" >&2; exit 1; fi
+        printf 'work %s fuse.aetherfs store=%s,nofail,x-systemd.automount 0 0\n' $T/f $T/store2 > $T/fstab
+        mount -T $T/fstab $T/f
+        [ "$(cat $T/f/a)" = hello ] && [ "$(findmnt -n -o FSTYPE $T/f)" = fuse.aetherfs ]
+        $A checkpoints work --store $T/store2 | has saved
+        umount $T/f
+        # A bad option is refused with one line, nothing mounted.
+        if mount -t fuse.aetherfs work $T/m -o store=$T/store2,bogus 2>err; then exit 1; fi; has 'unknown mount option bogus' err
+        if findmnt $T/m > /dev/null; then echo "mounted though refused" >&2; exit 1; fi
+        """#)
+    }
+
+    /// The bash completion script loads and completes the store's session and checkpoint names; the
+    /// man page renders and has every subcommand; `.aether/README` lists every control file.
+    @Test func completionsManPageAndTheMountsReadme() throws {
+        try inMount(#"""
+        echo '{"message":"m","name":"green"}' > .aether/checkpoint
+        $A session create review > /dev/null
+        $A --generate-completion-script bash > $T/aetherfs.bash
+        cat > $T/complete.sh <<'SH'
+        source $1; complete -p aetherfs | grep -q _aetherfs
+        ask() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; COMPREPLY=()
+                _aetherfs aetherfs "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"; echo "${COMPREPLY[*]}"; }
+        [ "$(ask aetherfs restore re)" = review ] || { echo "sessions: [$(ask aetherfs restore re)]" >&2; exit 1; }
+        [ "$(ask aetherfs restore s gr)" = green ] || { echo "checkpoints: [$(ask aetherfs restore s gr)]" >&2; exit 1; }
+        SH
+        PATH=$(dirname $A):$PATH bash $T/complete.sh $T/aetherfs.bash
+        $A --generate-completion-script zsh | has compdef
+        $A --generate-completion-script fish | has -E "^complete -c '?aetherfs"
+        page=$(dirname $(dirname $(dirname $(dirname $A))))/docs/aetherfs.1
+        man -l $page > $T/man.txt 2>/dev/null
+        verbs=$($A help 2>&1 | awk '/^SUBCOMMANDS:/ {on=1; next} on && /^  [a-z]/ {print $1}'); [ $(echo $verbs | wc -w) -gt 20 ]
+        for verb in $verbs; do
+          has -w "$verb" $T/man.txt || { echo "the man page lacks $verb (Scripts/setup --install makes it again)" >&2; exit 1; }
+        done
+        for f in checkpoint restore fork commit propose promote import status log last README; do
+          has "^$f" .aether/README
+        done
+        """#)
+    }
+}
