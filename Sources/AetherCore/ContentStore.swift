@@ -33,6 +33,16 @@ public final class ContentStore: @unchecked Sendable {
     /// Where the last read of each manifest ended (to tell reads in order from random ones).
     private var readEnds: [ObjectID: UInt64] = [:]
 
+    /// How often the caches had what was asked (chunks of reads; manifests).
+    public struct CacheCounts: Codable, Sendable {
+        public var chunkHits: UInt64 = 0, chunkMisses: UInt64 = 0, manifestHits: UInt64 = 0, manifestMisses: UInt64 = 0
+        enum CodingKeys: String, CodingKey {
+            case chunkHits = "chunk_hits", chunkMisses = "chunk_misses", manifestHits = "manifest_hits", manifestMisses = "manifest_misses"
+        }
+    }
+    private var counts = CacheCounts()
+    public var cacheCounts: CacheCounts { lock.withLock { counts } }
+
     public init(objects: ObjectStore) {
         self.objects = objects
         writer = ChunkWriter(objects: objects)
@@ -81,7 +91,11 @@ public final class ContentStore: @unchecked Sendable {
     }
 
     public func manifest(_ id: ObjectID) throws -> IndexedManifest {
-        if let m = lock.withLock({ manifests.get(id) }) { return m }
+        if let m = lock.withLock({ () -> IndexedManifest? in
+            let m = manifests.get(id)
+            if m != nil { counts.manifestHits += 1 } else { counts.manifestMisses += 1 }
+            return m
+        }) { return m }
         let m = try Manifest.decode(try objects.get(id, .manifest))
         var starts: [UInt64] = []
         starts.reserveCapacity(m.chunks.count)
@@ -93,7 +107,11 @@ public final class ContentStore: @unchecked Sendable {
     }
 
     func chunk(_ id: ObjectID) throws -> [UInt8] {
-        let (cached, coming) = lock.withLock { (chunks.get(id), prefetching[id]) }
+        let (cached, coming) = lock.withLock { () -> ([UInt8]?, DispatchGroup?) in
+            let c = chunks.get(id)
+            if c != nil { counts.chunkHits += 1 } else { counts.chunkMisses += 1 }
+            return (c, prefetching[id])
+        }
         if let cached { return cached }
         if let coming {
             coming.wait()

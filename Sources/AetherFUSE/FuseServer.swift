@@ -243,9 +243,12 @@ enum InitReplyPatch {
 
     static let read: @convention(c) (Int32, UnsafeMutableRawPointer?, Int, UnsafeMutableRawPointer?) -> Int = { fd, buf, len, _ in
         let n = Glibc.read(fd, buf, len)
-        guard n >= 48, let buf else { return n }
+        guard n >= 40, let buf else { return n }
         // fuse_in_header (40 bytes: len, opcode, unique, …) then the request's own fields.
         let opcode = buf.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+        RequestClock.started(opcode: opcode, unique: buf.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+                             written: opcode == opcodeWrite && n >= 60 ? UInt64(buf.loadUnaligned(fromByteOffset: 56, as: UInt32.self)) : 0)
+        guard n >= 48 else { return n }
         // The flag saying "clear them": fuse_write_in.write_flags FUSE_WRITE_KILL_SUIDGID,
         // fuse_setattr_in.valid FATTR_KILL_SUIDGID, fuse_open_in.open_flags FUSE_OPEN_KILL_SUIDGID.
         let kill: (offset: Int, bit: UInt32)? = switch opcode {
@@ -272,6 +275,11 @@ enum InitReplyPatch {
     }
 
     static let writev: @convention(c) (Int32, UnsafeMutablePointer<iovec>?, Int32, UnsafeMutableRawPointer?) -> Int = { fd, iov, count, _ in
+        if let iov, count >= 1, iov[0].iov_len >= 16, let header = iov[0].iov_base {
+            RequestClock.answered(unique: header.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+                                  error: header.loadUnaligned(fromByteOffset: 4, as: Int32.self),
+                                  length: header.loadUnaligned(fromByteOffset: 0, as: UInt32.self))
+        }
         // fuse_out_header (len, error, unique) then fuse_init_out (major, minor, max_readahead, flags, …).
         if pendingInit != 0, let iov, count >= 2, iov[0].iov_len >= 16, iov[1].iov_len >= 16,
            let header = iov[0].iov_base, header.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == pendingInit {
@@ -284,6 +292,45 @@ enum InitReplyPatch {
         }
         return Glibc.writev(fd, iov, count)
     }
+}
+
+/// Each request's latency, from the hook's read of it to the write of its answer on the same thread
+/// (libfuse serves a request on the thread that read it), into `RequestStats.shared` by the kernel's
+/// name of its operation. FORGETs, which have no answer, count when read.
+enum RequestClock {
+    static let opcodeRead: UInt32 = 15, opcodeForget: UInt32 = 2, opcodeBatchForget: UInt32 = 42
+
+    static func started(opcode: UInt32, unique: UInt64, written: UInt64) {
+        if opcode == opcodeForget || opcode == opcodeBatchForget {
+            RequestStats.shared.record(name(opcode), nanos: 0, failed: false)
+            return
+        }
+        let c = aether_request_clock()!
+        c.pointee.unique = unique
+        c.pointee.opcode = opcode
+        c.pointee.started = monotonicNanoseconds()
+        if written > 0 { RequestStats.shared.transferred(written: written) }
+    }
+
+    static func answered(unique: UInt64, error: Int32, length: UInt32) {
+        let c = aether_request_clock()!
+        guard c.pointee.unique == unique, c.pointee.started != 0 else { return }
+        let nanos = UInt64(max(0, monotonicNanoseconds() - c.pointee.started))
+        c.pointee.started = 0
+        RequestStats.shared.record(name(c.pointee.opcode), nanos: nanos, failed: error != 0)
+        if c.pointee.opcode == opcodeRead && error == 0 && length > 16 { RequestStats.shared.transferred(read: UInt64(length - 16)) }
+    }
+
+    static let names: [UInt32: String] = [
+        1: "lookup", 2: "forget", 3: "getattr", 4: "setattr", 5: "readlink", 6: "symlink", 8: "mknod", 9: "mkdir", 10: "unlink",
+        11: "rmdir", 12: "rename", 13: "link", 14: "open", 15: "read", 16: "write", 17: "statfs", 18: "release", 20: "fsync",
+        21: "setxattr", 22: "getxattr", 23: "listxattr", 24: "removexattr", 25: "flush", 26: "init", 27: "opendir", 28: "readdir",
+        29: "releasedir", 30: "fsyncdir", 31: "getlk", 32: "setlk", 33: "setlkw", 34: "access", 35: "create", 36: "interrupt",
+        37: "bmap", 38: "destroy", 39: "ioctl", 40: "poll", 42: "batch_forget", 43: "fallocate", 44: "readdirplus", 45: "rename2",
+        46: "lseek", 47: "copy_file_range", 50: "syncfs", 51: "tmpfile", 52: "statx",
+    ]
+
+    static func name(_ opcode: UInt32) -> String { names[opcode] ?? "op\(opcode)" }
 }
 
 /// What libfuse's user data points at: the file system served (an existential needs a box to pass

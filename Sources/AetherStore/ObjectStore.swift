@@ -18,9 +18,14 @@ public final class ObjectStore: Sendable {
 
     /// Where the encoded objects live.
     public let blobs: any BlobStore
-    private let writtenBytes = Atomic<Int64>(0)
+    private let writtenBytes = Atomic<Int64>(0), writtenObjects = Atomic<Int64>(0)
+    private let readBytesCount = Atomic<Int64>(0), readObjects = Atomic<Int64>(0)
     /// Bytes this process has written to the store (objects as stored: headers, compressed payloads).
     public var written: Int64 { writtenBytes.load(ordering: .relaxed) }
+    /// Objects this process wrote, and read (with their stored bytes).
+    public var writtenCount: Int64 { writtenObjects.load(ordering: .relaxed) }
+    public var readCount: Int64 { readObjects.load(ordering: .relaxed) }
+    public var readBytes: Int64 { readBytesCount.load(ordering: .relaxed) }
 
     /// Objects over `blobs`. Damage is thrown, never logged here: the boundary that answers it logs it.
     public init(blobs: any BlobStore) {
@@ -62,6 +67,7 @@ public final class ObjectStore: Sendable {
         let file = ObjectStore.encode(kind, content)
         try blobs.put(id, file)
         writtenBytes.add(Int64(file.count), ordering: .relaxed)
+        writtenObjects.add(1, ordering: .relaxed)
     }
 
     /// An object's stored bytes: the header, then the content, compressed when that saves 1/32 or more.
@@ -80,6 +86,8 @@ public final class ObjectStore: Sendable {
     /// Reads, decompresses and verifies an object of the expected kind.
     public func get(_ id: ObjectID, _ kind: ObjectKind) throws -> [UInt8] {
         guard let file = try blobs.get(id) else { throw StoreError.missing(id) }
+        readObjects.add(1, ordering: .relaxed)
+        readBytesCount.add(Int64(file.count), ordering: .relaxed)
         guard file.count >= ObjectStore.headerSize, Array(file[0..<3]) == ObjectStore.magic else {
             throw StoreError.damaged(id, "not an object file")
         }

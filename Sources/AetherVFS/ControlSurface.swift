@@ -11,7 +11,7 @@ import AetherCore
 /// comes back as the write's errno and as text in `last`. Reads show a state taken when the file
 /// was opened. Virtual inode numbers live above 2^62, far from the workspace's.
 public enum ControlFile: UInt64, CaseIterable, Sendable {
-    case checkpoint = 1, restore, status, log, last, fork, commit, `import`, propose, promote, readme
+    case checkpoint = 1, restore, status, log, last, fork, commit, `import`, propose, promote, readme, stats
 
     public static let directoryName = Workspace.controlDirectoryName
     public static let directoryIno: UInt64 = 1 << 62
@@ -38,6 +38,8 @@ public enum ControlFile: UInt64, CaseIterable, Sendable {
         case .log: ("read: the session's checkpoints, newest first", "cat .aether/log")
         case .last: ("read: the JSON result, or the error line, of your last request", "cat .aether/last")
         case .readme: ("read: this text", "cat .aether/README")
+        case .stats: ("read: JSON of what this mount's daemon did: requests per operation (count, errors, latency percentiles), bytes read and written, actions, cache hits, objects read and written",
+                      "cat .aether/stats")
         }
     }
 
@@ -116,6 +118,7 @@ extension SessionFileSystem {
             return Array((head.map { JSONText.encode(SnapshotInfo($0)) } ?? "null").utf8) + [10]
         case .restore, .fork, .commit, .import, .propose, .promote: return []
         case .readme: return Array(ControlFile.readmeText.utf8)
+        case .stats: return Array(JSONText.encode(RequestStats.shared.snapshot(content: workspace.repo.content)).utf8) + [10]
         case .status: return Array(JSONText.encode(status()).utf8) + [10]
         case .log: return Array(logText().utf8)
         case .last: return Array((lastResults[caller.uid] ?? "").utf8)
@@ -211,6 +214,7 @@ extension SessionFileSystem {
         send(invalidations)
         switch result {
         case .success(let json):
+            RequestStats.shared.action(action.name)
             lock.withLock { lastResults[caller.uid] = json + "\n" }
             return later
         case .failure(let error):

@@ -98,7 +98,7 @@ final class RecordingKernel: KernelNotifier {
         #expect(try f.names(Workspace.rootIno) == [".", ".."])
         let e = try f.vfs.lookup(parent: Workspace.rootIno, name: Array(".aether".utf8))
         #expect(e.attributes.kind == .directory)
-        #expect(try f.names(e.attributes.ino).sorted() == [".", "..", "README", "checkpoint", "checkpoints", "commit", "commits", "fork", "import", "last", "log", "promote", "propose", "restore", "status"])
+        #expect(try f.names(e.attributes.ino).sorted() == [".", "..", "README", "checkpoint", "checkpoints", "commit", "commits", "fork", "import", "last", "log", "promote", "propose", "restore", "stats", "status"])
         #expect(throws: FSFailure.self) { try f.vfs.mkdir(parent: Workspace.rootIno, name: Array(".aether".utf8), mode: 0o755, caller: f.me) }
     }
 

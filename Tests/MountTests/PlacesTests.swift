@@ -60,4 +60,28 @@ struct Places {
         done
         """#)
     }
+
+    /// `.aether/stats` and `aetherfs stats` count the requests the daemon answers, by operation.
+    @Test func statsCountTheRequestsMade() throws {
+        try inMount(#"""
+        count() { /usr/bin/python3 -c "import json,sys; r = json.load(open('$1'))['requests']; print(r.get('$2', {}).get('count', 0))"; }
+        cat .aether/stats > $T/before.json
+        for i in $(seq 30); do echo $i > f$i; done
+        for i in $(seq 10); do cat f$i > /dev/null; done
+        echo '{"message":"m"}' > .aether/checkpoint
+        $A stats s --json > $T/after.json
+        [ $(( $(count $T/after.json create) - $(count $T/before.json create) )) -eq 30 ]
+        [ $(( $(count $T/after.json write) - $(count $T/before.json write) )) -ge 30 ]
+        [ $(( $(count $T/after.json read) - $(count $T/before.json read) )) -ge 10 ]
+        /usr/bin/python3 -c "
+        import json
+        a = json.load(open('$T/after.json'))
+        c = a['requests']['create']
+        assert c['p50_us'] <= c['p99_us'] <= c['max_us'] and c['mean_us'] > 0, c
+        assert a['actions'].get('checkpoint', 0) >= 1 and a['bytes_written'] >= 30 and a['objects']['written'] > 0, a
+        "
+        $A stats s | has '^create *[0-9]* requests'
+        if $A stats nosuch 2>err; then exit 1; fi; has 'not found' err
+        """#)
+    }
 }
