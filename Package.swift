@@ -10,6 +10,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
@@ -18,7 +19,7 @@ let package = Package(
         .systemLibrary(name: "CFuse", path: "CFuse", pkgConfig: "fuse3"),
         .systemLibrary(name: "CZstd", path: "Sources/CZstd"),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
-        .systemLibrary(name: "CSystem", path: "Sources/CSystem"),
+        .systemLibrary(name: "CLinux", path: "Sources/CLinux"),
         .systemLibrary(name: "CArchive", path: "Sources/CArchive"),
 
         // The vocabulary: ids, records, the domain's protocols; no I/O.
@@ -26,7 +27,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "AetherStore", dependencies: [
-            "AetherModel", "CZstd", "CSystem",
+            "AetherModel", "CZstd", "CLinux",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherMeta", dependencies: ["AetherModel", "CSQLite"]),
@@ -41,7 +42,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherFUSE", dependencies: [
-            "AetherModel", "AetherVFS", "AetherStore", "CFuse", "CSystem",
+            "AetherModel", "AetherVFS", "AetherStore", "CFuse", "CLinux",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Archives (export, import) over libarchive: a leaf the file system's targets do not import.
@@ -49,6 +50,8 @@ let package = Package(
         .target(name: "AetherCLI", dependencies: [
             "AetherModel", "AetherCore", "AetherVFS", "AetherFUSE", "AetherArchive",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            // The MCP server (aetherfs mcp): on Linux the SDK needs only swift-system and swift-log.
+            .product(name: "MCP", package: "swift-sdk"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "aetherfs", dependencies: ["AetherCLI"]),

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import CFuse
-import CSystem
+import CLinux
 import AetherModel
 import AetherCore
 import AetherVFS

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import AetherModel
-import CSystem
+import CLinux
 
 /// The store's one chokepoint for file system calls: each failure becomes a `StoreError` naming the path.
 public enum FileIO {
@@ -66,7 +66,7 @@ public enum FileIO {
 
     /// fallocate(2) on a descriptor (Glibc's Swift module does not show it).
     public static func fallocate(_ fd: Int32, mode: Int32, offset: UInt64, length: UInt64, _ what: String) throws {
-        if CSystem.fallocate(fd, mode, Int(offset), Int(length)) != 0 { throw StoreError.fromErrno(what) }
+        if CLinux.fallocate(fd, mode, Int(offset), Int(length)) != 0 { throw StoreError.fromErrno(what) }
     }
 
     /// Publishes `bytes` at `path` atomically: a temp file beside it, optionally fsync'ed, renamed into place.

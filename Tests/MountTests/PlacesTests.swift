@@ -84,4 +84,57 @@ struct Places {
         if $A stats nosuch 2>err; then exit 1; fi; has 'not found' err
         """#)
     }
+
+    /// `aetherfs mcp`: an agent initializes, lists the tools, checkpoints, changes a file, diffs,
+    /// restores and proposes through JSON-RPC on standard input and output; errors are results with
+    /// `isError` and the CLI's line; no tool reviews.
+    @Test func mcpToolsDriveTheSession() throws {
+        try inMount(#"""
+        echo one > a
+        timeout 60 /usr/bin/python3 - "$A" "$M" <<'PY'
+        import json, subprocess, sys
+        aetherfs, mount = sys.argv[1], sys.argv[2]
+        p = subprocess.Popen([aetherfs, "mcp", "--session", "s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ids = iter(range(1, 100))
+        def call(method, params=None):
+            m = {"jsonrpc": "2.0", "id": next(ids), "method": method}
+            if params is not None: m["params"] = params
+            p.stdin.write(json.dumps(m) + "\n"); p.stdin.flush()
+            r = json.loads(p.stdout.readline())
+            assert r["id"] == m["id"] and "result" in r, r
+            return r["result"]
+        def tool(t, **args):
+            r = call("tools/call", {"name": t, "arguments": args})
+            return r.get("isError", False), r["content"][0]["text"]
+        init = call("initialize", {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}})
+        assert init["serverInfo"]["name"] == "aetherfs" and "tools" in init["capabilities"], init
+        p.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n"); p.stdin.flush()
+        names = [t["name"] for t in call("tools/list")["tools"]]
+        assert names == ["status", "checkpoint", "restore", "fork", "diff", "log", "propose"], names
+        err, text = tool("checkpoint", message="before", name="one")
+        assert not err and json.loads(text)["name"] == "one" and json.loads(text)["state"] == "saved", text
+        open(mount + "/a", "w").write("two\n")
+        err, text = tool("diff", **{"from": "s@one"})
+        assert not err and [c["path"] for c in json.loads(text)] == ["a"], text
+        err, text = tool("restore", checkpoint="one")
+        assert not err and open(mount + "/a").read() == "one\n", (text, open(mount + "/a").read())
+        err, text = tool("status")
+        assert not err and json.loads(text)["mountpoint"] == mount, text
+        err, text = tool("log")
+        assert not err and json.loads(text)[0]["name"] == "one", text
+        err, text = tool("fork", name="agent-b")
+        assert not err and json.loads(text)["session"] == "agent-b", text
+        err, text = tool("propose", message="agent work")
+        assert not err and json.loads(text)["state"] == "open", text
+        err, text = tool("restore", checkpoint="nosuch")
+        assert err and text.startswith("error: ") and "not found" in text, text
+        err, text = tool("review", id="x")
+        assert err and "no tool" in text, text
+        err, text = tool("checkpoint")
+        assert err and "needs \"message\"" in text, text
+        p.stdin.close(); assert p.wait(10) == 0
+        PY
+        $A audit --json | has '"action":"restore"'
+        """#)
+    }
 }
