@@ -100,6 +100,26 @@ func printProgress(_ line: String) {
     text.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
 }
 
+/// One progress line of a long operation on a terminal: done of total, the bytes so far with their
+/// rate, and the time left (from the share done), at most ten times a second.
+final class ProgressMeter {
+    let verb: String
+    let start = secondsNow()
+    var last = 0.0
+    init(verb: String) { self.verb = verb }
+
+    func show(done: Int, total: Int, what: String, bytes: Int64) {
+        let now = secondsNow()
+        guard isatty(2) != 0, now - last >= 0.1 || done == total else { return }
+        last = now
+        let elapsed = max(now - start, 0.001)
+        var line = "\(verb): \(done) of \(total) \(what)"
+        if bytes > 0 { line += ", \(bytes >> 20) MiB at \(Int(Double(bytes) / elapsed) >> 20) MiB/s" }
+        if done > 0 && done < total { line += ", \(Int(elapsed * Double(total - done) / Double(done))) s left" }
+        printProgress(line)
+    }
+}
+
 func clearProgress() {
     guard isatty(2) != 0 else { return }
     var text = "\r\u{1B}[K"

@@ -26,7 +26,10 @@ struct VerifyCommand: ParsableCommand {
             return
         }
         let report = try fail { () throws(AetherError) in
-            try repo.verify(readData: readData) { line in if !global.json { printProgress(line) } }
+            let meter = ProgressMeter(verb: "verify")
+            return try repo.verify(readData: readData) { done, total, bytes in
+                if !global.json { meter.show(done: done, total: total, what: "snapshots and sessions", bytes: bytes) }
+            }
         }
         if !global.json { clearProgress() }
         if global.json {

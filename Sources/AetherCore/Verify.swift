@@ -24,7 +24,9 @@ extension Repository {
     /// Checks the whole store: every object reachable from a snapshot, a session's base or its working
     /// layer exists and hashes to its id (chunks are read only with `readData`), every reference in the
     /// metadata database resolves, and SQLite's own integrity check passes.
-    public func verify(readData: Bool, progress: (String) -> Void = { _ in }) throws(AetherError) -> VerifyReport {
+    /// `progress` hears, after each snapshot and session, how many of them are checked, of how many, and
+    /// the bytes of chunks read so far.
+    public func verify(readData: Bool, progress: (_ done: Int, _ total: Int, _ bytes: Int64) -> Void = { _, _, _ in }) throws(AetherError) -> VerifyReport {
         var report = VerifyReport()
         var walker = Walker(repo: self, readData: readData)
         let checks = metadata === working ? [metadata.integrityCheck] : [metadata.integrityCheck, working.integrityCheck]
@@ -39,6 +41,8 @@ extension Repository {
         var snapshotIDs = Set<Int64>()
         let all = try domain { try metadata.snapshotIDs() }
         snapshotIDs.formUnion(all)
+        let total = all.count + sessions.count
+        var done = 0
         for id in all {
             let found: SnapshotRecord?
             do { found = try metadata.snapshot(id: id) } catch {
@@ -50,7 +54,8 @@ extension Repository {
                 report.problems.append(Problem(what: "\(s.kind.rawValue) \(s.sid) names a parent #\(p) that does not exist", affects: [label]))
             }
             walker.tree(s.root, label: label)
-            progress("checked \(label)")
+            done += 1
+            progress(done, total, walker.chunkBytes)
         }
         for b in try domain({ try metadata.branches() }) where !snapshotIDs.contains(b.head) {
             report.problems.append(Problem(what: "branch \(b.name) points at a missing commit #\(b.head)", affects: ["branch \(b.name)"]))
@@ -79,7 +84,8 @@ extension Repository {
             for ino in Set(try domain({ try working.xattrs(session: s.id) }).map(\.ino)) where !inos.contains(ino) {
                 report.problems.append(Problem(what: "extended attributes in the working layer belong to a missing inode \(ino)", affects: [label]))
             }
-            progress("checked \(label)")
+            done += 1
+            progress(done, total, walker.chunkBytes)
         }
         report.problems += walker.problems.values.sorted { $0.what < $1.what }
         report.trees = walker.trees; report.manifests = walker.manifests

@@ -137,4 +137,18 @@ struct Places {
         $A audit --json | has '"action":"restore"'
         """#)
     }
+
+    /// A long operation shows one progress line on a terminal (done of total, MiB and rate, time
+    /// left) and nothing when its standard error is not one.
+    @Test func verifyShowsProgressOnATerminalOnly() throws {
+        try inMount(#"""
+        for i in 1 2 3; do head -c 64000000 /dev/urandom > big$i; echo "cp $i" > .aether/checkpoint; done
+        cd $T
+        script -qec "$A verify --read-data" /dev/null > tty.txt
+        has 'verify: [0-9]* of [0-9]* snapshots and sessions, [0-9]* MiB at [0-9]* MiB/s' tty.txt
+        has 'is clean' tty.txt
+        $A verify --read-data 2> piped.err | cat > piped.out
+        [ ! -s piped.err ] && has 'is clean' piped.out && ! has 'verify:' piped.out
+        """#, timeout: 600)
+    }
 }
