@@ -24,11 +24,13 @@ extension Repository {
     /// Checks the whole store: every object reachable from a snapshot, a session's base or its working
     /// layer exists and hashes to its id (chunks are read only with `readData`), every reference in the
     /// metadata database resolves, and SQLite's own integrity check passes.
-    /// `progress` hears, after each snapshot and session, how many of them are checked, of how many, and
-    /// the bytes of chunks read so far.
-    public func verify(readData: Bool, progress: (_ done: Int, _ total: Int, _ bytes: Int64) -> Void = { _, _, _ in }) throws(AetherError) -> VerifyReport {
+    /// `progress` hears, after each snapshot and session and every 64 MiB of chunks, how many of them
+    /// are checked, of how many, and the bytes of chunks checked so far.
+    public func verify(readData: Bool, progress: @escaping (_ done: Int, _ total: Int, _ bytes: Int64) -> Void = { _, _, _ in }) throws(AetherError) -> VerifyReport {
         var report = VerifyReport()
         var walker = Walker(repo: self, readData: readData)
+        var done = 0, total = 0
+        walker.tick = { bytes in progress(done, total, bytes) }
         let checks = metadata === working ? [metadata.integrityCheck] : [metadata.integrityCheck, working.integrityCheck]
         for check in checks {
             let integrity = try domain { try check() }
@@ -41,8 +43,7 @@ extension Repository {
         var snapshotIDs = Set<Int64>()
         let all = try domain { try metadata.snapshotIDs() }
         snapshotIDs.formUnion(all)
-        let total = all.count + sessions.count
-        var done = 0
+        total = all.count + sessions.count
         for id in all {
             let found: SnapshotRecord?
             do { found = try metadata.snapshot(id: id) } catch {
@@ -55,7 +56,7 @@ extension Repository {
             }
             walker.tree(s.root, label: label)
             done += 1
-            progress(done, total, walker.chunkBytes)
+            progress(done, total, walker.checkedBytes)
         }
         for b in try domain({ try metadata.branches() }) where !snapshotIDs.contains(b.head) {
             report.problems.append(Problem(what: "branch \(b.name) points at a missing commit #\(b.head)", affects: ["branch \(b.name)"]))
@@ -85,7 +86,7 @@ extension Repository {
                 report.problems.append(Problem(what: "extended attributes in the working layer belong to a missing inode \(ino)", affects: [label]))
             }
             done += 1
-            progress(done, total, walker.chunkBytes)
+            progress(done, total, walker.checkedBytes)
         }
         report.problems += walker.problems.values.sorted { $0.what < $1.what }
         report.trees = walker.trees; report.manifests = walker.manifests
@@ -107,8 +108,16 @@ private struct Walker {
     var problems: [ObjectID: Problem] = [:]
     var below: [ObjectID: Set<ObjectID>] = [:]
     var trees = 0, manifests = 0, chunks = 0, chunkBytes: Int64 = 0
+    /// Bytes of chunks checked so far; `tick` hears of every 64 MiB more.
+    var checkedBytes: Int64 = 0, tickedAt: Int64 = 0
+    var tick: (Int64) -> Void = { _ in }
 
     init(repo: Repository, readData: Bool) { self.repo = repo; self.readData = readData }
+
+    mutating func checked(_ bytes: Int64) {
+        checkedBytes += bytes
+        if checkedBytes - tickedAt >= 64 << 20 { tickedAt = checkedBytes; tick(checkedBytes) }
+    }
 
     mutating func blame(_ bad: Set<ObjectID>, _ label: String) {
         for id in bad where !(problems[id]?.affects.contains(label) ?? true) { problems[id]!.affects.append(label) }
@@ -168,6 +177,7 @@ private struct Walker {
                 for c in fresh {
                     do {
                         let data = try repo.objects.get(c.id, .chunk)
+                        checked(Int64(c.length))
                         if data.count != Int(c.length) { below[c.id] = fail(c.id, "chunk \(c.id.hex) holds \(data.count) bytes, its manifest says \(c.length)", label) }
                     } catch {
                         below[c.id] = fail(c.id, describe(error, "chunk", c.id), label)
@@ -176,6 +186,7 @@ private struct Walker {
             } else {
                 // One existence query for the manifest's chunks (one round trip on a remote store).
                 do {
+                    checked(fresh.reduce(0) { $0 + Int64($1.length) })
                     for id in try repo.objects.missing(of: fresh.map(\.id)) { below[id] = fail(id, "chunk \(id.hex) is missing", label) }
                 } catch {
                     for c in fresh { below[c.id] = fail(c.id, describe(error, "chunk", c.id), label) }
