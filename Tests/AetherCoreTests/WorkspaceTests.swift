@@ -228,6 +228,33 @@ final class Fixture {
         for i in 0..<60 { #expect(try ws3.text(try ws3.path("m\(i)")) == "new \(i)") }
     }
 
+    /// `usage`: a fork shares its parent's data; what each wrote after is its own; a commit keeps
+    /// what it holds from being anyone's alone; the session's first (empty) tree is the only garbage.
+    @Test func usageTellsWhatEachSessionAloneHolds() throws {
+        let f = try Fixture()
+        let ws = try f.open()
+        let shared = try ws.create(parent: root, name: bytes("shared"), mode: 0o644, caller: me)
+        try ws.write(shared.ino, String(repeating: "s", count: 300_000))
+        let cp = try ws.checkpoint(CheckpointRequest(message: "base"), author: 1000)
+        let other = try Workspace(repo: f.repo, session: try f.repo.createSession(name: "other", from: cp.sid, owner: 1000))
+        let mine = try ws.create(parent: root, name: bytes("mine"), mode: 0o644, caller: me)
+        try ws.write(mine.ino, String(repeating: "m", count: 100_000) + String(decoding: noise(200_000, seed: 3), as: UTF8.self))
+        _ = try ws.checkpoint(CheckpointRequest(message: "mine"), author: 1000)
+        let theirs = try other.create(parent: root, name: bytes("theirs"), mode: 0o644, caller: me)
+        try other.write(theirs.ino, String(decoding: noise(150_000, seed: 4), as: UTF8.self))
+        _ = try other.checkpoint(CheckpointRequest(message: "theirs"), author: 1000)
+        let u = try f.repo.usage()
+        let w = try #require(u.sessions.first { $0.name == "w" }), o = try #require(u.sessions.first { $0.name == "other" })
+        #expect(w.shared == o.shared && w.shared > 0, "the base's bytes are shared")
+        #expect(w.exclusive > 150_000 && o.exclusive > 100_000 && w.exclusive != o.exclusive)
+        #expect(w.referenced == w.exclusive + w.shared && u.dedupRatio > 1)
+        #expect(u.reclaimable > 0 && u.reclaimable < 200, "only w's first, empty tree is garbage: \(u.reclaimable)")
+        _ = try other.commit(CommitRequest(message: "keep"), author: 1000)
+        let after = try f.repo.usage(of: ["other"])
+        #expect(after.sessions.count == 1 && after.sessions[0].exclusive == 0, "a commit holds what other wrote")
+        #expect(throws: AetherError.self) { try f.repo.usage(of: ["nosuch"]) }
+    }
+
     @Test func largeDirectoriesCheckpointWhatChangedAndReadBackWhole() throws {
         let f = try Fixture()
         /// The stored tree of `dir` in checkpoint `cp`, checked to be the one a whole rewrite gives.
