@@ -96,13 +96,14 @@ struct SessionCommand: ParsableCommand {
     }
 
     struct Delete: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete a session and its working layer (refused while mounted).", discussion: "Example:\n  aetherfs session delete review")
+        static let configuration = CommandConfiguration(abstract: "Delete a session, its working layer and its checkpoints (its commits stay; refused while mounted).", discussion: "Refused while another session builds on one of its checkpoints or one of its proposals is open, unless --force (audited).\n\nExample:\n  aetherfs session delete review")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The session's name.", completion: Completions.sessions) var name: String
+        @Flag(name: .long, help: "Delete even when a session builds on its checkpoints or a proposal of it is open.") var force = false
 
         func run() throws {
             let repo = try global.open(create: false)
-            try fail { () throws(AetherError) in try repo.deleteSession(name: name, uid: getuid()) }
+            try fail { () throws(AetherError) in try repo.deleteSession(name: name, uid: getuid(), force: force) }
             say(global.json ? JSONText.encode(["deleted": ["session": name]]) : "deleted session \(name)")
         }
     }

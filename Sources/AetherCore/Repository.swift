@@ -237,18 +237,48 @@ public final class Repository: Sendable {
     }
 
     /// Deletes a session and its working layer; refused while a process serves it.
-    /// Its owner and root only; audited, refusals too.
-    public func deleteSession(name: String, uid: UInt32) throws(AetherError) {
-        try audited(uid: uid, action: "session-delete", session: name, detail: "") { () throws(AetherError) in
+    /// Deletes a session, its working layer and its checkpoints' records (its commits stay); refused
+    /// while a process serves it, and while another session's base is one of its checkpoints or one of
+    /// its proposals is open, unless `force` (then its open proposals are withdrawn). Its owner and
+    /// root only; audited, refusals too.
+    public func deleteSession(name: String, uid: UInt32, force: Bool = false) throws(AetherError) {
+        try audited(uid: uid, action: "session-delete", session: name, detail: force ? "--force" : "") { () throws(AetherError) in
             let s = try session(named: name)
             guard uid == 0 || uid == s.owner else { throw .accessDenied("only the owner of session \(name) (uid \(s.owner)) and root may delete it") }
             let lock = try SessionLock(repository: self, session: s)
             defer { lock.release() }
+            let checkpoints = try domain { try metadata.checkpoints(session: s.id) }
+            let ids = Set(checkpoints.map(\.id))
+            // Sessions that build on one of its checkpoints: as their base or head, or as the parent of
+            // one of their own snapshots.
+            let others = try sessions().filter { $0.id != s.id }
+            var children: [SnapshotRecord] = []
+            for o in others { children += try self.checkpoints(of: o).filter { $0.parent.map(ids.contains) == true } }
+            let dependents = others.filter { o in
+                o.baseSnapshot.map(ids.contains) == true || o.head.map(ids.contains) == true || children.contains { $0.session == o.id }
+            }
+            let open = try domain { try metadata.proposals() }.filter { $0.session == s.id && ($0.state == .open || $0.state == .approved) }
+            if !force && !dependents.isEmpty {
+                throw .busy("session \(dependents.map(\.name).joined(separator: ", ")) builds on a checkpoint of \(name); delete it first, or --force")
+            }
+            if !force && !open.isEmpty {
+                throw .busy("proposal \(open.map(\.pid).joined(separator: ", ")) of \(name) is \(open[0].state.rawValue); withdraw it first, or --force")
+            }
             try domain {
                 try transaction(durable: true) {
                     try working.clearWorkingLayer(session: s.id)
+                    for c in checkpoints { try metadata.deleteSnapshot(c.id) }
+                    for o in dependents {
+                        try metadata.updateSessionBase(o.id, baseRoot: o.baseRoot, baseSnapshot: o.baseSnapshot.flatMap { ids.contains($0) ? nil : $0 },
+                                                       head: o.head.flatMap { ids.contains($0) ? nil : $0 })
+                    }
+                    for c in children { try metadata.setSnapshotParent(c.id, nil) }
+                    for p in open { _ = try metadata.setProposalState(p.id, from: p.state, to: .withdrawn) }
+                    try metadata.resetWriters(session: s.id)
                     try metadata.deleteSession(s.id)
-                    try metadata.audit(uid: uid, action: "session-delete", session: name, detail: "")
+                    let detail = force ? "--force: \(checkpoints.count) checkpoint(s); bases of \(dependents.map(\.name)); withdrew \(open.map(\.pid))"
+                                       : "\(checkpoints.count) checkpoint(s)"
+                    try metadata.audit(uid: uid, action: "session-delete", session: name, detail: detail)
                 }
             }
             removeTree(sessionDirectory(s.id))

@@ -246,6 +246,14 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
     }
 
     /// Snapshots of one kind, newest first.
+    public func deleteSnapshot(_ id: Int64) throws {
+        _ = try db.run("DELETE FROM snapshots WHERE id=?", .int(id))
+    }
+
+    public func setSnapshotParent(_ id: Int64, _ parent: Int64?) throws {
+        _ = try db.run("UPDATE snapshots SET parent=? WHERE id=?", parent.map { .int($0) } ?? .null, .int(id))
+    }
+
     public func snapshots(kind: SnapshotKind) throws -> [SnapshotRecord] {
         try db.query("SELECT \(Catalog.snapshotColumns) FROM snapshots WHERE kind=? ORDER BY id DESC", .text(kind.rawValue)).map { try Catalog.snapshot($0) }
     }

@@ -41,6 +41,10 @@ public protocol MetadataStore: AnyObject, Sendable {
     func snapshots(sidPrefix prefix: String) throws -> [SnapshotRecord]
     /// Snapshots of one kind, newest first.
     func snapshots(kind: SnapshotKind) throws -> [SnapshotRecord]
+    /// Removes a snapshot's record (a deleted session's checkpoints; commits are never removed).
+    func deleteSnapshot(_ id: Int64) throws
+    /// Points a snapshot's parent elsewhere (nil: none), when the parent's record goes.
+    func setSnapshotParent(_ id: Int64, _ parent: Int64?) throws
     /// Every snapshot's id, oldest first.
     func snapshotIDs() throws -> [Int64]
     /// Changes whenever a snapshot is added or a branch is created, moved or deleted.
@@ -256,6 +260,8 @@ public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
     public func checkpoints(session: Int64) throws -> [SnapshotRecord] { snapshots { $0.session == session && $0.kind == .checkpoint } }
     public func snapshots(sidPrefix prefix: String) throws -> [SnapshotRecord] { snapshots { $0.sid.hasPrefix(prefix) } }
     public func snapshots(kind: SnapshotKind) throws -> [SnapshotRecord] { snapshots { $0.kind == kind }.reversed() }
+    public func deleteSnapshot(_ id: Int64) throws { _ = write { $0.snapshots.removeValue(forKey: id) } }
+    public func setSnapshotParent(_ id: Int64, _ parent: Int64?) throws { write { $0.snapshots[id]?.parent = parent } }
     public func snapshotIDs() throws -> [Int64] { state.withLock { $0.snapshots.keys.sorted() } }
     public func snapshotsVersion() throws -> String {
         state.withLock { st in

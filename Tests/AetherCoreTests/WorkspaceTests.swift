@@ -255,6 +255,32 @@ final class Fixture {
         #expect(throws: AetherError.self) { try f.repo.usage(of: ["nosuch"]) }
     }
 
+    /// Deleting a session takes its checkpoints' records with it, so it is refused while another
+    /// session builds on one of them or a proposal of it is open; `--force` goes ahead (audited), the
+    /// other session keeps its tree, and the store still verifies.
+    @Test func aSessionOthersBuildOnIsDeletedOnlyByForce() throws {
+        let f = try Fixture()
+        let ws = try f.open()
+        let a = try ws.create(parent: root, name: bytes("a"), mode: 0o644, caller: me)
+        try ws.write(a.ino, "kept")
+        let cp = try ws.checkpoint(CheckpointRequest(message: "base"), author: 1000)
+        _ = try ws.fork(name: "child", at: cp.name, owner: 1000)
+        _ = try ws.propose(ProposeRequest(message: "p"), caller: 1000)
+        #expect { try f.repo.deleteSession(name: "w", uid: 1000) } throws: { error in
+            guard case AetherError.busy(let why) = error else { return false }
+            return why.contains("child")
+        }
+        #expect(try f.repo.sessions().count == 2, "a refusal deletes nothing")
+        try f.repo.deleteSession(name: "w", uid: 1000, force: true)
+        #expect(try f.repo.sessions().map(\.name) == ["child"])
+        #expect(try f.repo.metadata.snapshots(kind: .checkpoint).isEmpty)
+        #expect(try f.repo.metadata.proposals().map(\.state) == [.withdrawn])
+        let child = try Workspace(repo: f.repo, session: try f.repo.session(named: "child"))
+        #expect(try child.text(try child.path("a")) == "kept" && child.session.baseSnapshot == nil)
+        #expect(try f.repo.verify(readData: true).problems.isEmpty)
+        #expect((f.repo.metadata as! MemoryMetadataStore).auditLog.last { $0.action == "session-delete" }?.detail.hasPrefix("--force") == true)
+    }
+
     @Test func largeDirectoriesCheckpointWhatChangedAndReadBackWhole() throws {
         let f = try Fixture()
         /// The stored tree of `dir` in checkpoint `cp`, checked to be the one a whole rewrite gives.
