@@ -129,7 +129,7 @@ public struct Policy: Codable, Equatable, Sendable {
             othersMay = try RequestKeys.container(decoder, CodingKeys.self).decodeIfPresent([String].self, forKey: .othersMay) ?? []
         }
         /// The actions `others_may` can name.
-        public static let actions = ["checkpoint", "restore", "fork", "commit", "propose", "import"]
+        public static let actions = ["checkpoint", "restore", "fork", "commit", "propose", "promote", "import"]
     }
 
     public var branches: [String: BranchRule] = [:]

@@ -105,9 +105,11 @@ extension SessionFileSystem {
             return Attributes(ino: ino, kind: .directory, mode: 0o555, nlink: 2, uid: 0, gid: 0, size: 0, atime: t, mtime: t, ctime: t, rdev: 0)
         }
         guard let file = ControlFile(ino: ino) else { return nil }
-        // Only the session's owner (and root) may drive it: the request files are theirs alone to write.
-        return Attributes(ino: ino, kind: .file, mode: file.writable ? 0o644 : 0o444, nlink: 1, uid: sessionOwner, gid: 0, size: 0,
-                          atime: t, mtime: t, ctime: t, rdev: 0)
+        // Only the session's owner (and root) may drive it: the request files are theirs alone to write,
+        // but those of the actions the policy lets others do (sessions.others_may), which anyone may.
+        let others = file.writable && (try? workspace.repo.policy())?.sessions.othersMay.contains(file.name) == true
+        return Attributes(ino: ino, kind: .file, mode: file.writable ? (others ? 0o666 : 0o644) : 0o444, nlink: 1, uid: sessionOwner, gid: 0,
+                          size: 0, atime: t, mtime: t, ctime: t, rdev: 0)
     }
 
     /// What a read of the control file shows, taken at open. Caller holds the lock.

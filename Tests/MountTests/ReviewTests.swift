@@ -93,6 +93,13 @@ struct Reviews {
         # Uid B may not restore or commit in A's session: EACCES, never EIO, mounted or not.
         if b bash -c "echo cp-1 > $W/.aether/restore" 2>err; then exit 1; fi; has -i 'permission denied' err
         if b $A restore work cp-1 2>err; then exit 1; fi; has -i 'permission denied' err; ! has -i 'input/output' err
+        # What the policy lets others do, they may do through the mount too: its request file is theirs to write.
+        sed 's/"never_persist"/"sessions": {"others_may": ["checkpoint"]}, "never_persist"/' $T/policy.json > $T/others.json
+        $A policy set $T/others.json > /dev/null
+        [ "$(stat -c %a $W/.aether/checkpoint)" = 666 ] && [ "$(stat -c %a $W/.aether/restore)" = 644 ]
+        b bash -c "echo 'by b' > $W/.aether/checkpoint"
+        $A checkpoints work --json | has '"author":1001'
+        if b bash -c "echo cp-1 > $W/.aether/restore" 2>err; then exit 1; fi; has -i 'permission denied' err
         $A unmount $W > /dev/null
         if b $A commit work -m "by b" 2>err; then exit 1; fi; has 'may commit in it' err
         if b $A restore work cp-1 2>err; then exit 1; fi; has 'may restore in it' err
