@@ -21,6 +21,8 @@ struct ExportCommand: ParsableCommand {
         let summary = try fail { () throws(AetherError) -> ExportSummary in
             let kind = try archiveFormat()
             if output == "-" && isatty(1) != 0 { throw .invalid("standard output is a terminal; give -o FILE or redirect it") }
+            // A write in flight: the never-persist trees it may write are read right after.
+            return try repo.writing { () throws(AetherError) -> ExportSummary in
             let (root, withheld) = try repo.exportable(ref, root: try SessionAccess.root(repo, ref))
             var summary = try writeArchive(output) { (fd) throws(AetherError) in
                 let exporter = try SnapshotExporter(repo: repo, format: kind, fd: fd)
@@ -30,6 +32,7 @@ struct ExportCommand: ParsableCommand {
             }
             summary.withheld = withheld
             return summary
+            }
         }
         for p in summary.skipped { warn("export: \(p) is a socket, which a tar archive cannot hold; left out") }
         if summary.withheld > 0 { warn("export: \(summary.withheld) entries withheld by the policy's never_persist rules") }

@@ -61,6 +61,8 @@ struct ImportCommand: ParsableCommand {
             options.maxEntries = maxEntries
             options.allowDevices = allowDevices
             options.keepSetid = keepSetid
+            // One write in flight from the first object to the record that names the tree.
+            return try repo.writing { () throws(AetherError) -> ImportSummary in
             var (root, summary) = try readArchive { (fd) throws(AetherError) in
                 let importer = try ArchiveImporter(repo: repo, options: options, fd: fd)
                 let size = archiveSize(fd)
@@ -76,6 +78,7 @@ struct ImportCommand: ParsableCommand {
             }
             summary.root = root.hex
             return summary
+            }
         }
         for line in summary.dropped.prefix(20) { warn("import: \(line) dropped") }
         if summary.dropped.count > 20 { warn("import: \(summary.dropped.count - 20) more dropped (all of them are in --json's \"dropped\")") }

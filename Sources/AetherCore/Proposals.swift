@@ -104,6 +104,10 @@ extension Workspace {
     /// Commits an approved proposal's frozen root (not the live tree) to its branch, as a fast-forward
     /// from the proposal's base; the commit carries the proposal's id, its approvals and metadata.
     func commit(proposal ref: String, request: CommitRequest, author: UInt32, promoting: [SessionRecord]? = nil) throws(AetherError) -> SnapshotRecord {
+        try repo.writing { () throws(AetherError) in try commitWriting(proposal: ref, request: request, author: author, promoting: promoting) }
+    }
+
+    private func commitWriting(proposal ref: String, request: CommitRequest, author: UInt32, promoting: [SessionRecord]?) throws(AetherError) -> SnapshotRecord {
         let p = try repo.resolveProposal(ref)
         guard p.session == session.id else {
             throw .invalid("proposal \(p.pid) is of another session; commit it there (aetherfs commit --proposal \(p.pid))")

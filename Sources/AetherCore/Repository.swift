@@ -168,6 +168,7 @@ public final class Repository: Sendable {
 
     /// Creates a session over `from` (a snapshot reference) or over an empty tree.
     public func createSession(name: String, from: String? = nil, owner: UInt32) throws(AetherError) -> SessionRecord {
+        try writing { () throws(AetherError) in
         try Repository.validateName(name, what: "session")
         if try domain({ try metadata.session(named: name) }) != nil { throw .exists("session \(name)") }
         var base: SnapshotRecord?
@@ -190,6 +191,7 @@ public final class Repository: Sendable {
             }
         }
         return record
+        }
     }
 
     /// Creates a session over a tree already in the store (what `aetherfs import --session` built),

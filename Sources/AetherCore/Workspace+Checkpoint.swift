@@ -58,6 +58,11 @@ extension Workspace {
     /// (everything is in the tree now), after every object is synced: what it records is durable when
     /// `freeze` returns, and refers only to durable objects.
     func freeze(_ record: (ObjectID, (files: Int64, bytes: Int64)) throws(AetherError) -> Void) throws(AetherError) -> ObjectID {
+        // A write in flight until its record commits: garbage collection keeps what it may reference.
+        try repo.writing { () throws(AetherError) in try freezeWriting(record) }
+    }
+
+    private func freezeWriting(_ record: (ObjectID, (files: Int64, bytes: Int64)) throws(AetherError) -> Void) throws(AetherError) -> ObjectID {
         try repo.ensureRoom(for: 0)
         var stats = (files: Int64(0), bytes: Int64(0))
         var cleaned: [Node] = []

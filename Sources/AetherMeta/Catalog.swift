@@ -98,6 +98,10 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
         CREATE INDEX reviews_proposal ON reviews(proposal, id);
         CREATE TABLE writers(session INTEGER NOT NULL, uid INTEGER NOT NULL, PRIMARY KEY(session, uid)) WITHOUT ROWID;
         """,
+        // 8: Writes in flight (checkpoints, imports): garbage collection keeps what they may reference.
+        """
+        CREATE TABLE writes(id INTEGER PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL);
+        """,
     ]
 
     private func migrate() throws {
@@ -532,6 +536,22 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
 
     public func setPolicyText(_ text: String) throws {
         _ = try db.run("INSERT OR REPLACE INTO meta(key, value) VALUES('policy', ?)", .text(text))
+    }
+
+    public func beginWrite(_ lease: WriteLease) throws -> Int64 {
+        try db.atomically {
+            try db.insert("INSERT INTO writes(host, pid, started) VALUES(?,?,?)", .text(lease.host), .int(Int64(lease.pid)), .real(lease.started))
+        }
+    }
+
+    public func endWrite(_ id: Int64) throws {
+        _ = try db.run("DELETE FROM writes WHERE id=?", .int(id))
+    }
+
+    public func writes() throws -> [WriteLease] {
+        try db.query("SELECT id, host, pid, started FROM writes ORDER BY id").map {
+            WriteLease(id: $0[0].int ?? 0, host: $0[1].text ?? "", pid: Int32(truncatingIfNeeded: $0[2].int ?? 0), started: $0[3].real ?? 0)
+        }
     }
 
     public func setPublicKey(uid: UInt32, _ key: String) throws {

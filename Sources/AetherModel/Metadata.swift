@@ -100,6 +100,12 @@ public protocol MetadataStore: AnyObject, Sendable {
     func setPublicKey(uid: UInt32, _ key: String) throws
     func publicKeys() throws -> [UInt32: String]
 
+    /// Writes in flight (see `WriteLease`): begun before a writer's first object, ended once its record
+    /// is committed (or it failed).
+    func beginWrite(_ lease: WriteLease) throws -> Int64
+    func endWrite(_ id: Int64) throws
+    func writes() throws -> [WriteLease]
+
     /// Notes that `uid` changed the session's files (once per uid); `resetWriters` forgets them all.
     func addWriter(session: Int64, uid: UInt32) throws
     func writers(session: Int64) throws -> [UInt32]
@@ -164,6 +170,8 @@ public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
         var policy: String?
         var writers: [Int64: [UInt32]] = [:]
         var keys: [UInt32: String] = [:]
+        var inFlight: [Int64: WriteLease] = [:]
+        var nextWrite: Int64 = 1
         var nextProposal: Int64 = 1
         var nextSession: Int64 = 1
         var nextSnapshot: Int64 = 1
@@ -354,6 +362,17 @@ public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
     public func setPolicyText(_ text: String) throws { write { $0.policy = text } }
 
     public func setPublicKey(uid: UInt32, _ key: String) throws { write { $0.keys[uid] = key } }
+    public func beginWrite(_ lease: WriteLease) throws -> Int64 {
+        write { st in
+            var l = lease
+            l.id = st.nextWrite
+            st.nextWrite += 1
+            st.inFlight[l.id] = l
+            return l.id
+        }
+    }
+    public func endWrite(_ id: Int64) throws { _ = write { $0.inFlight.removeValue(forKey: id) } }
+    public func writes() throws -> [WriteLease] { state.withLock { $0.inFlight.values.sorted { $0.id < $1.id } } }
     public func publicKeys() throws -> [UInt32: String] { state.withLock { $0.keys } }
 
     public func addWriter(session: Int64, uid: UInt32) throws {

@@ -90,6 +90,16 @@ public struct LeaseRecord: Sendable, Equatable {
     public func sameHolder(_ other: LeaseRecord) -> Bool { host == other.host && pid == other.pid }
 }
 
+/// A write in flight: a process writing objects it has not yet recorded (a checkpoint, an import).
+/// Garbage collection deletes no object that such a writer may still reference.
+public struct WriteLease: Sendable, Equatable {
+    public var id: Int64
+    public var host: String
+    public var pid: Int32
+    public var started: Double
+    public init(id: Int64 = 0, host: String, pid: Int32, started: Double) { self.id = id; self.host = host; self.pid = pid; self.started = started }
+}
+
 /// A branch: a name and the commit it points at.
 public struct BranchRecord: Sendable, Equatable {
     public var name: String

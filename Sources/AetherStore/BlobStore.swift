@@ -25,6 +25,21 @@ public protocol BlobStore: AnyObject, Sendable {
     func flush() throws
     /// Bytes that can still be put before the backend is full, or nil when it has no near limit.
     func available() -> Int64?
+
+    // Garbage collection moves an object aside before it deletes it, in a later step, only if still
+    // nothing references it: `get` still finds a condemned object (a reader of a snapshot that reaches
+    // it is never denied); `missing`, `contains` and `list` do not (a writer that needs it writes it anew).
+
+    /// Calls `body` with every stored (not condemned) id, its size and when it was written (seconds).
+    func listAged(_ body: (ObjectID, Int64, Double) throws -> Void) throws
+    /// Moves `id` aside; condemning what is not stored is not an error.
+    func condemn(_ id: ObjectID) throws
+    /// Puts a condemned object back among the stored ones.
+    func resurrect(_ id: ObjectID) throws
+    /// Calls `body` with every condemned id, its size and when it was condemned.
+    func listCondemned(_ body: (ObjectID, Int64, Double) throws -> Void) throws
+    /// Removes a condemned object for good.
+    func purge(_ id: ObjectID) throws
 }
 
 extension BlobStore {
@@ -44,6 +59,8 @@ extension BlobStore {
 public final class MemoryBlobStore: BlobStore {
     private struct State {
         var blobs: [ObjectID: [UInt8]] = [:]
+        var written: [ObjectID: Double] = [:]
+        var condemned: [ObjectID: (bytes: [UInt8], since: Double)] = [:]
         var used: Int64 = 0
     }
     private let state = Mutex(State())
@@ -51,7 +68,7 @@ public final class MemoryBlobStore: BlobStore {
 
     public init(capacity: Int64? = nil) { self.capacity = capacity }
 
-    public func get(_ id: ObjectID) throws -> [UInt8]? { state.withLock { $0.blobs[id] } }
+    public func get(_ id: ObjectID) throws -> [UInt8]? { state.withLock { $0.blobs[id] ?? $0.condemned[id]?.bytes } }
 
     public func put(_ id: ObjectID, _ bytes: [UInt8]) throws {
         try state.withLock { (s) throws(StoreError) in
@@ -60,9 +77,40 @@ public final class MemoryBlobStore: BlobStore {
                 throw .noSpace("\(capacity - s.used) of \(capacity) bytes left in memory")
             }
             s.blobs[id] = bytes
+            s.written[id] = secondsNow()
             s.used += Int64(bytes.count)
         }
     }
+
+    public func listAged(_ body: (ObjectID, Int64, Double) throws -> Void) throws {
+        let s = state.withLock { $0 }
+        for (id, bytes) in s.blobs { try body(id, Int64(bytes.count), s.written[id] ?? 0) }
+    }
+
+    public func condemn(_ id: ObjectID) throws {
+        state.withLock { s in
+            guard let b = s.blobs.removeValue(forKey: id) else { return }
+            s.condemned[id] = (b, secondsNow())
+        }
+    }
+
+    public func resurrect(_ id: ObjectID) throws {
+        state.withLock { s in
+            guard let c = s.condemned.removeValue(forKey: id) else { return }
+            if s.blobs[id] == nil { s.blobs[id] = c.bytes; s.written[id] = secondsNow() }
+        }
+    }
+
+    public func listCondemned(_ body: (ObjectID, Int64, Double) throws -> Void) throws {
+        for (id, c) in state.withLock({ $0.condemned }) { try body(id, Int64(c.bytes.count), c.since) }
+    }
+
+    public func purge(_ id: ObjectID) throws {
+        state.withLock { s in if let c = s.condemned.removeValue(forKey: id) { s.used -= Int64(c.bytes.count) } }
+    }
+
+    /// Sets when an object was written (tests of the safety window).
+    public func age(_ id: ObjectID, writtenAt time: Double) { state.withLock { $0.written[id] = time } }
 
     public func missing(of ids: [ObjectID]) throws -> [ObjectID] { state.withLock { s in ids.filter { s.blobs[$0] == nil } } }
 

@@ -59,6 +59,11 @@ final class CountingBlobStore: BlobStore {
     func delete(_ id: ObjectID) throws { try inner.delete(id) }
     func flush() throws {}
     func available() -> Int64? { nil }
+    func listAged(_ body: (ObjectID, Int64, Double) throws -> Void) throws { try inner.listAged(body) }
+    func condemn(_ id: ObjectID) throws { try inner.condemn(id) }
+    func resurrect(_ id: ObjectID) throws { try inner.resurrect(id) }
+    func listCondemned(_ body: (ObjectID, Int64, Double) throws -> Void) throws { try inner.listCondemned(body) }
+    func purge(_ id: ObjectID) throws { try inner.purge(id) }
 }
 
 @Suite struct ContentStoreTests {

@@ -281,6 +281,45 @@ final class Fixture {
         #expect((f.repo.metadata as! MemoryMetadataStore).auditLog.last { $0.action == "session-delete" }?.detail.hasPrefix("--force") == true)
     }
 
+    /// gc deletes what nothing reaches once no write in flight could still reference it: a deleted
+    /// session's own data goes, what another shares stays; an object a lease may reference waits for a
+    /// later run; a condemned object that becomes reachable again is put back.
+    @Test func gcDeletesOnlyWhatNothingReachesAndNothingInFlightMayReference() throws {
+        let f = try Fixture()
+        let ws = try f.open()
+        let shared = try ws.create(parent: root, name: bytes("shared"), mode: 0o644, caller: me)
+        _ = try noise(300_000, seed: 7).withUnsafeBytes { (b) throws(AetherError) in try ws.write(shared.ino, offset: 0, data: b) }
+        let cp = try ws.checkpoint(CheckpointRequest(message: "base"), author: 1000)
+        let other = try Workspace(repo: f.repo, session: try f.repo.createSession(name: "other", from: cp.sid, owner: 1000))
+        let own = try ws.create(parent: root, name: bytes("own"), mode: 0o644, caller: me)
+        _ = try noise(400_000, seed: 8).withUnsafeBytes { (b) throws(AetherError) in try ws.write(own.ino, offset: 0, data: b) }
+        _ = try ws.checkpoint(CheckpointRequest(message: "own"), author: 1000)
+        let before = try f.repo.objects.blobs.usage()
+        let exclusive = try #require(try f.repo.usage(of: ["w"]).sessions.first).exclusive
+        try f.repo.deleteSession(name: "w", uid: 1000, force: true)
+        let dry = try f.repo.collect(dryRun: true, minAge: 0)
+        let unchanged = try f.repo.objects.blobs.usage()
+        #expect(dry.deleted > 0 && dry.deletedBytes > 0 && unchanged == before, "a dry run changes nothing")
+        // A write in flight since before: nothing unreachable is deleted while it lasts.
+        let lease = try f.repo.metadata.beginWrite(WriteLease(host: SessionLock.thisHost, pid: getpid(), started: secondsNow() - 10))
+        let held = try f.repo.collect(dryRun: false, minAge: 0)
+        #expect(held.deleted == 0 && held.condemned == 0 && held.keptInFlight > 0)
+        try f.repo.metadata.endWrite(lease)
+        let run = try f.repo.collect(dryRun: false, minAge: 0)
+        #expect(run.deleted == dry.deleted && run.deletedBytes == dry.deletedBytes)
+        let after = try f.repo.objects.blobs.usage()
+        #expect(before.bytes - after.bytes == run.deletedBytes && run.deletedBytes >= exclusive / 2, "\(run) \(exclusive)")
+        let back = try other.repo.content.read(try other.read(try other.path("shared"), offset: 0, count: 1 << 20))
+        #expect(back == noise(300_000, seed: 7))
+        #expect(try f.repo.verify(readData: true).problems.isEmpty)
+        #expect(try f.repo.collect(dryRun: false, minAge: 0).deleted == 0, "a second run finds nothing")
+        // The window keeps what is young.
+        let young = try other.create(parent: root, name: bytes("young"), mode: 0o644, caller: me)
+        try other.write(young.ino, "y")
+        _ = try other.digest(young.ino)   // its chunks stored, nothing records them
+        #expect(try f.repo.collect(dryRun: true, minAge: 3600).keptYoung > 0)
+    }
+
     @Test func largeDirectoriesCheckpointWhatChangedAndReadBackWhole() throws {
         let f = try Fixture()
         /// The stored tree of `dir` in checkpoint `cp`, checked to be the one a whole rewrite gives.

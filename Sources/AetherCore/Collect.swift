@@ -1,0 +1,149 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AetherModel
+import AetherStore
+
+/// What a garbage collection did (or, dry, would do).
+public struct CollectReport: Codable, Sendable {
+    /// Objects reachable from a root.
+    public var reachable: Int
+    /// Unreachable objects moved aside now, and their stored bytes.
+    public var condemned: Int
+    public var condemnedBytes: Int64
+    /// Condemned objects removed for good, and the bytes freed.
+    public var deleted: Int
+    public var deletedBytes: Int64
+    /// Condemned objects found reachable again and put back.
+    public var resurrected: Int
+    /// Unreachable objects kept: younger than the window, or newer than a write in flight.
+    public var keptYoung: Int
+    public var keptInFlight: Int
+    public var dryRun: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case reachable, condemned, condemnedBytes = "condemned_bytes", deleted, deletedBytes = "deleted_bytes", resurrected
+        case keptYoung = "kept_young", keptInFlight = "kept_in_flight", dryRun = "dry_run"
+    }
+}
+
+extension Repository {
+    /// Runs `body` as a write in flight: garbage collection deletes nothing it may reference until
+    /// it ends (after `body`'s record is committed, or it failed).
+    public func writing<T>(_ body: () throws(AetherError) -> T) throws(AetherError) -> T {
+        let id = try domain { try metadata.beginWrite(WriteLease(host: SessionLock.thisHost, pid: getpid(), started: secondsNow())) }
+        defer { try? metadata.endWrite(id) }
+        return try body()
+    }
+
+    /// The oldest start of a write in flight; leases of dead processes on this host are dropped.
+    func oldestWrite() throws -> Double? {
+        var oldest: Double?
+        for w in try metadata.writes() {
+            if w.host == SessionLock.thisHost && kill(w.pid, 0) != 0 && errno == ESRCH {
+                try metadata.endWrite(w.id)
+                continue
+            }
+            oldest = min(oldest ?? w.started, w.started)
+        }
+        return oldest
+    }
+
+    /// Every object a root reaches: snapshots (checkpoints and commits), sessions' bases, their working
+    /// layers' trees and manifests, proposals.
+    func reachableObjects() throws -> Set<ObjectID> {
+        var walker = ChunkWalker(content: content)
+        var lengths: [ObjectID: Int64] = [:]
+        var chunks = Set<ObjectID>()
+        var trees: [ObjectID] = []
+        var manifests: [ObjectID] = []
+        for kind in SnapshotKind.allCases { trees += try metadata.snapshots(kind: kind).map(\.root) }
+        for s in try metadata.sessions() {
+            trees.append(s.baseRoot)
+            for r in try working.nodes(session: s.id) {
+                guard let c = r.content else { continue }
+                if r.kind == NodeKind.directory.rawValue { trees.append(c) } else if r.kind == NodeKind.file.rawValue { manifests.append(c) }
+            }
+        }
+        trees += try metadata.proposals().map(\.root)
+        for t in trees { try walker.collect(t, into: &chunks, lengths: &lengths) }
+        for m in manifests { chunks.formUnion(try walker.chunks(ofManifest: m, lengths: &lengths)) }
+        return walker.objects.union(chunks)
+    }
+
+    /// Garbage collection, safe while sessions are mounted and written. Unreachable objects written
+    /// more than `minAge` seconds ago, and before every write in flight began, are condemned (moved
+    /// aside, still readable); then the reachable set is marked again, condemned objects found
+    /// reachable are put back, and those condemned before every write in flight began are deleted.
+    /// A writer that found an object present before it was condemned has a lease older than the
+    /// condemnation, so that object waits for a later run; one that came after wrote it anew. So
+    /// safety rests on the leases, not on the window: `minAge` 0 is safe too.
+    public func collect(dryRun: Bool, minAge: Double, progress: (String) -> Void = { _ in }) throws(AetherError) -> CollectReport {
+        try audited(uid: getuid(), action: "gc", session: "", detail: dryRun ? "--dry-run" : "") { () throws(AetherError) in
+            let report = try domain { try collectObjects(dryRun: dryRun, minAge: minAge, progress: progress) }
+            if !dryRun {
+                try? metadata.audit(uid: getuid(), action: "gc", session: "",
+                                    detail: "condemned \(report.condemned) (\(report.condemnedBytes) bytes), deleted \(report.deleted) (\(report.deletedBytes) bytes), resurrected \(report.resurrected)")
+            }
+            return report
+        }
+    }
+
+    private func collectObjects(dryRun: Bool, minAge: Double, progress: (String) -> Void) throws -> CollectReport {
+        let blobs = objects.blobs
+        let start = secondsNow()
+        var report = CollectReport(reachable: 0, condemned: 0, condemnedBytes: 0, deleted: 0, deletedBytes: 0, resurrected: 0,
+                                   keptYoung: 0, keptInFlight: 0, dryRun: dryRun)
+        // The leases first: a writer that begins later writes only objects newer than `start`.
+        let before = min(try oldestWrite() ?? start, start)
+        progress("gc: marking")
+        var reachable = try reachableObjects()
+        report.reachable = reachable.count
+        var condemnedNow: [(ObjectID, Int64)] = []
+        try blobs.listAged { id, size, written in
+            guard !reachable.contains(id) else { return }
+            if written > start - minAge { report.keptYoung += 1; return }
+            if written >= before { report.keptInFlight += 1; return }
+            condemnedNow.append((id, size))
+        }
+        report.condemned = condemnedNow.count
+        report.condemnedBytes = condemnedNow.reduce(0) { $0 + $1.1 }
+        if dryRun {
+            // What execute would delete: these, and those condemned earlier that still qualify.
+            let oldest = min(try oldestWrite() ?? start, start)
+            try blobs.listCondemned { id, size, since in
+                if !reachable.contains(id) && since < oldest { report.deleted += 1; report.deletedBytes += size }
+            }
+            if oldest >= start { report.deleted += condemnedNow.count; report.deletedBytes += report.condemnedBytes }
+            return report
+        }
+        progress("gc: condemning \(condemnedNow.count) objects")
+        let condemnBegan = secondsNow()
+        for (id, _) in condemnedNow { try blobs.condemn(id) }
+        let thisRun = Set(condemnedNow.map(\.0))
+        // Writers that recorded meanwhile may reach a condemned object: mark again.
+        progress("gc: marking again")
+        reachable = try reachableObjects()
+        let oldest = try oldestWrite() ?? secondsNow()
+        var purge: [(ObjectID, Int64)] = []
+        try blobs.listCondemned { id, size, since in
+            if reachable.contains(id) {
+                try blobs.resurrect(id)
+                report.resurrected += 1
+            } else if thisRun.contains(id) ? oldest > condemnBegan : since + 0.1 < oldest {
+                // No write in flight began before it was condemned (a file's time comes from the
+                // kernel's coarse clock, a few milliseconds behind: a tenth of a second's margin for
+                // those of earlier runs).
+                purge.append((id, size))
+            }
+        }
+        progress("gc: deleting \(purge.count) objects")
+        for (id, size) in purge {
+            try blobs.purge(id)
+            report.deleted += 1
+            report.deletedBytes += size
+        }
+        try blobs.flush()
+        return report
+    }
+}
