@@ -100,24 +100,49 @@ func printProgress(_ line: String) {
     text.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
 }
 
-/// One progress line of a long operation on a terminal: done of total, the bytes so far with their
-/// rate, and the time left (from the share done), at most ten times a second.
+/// The progress of a long operation on standard error: on a terminal one line redrawn at most ten
+/// times a second; when forced (`--progress`) elsewhere, a line a second; otherwise nothing.
 final class ProgressMeter {
     let verb: String
     let start = secondsNow()
+    let shown: Bool
+    let terminal = isatty(2) != 0
     var last = 0.0
-    init(verb: String) { self.verb = verb }
 
-    func show(done: Int, total: Int, what: String, bytes: Int64) {
-        let now = secondsNow()
-        guard isatty(2) != 0, now - last >= 0.1 || done == total else { return }
-        last = now
-        let elapsed = max(now - start, 0.001)
-        var line = "\(verb): \(done) of \(total) \(what)"
-        if bytes > 0 { line += ", \(bytes >> 20) MiB at \(Int(Double(bytes) / elapsed) >> 20) MiB/s" }
-        if done > 0 && done < total { line += ", \(Int(elapsed * Double(total - done) / Double(done))) s left" }
-        printProgress(line)
+    init(verb: String, forced: Bool? = nil) {
+        self.verb = verb
+        shown = forced ?? terminal
     }
+
+    var elapsed: Double { max(secondsNow() - start, 0.001) }
+
+    /// Shows `line` (after the verb) unless one was shown just before; `final` always shows.
+    func emit(_ line: @autoclosure () -> String, final: Bool = false) {
+        guard shown else { return }
+        let now = secondsNow()
+        guard final || now - last >= (terminal ? 0.1 : 1) else { return }
+        last = now
+        let text = "\(verb): " + line()
+        if terminal {
+            printProgress(text)
+        } else {
+            var out = text + "\n"
+            out.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
+        }
+    }
+
+    /// Done of total, the bytes so far with their rate, and the time left (from the share done).
+    func show(done: Int, total: Int, what: String, bytes: Int64) {
+        emit({ () -> String in
+            let elapsed = self.elapsed
+            var line = "\(done) of \(total) \(what)"
+            if bytes > 0 { line += ", \(bytes >> 20) MiB at \(Int(Double(bytes) / elapsed) >> 20) MiB/s" }
+            if done > 0 && done < total { line += ", \(Int(elapsed * Double(total - done) / Double(done))) s left" }
+            return line
+        }(), final: done == total)
+    }
+
+    func end() { if shown && terminal { clearProgress() } }
 }
 
 func clearProgress() {

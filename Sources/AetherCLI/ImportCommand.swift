@@ -66,8 +66,8 @@ struct ImportCommand: ParsableCommand {
             var (root, summary) = try readArchive { (fd) throws(AetherError) in
                 let importer = try ArchiveImporter(repo: repo, options: options, fd: fd)
                 let size = archiveSize(fd)
-                let meter = ImportMeter(forced: progress, total: size)
-                importer.progress = { (read, summary) throws(AetherError) in meter.show(read: read, summary) }
+                let meter = ProgressMeter(verb: "import", forced: progress)
+                importer.progress = { (read, summary) throws(AetherError) in meter.show(read: read, summary, total: size) }
                 defer { meter.end() }
                 return try importer.run()
             }
@@ -106,38 +106,15 @@ struct ImportCommand: ParsableCommand {
     }
 }
 
-/// An import's progress on standard error: bytes, entries, rate and, when the archive's size is
-/// known, the time left. On a terminal one line is redrawn; forced elsewhere, a line a second.
-final class ImportMeter {
-    let shown: Bool
-    let terminal = isatty(2) != 0
-    let total: Int64?
-    let start = secondsNow()
-    var last = 0.0
-
-    init(forced: Bool?, total: Int64?) {
-        shown = forced ?? (isatty(2) != 0)
-        self.total = total
-    }
-
-    func show(read: Int64, _ s: ImportSummary) {
-        guard shown else { return }
-        let now = secondsNow()
-        guard now - last >= (terminal ? 0.1 : 1) else { return }
-        last = now
-        let elapsed = max(now - start, 0.001)
-        let rate = Double(read) / elapsed
-        var line = "import: \(s.entries) entries, \(s.bytes >> 20) MiB of content, \(read >> 20) MiB read at \(Int(rate / 1_048_576)) MiB/s"
-        if let total, total > 0, rate > 0 {
-            line += ", \(Int(Double(max(0, total - read)) / rate)) s left"
-        }
-        if terminal { printProgress(line) } else { warnLine(line) }
-    }
-
-    func end() { if shown && terminal { clearProgress() } }
-
-    private func warnLine(_ line: String) {
-        var text = line + "\n"
-        text.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
+extension ProgressMeter {
+    /// An import's: entries, content, bytes of the archive read and their rate, and the time left
+    /// when the archive's size is known.
+    func show(read: Int64, _ s: ImportSummary, total: Int64?) {
+        emit({ () -> String in
+            let rate = Double(read) / self.elapsed
+            var line = "\(s.entries) entries, \(s.bytes >> 20) MiB of content, \(read >> 20) MiB read at \(Int(rate / 1_048_576)) MiB/s"
+            if let total, total > 0, rate > 0 { line += ", \(Int(Double(max(0, total - read)) / rate)) s left" }
+            return line
+        }())
     }
 }

@@ -59,11 +59,9 @@ extension Repository {
         var manifests: [ObjectID] = []
         for kind in SnapshotKind.allCases { trees += try metadata.snapshots(kind: kind).map(\.root) }
         for s in try metadata.sessions() {
-            trees.append(s.baseRoot)
-            for r in try working.nodes(session: s.id) {
-                guard let c = r.content else { continue }
-                if r.kind == NodeKind.directory.rawValue { trees.append(c) } else if r.kind == NodeKind.file.rawValue { manifests.append(c) }
-            }
+            let live = try liveRoots(of: s)
+            trees += live.trees
+            manifests += live.manifests
         }
         trees += try metadata.proposals().map(\.root)
         for t in trees { try walker.collect(t, into: &chunks, lengths: &lengths) }

@@ -29,6 +29,17 @@ public struct UsageReport: Codable, Sendable {
 }
 
 extension Repository {
+    /// What a session's live state reaches: its base tree, and the trees and manifests its working
+    /// layer's nodes still name (what they came from). Roots of `usage` and of `gc`.
+    func liveRoots(of s: SessionRecord) throws -> (trees: [ObjectID], manifests: [ObjectID]) {
+        var trees = [s.baseRoot], manifests: [ObjectID] = []
+        for r in try working.nodes(session: s.id) {
+            guard let c = r.content else { continue }
+            if r.kind == NodeKind.directory.rawValue { trees.append(c) } else if r.kind == NodeKind.file.rawValue { manifests.append(c) }
+        }
+        return (trees, manifests)
+    }
+
     /// Usage of `names` (every session when empty), with each checkpoint's own line when asked.
     public func usage(of names: [String] = [], checkpoints: Bool = false) throws(AetherError) -> UsageReport {
         try domain { try computeUsage(names, checkpoints: checkpoints) }
@@ -43,12 +54,7 @@ extension Repository {
         var owners: [(name: String, trees: [ObjectID], manifests: [ObjectID])] = []
         var checkpointRoots: [Int64: [(String, ObjectID)]] = [:]
         for s in sessions {
-            var trees = [s.baseRoot], manifests: [ObjectID] = []
-            // The working layer's nodes still name the trees and manifests they came from.
-            for r in try working.nodes(session: s.id) {
-                guard let c = r.content else { continue }
-                if r.kind == NodeKind.directory.rawValue { trees.append(c) } else if r.kind == NodeKind.file.rawValue { manifests.append(c) }
-            }
+            var (trees, manifests) = try liveRoots(of: s)
             let cps = try metadata.checkpoints(session: s.id)
             trees += cps.map(\.root)
             checkpointRoots[s.id] = cps.map { ($0.name, $0.root) }
