@@ -116,19 +116,21 @@ extension Repository {
             return report
         }
         progress("gc: condemning \(condemnedNow.count) objects")
-        let condemnBegan = secondsNow()
         for (id, _) in condemnedNow { try blobs.condemn(id) }
+        let condemned = secondsNow()
         let thisRun = Set(condemnedNow.map(\.0))
-        // Writers that recorded meanwhile may reach a condemned object: mark again.
+        // Writers that recorded meanwhile may reach a condemned object: mark again. The leases are
+        // read first: a write that has ended by then committed its record before, so the mark sees
+        // it; one still in flight shows when it began.
         progress("gc: marking again")
-        reachable = try reachableObjects()
         let oldest = try oldestWrite() ?? secondsNow()
+        reachable = try reachableObjects()
         var purge: [(ObjectID, Int64)] = []
         try blobs.listCondemned { id, size, since in
             if reachable.contains(id) {
                 try blobs.resurrect(id)
                 report.resurrected += 1
-            } else if thisRun.contains(id) ? oldest > condemnBegan : since + 0.1 < oldest {
+            } else if thisRun.contains(id) ? oldest > condemned : since + 0.1 < oldest {
                 // No write in flight began before it was condemned (a file's time comes from the
                 // kernel's coarse clock, a few milliseconds behind: a tenth of a second's margin for
                 // those of earlier runs).
