@@ -39,12 +39,8 @@ struct GCCommand: ParsableCommand {
         }
     }
 
-    /// `0s`, `90s`, `30m`, `1h`, `2d`.
     static func seconds(_ text: String) throws(AetherError) -> Double {
-        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
-        guard let unit = text.last, let scale = units[unit], let n = Double(text.dropLast()), n >= 0, n.isFinite else {
-            throw .invalid("--min-age \(text): a number and s, m, h or d (e.g. 0s, 30m, 1h)")
-        }
-        return n * scale
+        guard let span = TimeSpan(text) else { throw .invalid("--min-age \(text): \(TimeSpan.form)") }
+        return span.seconds
     }
 }

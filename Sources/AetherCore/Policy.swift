@@ -132,19 +132,58 @@ public struct Policy: Codable, Equatable, Sendable {
         public static let actions = ["checkpoint", "restore", "fork", "commit", "propose", "promote", "import"]
     }
 
+    /// How long checkpoints and sessions stay: nothing is removed by a rule that is not set. Applied by
+    /// `aetherfs prune` (`Repository.prune`).
+    public struct Retention: Codable, Equatable, Sendable {
+        /// Each session's newest checkpoints kept.
+        public var keepLast: Int?
+        /// Checkpoints younger than this kept.
+        public var keepWithin: TimeSpan?
+        /// Checkpoints named by their author (not `cp-N`) kept (default true).
+        public var keepNamed: Bool?
+        /// A session nobody has used for this long is retired.
+        public var idleTTL: TimeSpan?
+        /// A session retired this long ago is deleted.
+        public var retiredTTL: TimeSpan?
+        /// A fork a promotion retired is deleted this long after (default: `retired_ttl`).
+        public var losersTTL: TimeSpan?
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case keepLast = "keep_last", keepWithin = "keep_within", keepNamed = "keep_named"
+            case idleTTL = "idle_ttl", retiredTTL = "retired_ttl", losersTTL = "losers_ttl"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try RequestKeys.container(decoder, CodingKeys.self)
+            keepLast = try c.decodeIfPresent(Int.self, forKey: .keepLast)
+            keepWithin = try c.decodeIfPresent(TimeSpan.self, forKey: .keepWithin)
+            keepNamed = try c.decodeIfPresent(Bool.self, forKey: .keepNamed)
+            idleTTL = try c.decodeIfPresent(TimeSpan.self, forKey: .idleTTL)
+            retiredTTL = try c.decodeIfPresent(TimeSpan.self, forKey: .retiredTTL)
+            losersTTL = try c.decodeIfPresent(TimeSpan.self, forKey: .losersTTL)
+        }
+
+        /// Whether a checkpoint rule is set (without one, every checkpoint stays).
+        public var prunesCheckpoints: Bool { keepLast != nil || keepWithin != nil }
+    }
+
     public var branches: [String: BranchRule] = [:]
     public var sessions = SessionRule()
+    public var retention = Retention()
     /// Globs of paths that commits, proposals and exports leave out (checkpoints keep them).
     public var neverPersist: [String] = []
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case branches, sessions, neverPersist = "never_persist" }
+    enum CodingKeys: String, CodingKey, CaseIterable { case branches, sessions, retention, neverPersist = "never_persist" }
 
     public init(from decoder: any Decoder) throws {
         let c = try RequestKeys.container(decoder, CodingKeys.self)
         branches = try c.decodeIfPresent([String: BranchRule].self, forKey: .branches) ?? [:]
         sessions = try c.decodeIfPresent(SessionRule.self, forKey: .sessions) ?? SessionRule()
+        retention = try c.decodeIfPresent(Retention.self, forKey: .retention) ?? Retention()
         neverPersist = try c.decodeIfPresent([String].self, forKey: .neverPersist) ?? []
     }
 
@@ -168,6 +207,7 @@ public struct Policy: Codable, Equatable, Sendable {
             throw .invalid("policy: sessions.others_may: \"\(action)\" is not one of \(SessionRule.actions.joined(separator: ", "))")
         }
         for glob in policy.neverPersist { try PathGlob.check(glob) }
+        if let n = policy.retention.keepLast, n < 1 || n > 1_000_000 { throw .invalid("policy: retention.keep_last must be 1 to 1,000,000") }
         return policy
     }
 
@@ -194,6 +234,7 @@ extension Policy {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(branches, forKey: .branches)
         try c.encode(sessions, forKey: .sessions)
+        if retention != Retention() { try c.encode(retention, forKey: .retention) }
         try c.encode(neverPersist, forKey: .neverPersist)
     }
 }

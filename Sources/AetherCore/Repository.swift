@@ -238,7 +238,6 @@ public final class Repository: Sendable {
         }
     }
 
-    /// Deletes a session and its working layer; refused while a process serves it.
     /// Deletes a session, its working layer and its checkpoints' records (its commits stay); refused
     /// while a process serves it, and while another session's base is one of its checkpoints or one of
     /// its proposals is open, unless `force` (then its open proposals are withdrawn). Its owner and
@@ -249,23 +248,10 @@ public final class Repository: Sendable {
             guard uid == 0 || uid == s.owner else { throw .accessDenied("only the owner of session \(name) (uid \(s.owner)) and root may delete it") }
             let lock = try SessionLock(repository: self, session: s)
             defer { lock.release() }
-            let checkpoints = try domain { try metadata.checkpoints(session: s.id) }
+            let needs = try dependents(of: s)
+            if !force, let refusal = needs.refusal { throw .busy(refusal) }
+            let (checkpoints, dependents, children, open) = (needs.checkpoints, needs.sessions, needs.children, needs.proposals)
             let ids = Set(checkpoints.map(\.id))
-            // Sessions that build on one of its checkpoints: as their base or head, or as the parent of
-            // one of their own snapshots.
-            let others = try sessions().filter { $0.id != s.id }
-            var children: [SnapshotRecord] = []
-            for o in others { children += try self.checkpoints(of: o).filter { $0.parent.map(ids.contains) == true } }
-            let dependents = others.filter { o in
-                o.baseSnapshot.map(ids.contains) == true || o.head.map(ids.contains) == true || children.contains { $0.session == o.id }
-            }
-            let open = try domain { try metadata.proposals() }.filter { $0.session == s.id && ($0.state == .open || $0.state == .approved) }
-            if !force && !dependents.isEmpty {
-                throw .busy("session \(dependents.map(\.name).joined(separator: ", ")) builds on a checkpoint of \(name); delete it first, or --force")
-            }
-            if !force && !open.isEmpty {
-                throw .busy("proposal \(open.map(\.pid).joined(separator: ", ")) of \(name) is \(open[0].state.rawValue); withdraw it first, or --force")
-            }
             try domain {
                 try transaction(durable: true) {
                     try working.clearWorkingLayer(session: s.id)
@@ -285,6 +271,28 @@ public final class Repository: Sendable {
             }
             removeTree(sessionDirectory(s.id))
         }
+    }
+
+    /// What needs a session: sessions that build on one of its checkpoints (as their base or head, or
+    /// as the parent of one of their own snapshots) and its open proposals; `refusal` says why it
+    /// cannot be deleted without `--force`, nil when nothing needs it.
+    func dependents(of s: SessionRecord) throws(AetherError) -> SessionDependents {
+        let checkpoints = try domain { try metadata.checkpoints(session: s.id) }
+        let ids = Set(checkpoints.map(\.id))
+        let others = try sessions().filter { $0.id != s.id }
+        var children: [SnapshotRecord] = []
+        for o in others { children += try self.checkpoints(of: o).filter { $0.parent.map(ids.contains) == true } }
+        let dependents = others.filter { o in
+            o.baseSnapshot.map(ids.contains) == true || o.head.map(ids.contains) == true || children.contains { $0.session == o.id }
+        }
+        let open = try domain { try metadata.proposals() }.filter { $0.session == s.id && ($0.state == .open || $0.state == .approved) }
+        var refusal: String?
+        if !dependents.isEmpty {
+            refusal = "session \(dependents.map(\.name).joined(separator: ", ")) builds on a checkpoint of \(s.name); delete it first, or --force"
+        } else if !open.isEmpty {
+            refusal = "proposal \(open.map(\.pid).joined(separator: ", ")) of \(s.name) is \(open[0].state.rawValue); withdraw it first, or --force"
+        }
+        return SessionDependents(checkpoints: checkpoints, sessions: dependents, children: children, proposals: open, refusal: refusal)
     }
 
     /// The lease of the process that serves or changes the session, if that process lives: on this
@@ -407,7 +415,8 @@ public final class SessionLock: @unchecked Sendable {
         lock.withLock {
             renewal?.cancel()
             renewal = nil
-            if let l = lease { try? metadata.releaseLease(l) }
+            // The session was used until now (idle retention counts from here).
+            if let l = lease { try? metadata.touchSession(l.session); try? metadata.releaseLease(l) }
             lease = nil
             if fd >= 0 { close(fd); fd = -1 }
         }
@@ -422,6 +431,15 @@ public final class SessionLock: @unchecked Sendable {
     }
 
     deinit { release() }
+}
+
+/// What `Repository.dependents(of:)` found.
+struct SessionDependents {
+    var checkpoints: [SnapshotRecord]
+    var sessions: [SessionRecord]
+    var children: [SnapshotRecord]
+    var proposals: [ProposalRecord]
+    var refusal: String?
 }
 
 /// Removes a directory tree (the session's upper files); errors are ignored.

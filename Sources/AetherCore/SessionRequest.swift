@@ -334,6 +334,8 @@ enum RequestKeys {
             if path.count == 2 && path[0] == "meta" { throw .invalid("meta value of \"\(path[1])\" must be a string") }
             let what = expected == Bool.self ? "true or false" : expected == String.self ? "a string" : "an object"
             throw .invalid("\"\(path.joined(separator: "."))\" must be \(what)")
+        } catch let DecodingError.dataCorrupted(context) where !context.codingPath.isEmpty {
+            throw .invalid("\"\(context.codingPath.map(\.stringValue).joined(separator: "."))\": \(context.debugDescription)")
         } catch let DecodingError.valueNotFound(_, context) {
             throw .invalid("\"\(context.codingPath.map(\.stringValue).joined(separator: "."))\" must not be null")
         } catch let DecodingError.keyNotFound(key, _) {

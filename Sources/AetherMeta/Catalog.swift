@@ -192,7 +192,7 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
     }
 
     public func setSessionState(_ id: Int64, _ state: String) throws {
-        try db.run("UPDATE sessions SET state=? WHERE id=?", .text(state), .int(id))
+        try db.run("UPDATE sessions SET state=?, last_used=? WHERE id=?", .text(state), .real(secondsNow()), .int(id))
     }
 
     public func deleteSession(_ id: Int64) throws {

@@ -26,7 +26,8 @@ public protocol MetadataStore: AnyObject, Sendable {
     func setBaseCommit(session: Int64, _ commit: Int64?) throws
     /// Marks a session used now.
     func touchSession(_ id: Int64) throws
-    /// Sets a session's state (`active`, `won`, `retired`).
+    /// Sets a session's state (`active`, `won`, `retired`); the change marks it used now (retention
+    /// counts a retired session's time from its retirement).
     func setSessionState(_ id: Int64, _ state: String) throws
     /// Removes a session's record; its snapshots stay.
     func deleteSession(_ id: Int64) throws
@@ -246,7 +247,10 @@ public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
         changeSession(id) { $0.lastUsed = now }
     }
     public func deleteSession(_ id: Int64) throws { _ = write { $0.sessions.removeValue(forKey: id) } }
-    public func setSessionState(_ id: Int64, _ state: String) throws { changeSession(id) { $0.state = state } }
+    public func setSessionState(_ id: Int64, _ state: String) throws {
+        let now = secondsNow()
+        changeSession(id) { $0.state = state; $0.lastUsed = now }
+    }
 
     public func insertSnapshot(_ s: SnapshotRecord) throws -> Int64 {
         try write { (st) throws(MetadataError) in

@@ -320,6 +320,76 @@ final class Fixture {
         #expect(try f.repo.collect(dryRun: true, minAge: 3600).keptYoung > 0)
     }
 
+    /// prune: of 50 checkpoints ten minutes apart, keep_last 5 and keep_within 1h keep the newest six,
+    /// keep_named the named one, and a fork's base stays; the rest go, their successors' parents
+    /// skipping them; a second run removes nothing.
+    @Test func pruneRemovesExactlyTheCheckpointsNoRuleKeeps() throws {
+        let f = try Fixture()
+        let s = f.session
+        let now = secondsNow()
+        var ids: [Int64] = [], sids: [String] = []
+        for i in 1...50 {
+            let r = SnapshotRecord(sid: Workspace.newSnapshotID(), kind: .checkpoint, session: s.id, name: i == 10 ? "release" : "cp-\(i)",
+                                   root: s.baseRoot, parent: ids.last, time: now - Double(50 - i) * 600, author: 1000, message: "m",
+                                   meta: [:], filesChanged: 0, bytesAdded: 0)
+            ids.append(try f.repo.metadata.insertSnapshot(r))
+            sids.append(r.sid)
+        }
+        try f.repo.metadata.updateSessionBase(s.id, baseRoot: s.baseRoot, baseSnapshot: ids[49], head: ids[49])
+        _ = try f.repo.createSession(name: "fork", from: sids[19], owner: 1000)
+        #expect(try f.repo.prune(dryRun: true, uid: 1000, now: now).rules == false, "no rule: nothing to do")
+        _ = try f.repo.setPolicy(#"{"retention": {"keep_last": 5, "keep_within": "1h"}}"#, uid: 0)
+        let dry = try f.repo.prune(dryRun: true, uid: 1000, now: now)
+        let goes = Set((1...44).filter { $0 != 10 && $0 != 20 }.map { "cp-\($0)" })
+        #expect(Set(dry.items.filter { $0.action == "remove" }.compactMap(\.checkpoint)) == goes)
+        let why = Dictionary(uniqueKeysWithValues: dry.items.compactMap { i in i.checkpoint.map { ($0, i.rule) } })
+        #expect(why["cp-50"] == "base" && why["cp-47"] == "keep_last" && why["cp-45"] == "keep_within" && why["release"] == "keep_named" && why["cp-20"] == "base")
+        #expect(try f.repo.checkpoints(of: s).count == 50, "a dry run changes nothing")
+        let run = try f.repo.prune(dryRun: false, uid: 1000, now: now)
+        #expect(run.removed == goes.count && run.items == dry.items)
+        let left = try f.repo.checkpoints(of: s)
+        #expect(Set(left.map(\.name)) == ["release", "cp-20", "cp-45", "cp-46", "cp-47", "cp-48", "cp-49", "cp-50"])
+        let byID = Dictionary(uniqueKeysWithValues: left.map { ($0.id, $0.name) })
+        #expect(left.first { $0.name == "cp-45" }?.parent.flatMap { byID[$0] } == "cp-20")
+        #expect(left.first { $0.name == "cp-20" }?.parent.flatMap { byID[$0] } == "release")
+        #expect(try f.repo.prune(dryRun: false, uid: 1000, now: now).removed == 0)
+        #expect((f.repo.metadata as! MemoryMetadataStore).auditLog.contains { $0.action == "prune" && $0.detail.hasPrefix("removed 42") })
+        // Another uid's sessions are not its to prune.
+        #expect(try f.repo.prune(dryRun: true, uid: 1001, now: now).items.allSatisfy { $0.action == "keep" && $0.rule == "owner" })
+        // A bad rule is refused whole.
+        #expect(throws: AetherError.self) { try f.repo.setPolicy(#"{"retention": {"keep_within": "an hour"}}"#, uid: 0) }
+        #expect(throws: AetherError.self) { try f.repo.setPolicy(#"{"retention": {"keep_last": 0}}"#, uid: 0) }
+        #expect(throws: AetherError.self) { try f.repo.setPolicy(#"{"retention": {"keep_forever": true}}"#, uid: 0) }
+        #expect(try f.repo.policy().retention.keepLast == 5)
+    }
+
+    /// prune's session rules: an idle session is retired, a retired one deleted after retired_ttl unless
+    /// a fork builds on it, a fork a promotion retired after losers_ttl.
+    @Test func pruneRetiresIdleSessionsAndDeletesRetiredOnes() throws {
+        let f = try Fixture()
+        let ws = try f.open()
+        try ws.write(try ws.create(parent: root, name: bytes("a"), mode: 0o644, caller: me).ino, "a")
+        _ = try ws.checkpoint(CheckpointRequest(message: "base", name: "base"), author: 1000)
+        let winner = try Workspace(repo: f.repo, session: try ws.fork(name: "winner", owner: 1000))
+        _ = try ws.fork(name: "loser", owner: 1000)
+        _ = try f.repo.createSession(name: "idle", owner: 1000)
+        try winner.write(try winner.create(parent: root, name: bytes("b"), mode: 0o644, caller: me).ino, "b")
+        _ = try winner.promote(CommitRequest(message: "won"), caller: 1000)
+        _ = try f.repo.setPolicy(#"{"retention": {"idle_ttl": "1d", "retired_ttl": "7d", "losers_ttl": "1h"}}"#, uid: 0)
+        let now = secondsNow()
+        let soon = try f.repo.prune(dryRun: false, uid: 1000, now: now + 7200)
+        let decided = Dictionary(uniqueKeysWithValues: soon.items.filter { $0.what == "session" }.map { ($0.session, $0.action + " " + $0.rule) })
+        #expect(decided == ["w": "keep idle_ttl", "winner": "keep idle_ttl", "idle": "keep idle_ttl", "loser": "delete losers_ttl"], "\(soon.items)")
+        #expect(try f.repo.sessions().map(\.name).sorted() == ["idle", "w", "winner"])
+        let later = try f.repo.prune(dryRun: false, uid: 1000, now: now + 2 * 86400)
+        let all = try f.repo.sessions()
+        #expect(later.retired == 3 && all.allSatisfy(\.isRetired))
+        // Retired now: deleted a week on, but w only once no fork builds on it.
+        let week = try f.repo.prune(dryRun: true, uid: 1000, now: now + 9 * 86400)
+        let rules = Dictionary(uniqueKeysWithValues: week.items.map { ($0.session, $0.action + " " + $0.rule) })
+        #expect(rules == ["w": "keep base", "winner": "delete retired_ttl", "idle": "delete retired_ttl"], "\(week.items)")
+    }
+
     @Test func largeDirectoriesCheckpointWhatChangedAndReadBackWhole() throws {
         let f = try Fixture()
         /// The stored tree of `dir` in checkpoint `cp`, checked to be the one a whole rewrite gives.

@@ -93,6 +93,46 @@ struct Collection {
         """#.replacingOccurrences(of: "WINDOW", with: window), timeout: 900)
     }
 
+    /// prune on a mounted session of 50 checkpoints, the oldest 40 two hours old: keep_last 5 and
+    /// keep_within 1h keep the newest ten, keep_named a named one, a fork's base stays; the dry run
+    /// lists what goes and why, the run removes exactly that, and gc then frees what only they held.
+    @Test func pruneRemovesWhatTheRulesSayAndKeepsAForksBase() throws {
+        try inMount(#"""
+        for i in $(seq 50); do
+          head -c 20000 /dev/urandom > f; echo $i > n
+          if [ $i = 10 ]; then echo '{"message":"r","name":"release"}' > .aether/checkpoint; else echo "c$i" > .aether/checkpoint; fi
+        done
+        echo "f@cp-20" > .aether/fork
+        sqlite3 $S/meta.db "UPDATE snapshots SET time = time - 7200 WHERE id IN (SELECT id FROM snapshots WHERE kind = 'checkpoint' AND session = (SELECT id FROM sessions WHERE name = 's') ORDER BY id LIMIT 40)"
+        # No rule yet: nothing to do.
+        $A prune --dry-run | has 'no retention rule'
+        echo '{"retention": {"keep_last": 5, "keep_within": "1h"}}' > $T/policy.json; $A policy set $T/policy.json > /dev/null
+        $A prune --dry-run > $T/dry
+        [ $(grep -c '^would remove  checkpoint s@cp-' $T/dry) = 38 ] || { cat $T/dry >&2; exit 1; }
+        has -F 'would remove  checkpoint s@cp-21  [keep_last,keep_within] made 2h ago, not among the newest 5 and older than 1h' < $T/dry
+        has -F "keep  checkpoint s@cp-20  [base] session f's tree builds on it" < $T/dry
+        has -F 'keep  checkpoint s@release  [keep_named]' < $T/dry
+        has -F 'keep  checkpoint s@cp-41  [keep_within]' < $T/dry
+        has -F 'keep  checkpoint s@cp-46  [keep_last]' < $T/dry
+        [ $($A checkpoints s | grep -c .) -ge 50 ]
+        before=$(du -sk $S/objects | cut -f1)
+        $A prune --json > $T/run.json
+        /usr/bin/python3 -c 'import json, sys
+        dry = {l.split()[3] for l in open(sys.argv[1]) if l.startswith("would remove")}
+        run = json.load(open(sys.argv[2]))
+        gone = {i["session"] + "@" + i["checkpoint"] for i in run["items"] if i["action"] == "remove"}
+        assert run["removed"] == 38 and gone == dry, (run["removed"], gone ^ dry)' $T/dry $T/run.json
+        [ "$(ls .aether/checkpoints | sort | tr '\n' ' ')" = "cp-20 cp-41 cp-42 cp-43 cp-44 cp-45 cp-46 cp-47 cp-48 cp-49 cp-50 release " ]
+        [ "$(cat .aether/checkpoints/cp-20/n)" = 20 ] && [ "$(cat .aether/checkpoints/release/n)" = 10 ]
+        $A audit --json | has '"action":"prune"'
+        [ "$($A prune --json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["removed"])')" = 0 ]
+        $A gc --min-age 0s > /dev/null
+        after=$(du -sk $S/objects | cut -f1)
+        [ $((before - after)) -ge 500 ] || { echo "gc freed $((before - after)) KiB" >&2; exit 1; }
+        $A verify --read-data > /dev/null
+        """#, timeout: 600)
+    }
+
     /// SIGKILL in the delete phase: the store verifies, and a second gc finishes the work.
     @Test func gcKilledWhileDeletingLeavesAStoreThatVerifies() throws {
         try inMount(#"""
