@@ -499,6 +499,41 @@ def chunker_speed(binary, mib, results):
     results.append({"workload": "chunker + SHA-256, one core", "unit": "MB/s", "aetherfs": out["chunker_sha256_mb_s"]})
 
 
+def run_measured(cmd, timeout=1800):
+    """Runs `cmd` (a list); returns its seconds, its own peak resident MiB (wait4's rusage of that one
+    child), its standard output and error, and its exit status."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        timer = threading.Timer(timeout, p.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(p.pid, 0)
+        finally:
+            timer.cancel()
+        secs = time.perf_counter() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return secs, usage.ru_maxrss / 1024, out.read(), err.read(), p.returncode
+
+
+def store_maintenance(aether, files, results):
+    """usage of the largest session and gc of the whole store, while the session stays mounted."""
+    base, store = [aether.binary], ["--store", aether.store]
+    for name, cmd in [(f"usage, {files}+-file session", ["usage", "bench", "--json"]),
+                      ("gc --dry-run, bench store", ["gc", "--dry-run", "--min-age", "0s", "--json"]),
+                      ("gc, bench store", ["gc", "--min-age", "0s", "--json"])]:
+        secs, mib, out, err, rc = run_measured(base + cmd + store)
+        if rc != 0:
+            print(f"  {name}: failed: {err.strip()}", file=sys.stderr)
+            continue
+        results.append({"workload": name, "unit": "s", "aetherfs": secs})
+        results.append({"workload": name + ": peak RSS", "unit": "MiB", "aetherfs": mib})
+        if cmd[:2] == ["gc", "--min-age"]:
+            results.append({"workload": "gc: reachable objects", "unit": "n", "aetherfs": json.loads(out)["reachable"]})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer rounds (under 5 minutes)")
@@ -598,6 +633,9 @@ def main():
             read_during_checkpoint(aether, size["cp_mib"], results)
             aether_only(aether, size["sessions"], size["cp_rounds"], results)
             print(f"checkpoint, fork and restore done {elapsed()}", file=sys.stderr)
+        if wanted("gc") or wanted("usage"):
+            store_maintenance(aether, size["sessions"][-1], results)
+            print(f"usage and gc done {elapsed()}", file=sys.stderr)
         rss = aether.rss_mib()
         if rss:
             results.append({"workload": "aetherfs peak resident memory", "unit": "MiB", "aetherfs": rss})
