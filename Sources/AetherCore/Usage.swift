@@ -41,11 +41,12 @@ extension Repository {
     }
 
     /// Usage of `names` (every session when empty), with each checkpoint's own line when asked.
-    public func usage(of names: [String] = [], checkpoints: Bool = false) throws(AetherError) -> UsageReport {
-        try domain { try computeUsage(names, checkpoints: checkpoints) }
+    /// Without `storeTotals`, the stored objects are not listed (`stored` and `reclaimable` are 0).
+    public func usage(of names: [String] = [], checkpoints: Bool = false, storeTotals: Bool = true) throws(AetherError) -> UsageReport {
+        try domain { try computeUsage(names, checkpoints: checkpoints, storeTotals: storeTotals) }
     }
 
-    private func computeUsage(_ names: [String], checkpoints perCheckpoint: Bool) throws -> UsageReport {
+    private func computeUsage(_ names: [String], checkpoints perCheckpoint: Bool, storeTotals: Bool) throws -> UsageReport {
         var walker = ChunkWalker(content: content)
         // Owners: each session (its base, working layer and checkpoints), and what outlives sessions:
         // commits and proposals.
@@ -111,10 +112,10 @@ extension Repository {
         var reachable = walker.objects
         for c in length.keys { reachable.insert(c) }
         var stored: Int64 = 0, unreached: Int64 = 0
-        try objects.blobs.list { id, size in
+        if storeTotals { try objects.blobs.list { id, size in
             stored += size
             if !reachable.contains(id) { unreached += size }
-        }
+        } }
         return UsageReport(sessions: lines, logical: logical, referenced: referenced, stored: stored,
                            dedupRatio: logical == 0 ? 1 : Double(referenced) / Double(logical), reclaimable: unreached)
     }

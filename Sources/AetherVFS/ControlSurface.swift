@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Dispatch
+import Synchronization
 import AetherModel
 import AetherCore
 
@@ -34,7 +35,7 @@ public enum ControlFile: UInt64, CaseIterable, Sendable {
         case .promote: ("write a message (or JSON as for commit): commit this fork and retire its sibling forks", #"echo "b wins" > .aether/promote"#)
         case .import: ("write a tree id in the store (what aetherfs import --into sends): it becomes a checkpoint and the tree",
                        "aetherfs import release.tar.zst --into SESSION")
-        case .status: ("read: JSON of the session, its head, the paths changed since it, the store's usage", "cat .aether/status")
+        case .status: ("read: JSON of the session, its head, the paths changed since it, the store's usage, the bytes the session references, alone and shared", "cat .aether/status")
         case .log: ("read: the session's checkpoints, newest first", "cat .aether/log")
         case .last: ("read: the JSON result, or the error line, of your last request", "cat .aether/last")
         case .readme: ("read: this text", "cat .aether/README")
@@ -74,6 +75,39 @@ public enum ControlFile: UInt64, CaseIterable, Sendable {
     public static func blockSize(_ ino: UInt64) -> UInt32 { ControlFile(ino: ino) != nil ? 128 * 1024 : 4096 }
 
     var writable: Bool { [.checkpoint, .restore, .fork, .commit, .import, .propose, .promote].contains(self) }
+}
+
+/// The session's usage line for `.aether/status`: computed at the first read, then again in the
+/// background when a read finds it older than `stale` seconds (a walk of every root may take longer
+/// than a status read should hold the mount).
+final class UsageCache: Sendable {
+    static let stale: Double = 30
+    private struct State: Sendable {
+        var line: StatusInfo.Usage?
+        var at: Double = 0
+        var refreshing = false
+    }
+    private let state = Mutex(State())
+
+    func line(_ compute: @escaping @Sendable () -> StatusInfo.Usage?) -> StatusInfo.Usage? {
+        let (known, refresh) = state.withLock { s -> (StatusInfo.Usage?, Bool) in
+            guard s.line != nil, secondsNow() - s.at > UsageCache.stale, !s.refreshing else { return (s.line, false) }
+            s.refreshing = true
+            return (s.line, true)
+        }
+        guard let known else {
+            let fresh = compute()
+            state.withLock { $0.line = fresh; $0.at = secondsNow() }
+            return fresh
+        }
+        if refresh {
+            DispatchQueue.global(qos: .utility).async { [self] in
+                let fresh = compute()
+                state.withLock { $0.line = fresh ?? $0.line; $0.at = secondsNow(); $0.refreshing = false }
+            }
+        }
+        return known
+    }
 }
 
 extension SessionFileSystem {
@@ -242,9 +276,15 @@ extension SessionFileSystem {
         let s = workspace.session
         let head = s.head.flatMap { try? workspace.repo.metadata.snapshot(id: $0) }
         let usage = (try? workspace.repo.objects.usage()) ?? (objects: 0, bytes: 0)
+        let repo = workspace.repo, name = s.name
+        let line = usageCache.line {
+            (try? repo.usage(of: [name], storeTotals: false).sessions.first).map {
+                StatusInfo.Usage(referenced: $0.referenced, exclusive: $0.exclusive, shared: $0.shared, asOf: isoTime(secondsNow()))
+            }
+        }
         return StatusInfo(session: s.name, sessionID: s.id, mountpoint: mountpoint, base: head?.sid, head: head?.name,
                           dirtyPaths: workspace.dirtyCount,
-                          store: .init(path: workspace.repo.path, objects: usage.objects, bytes: usage.bytes))
+                          store: .init(path: workspace.repo.path, objects: usage.objects, bytes: usage.bytes), usage: line)
     }
 
     func logText() -> String {

@@ -19,9 +19,20 @@ public struct StatusInfo: Codable, Equatable, Sendable {
     public var head: String?
     public var dirtyPaths: Int
     public var store: Store
+    /// The session's line of `aetherfs usage` (its checkpoints, base and stored files; not its unsaved
+    /// changes), as of `usage.asOf`; nil when it could not be computed.
+    public var usage: Usage?
+
+    public struct Usage: Codable, Equatable, Sendable {
+        public var referenced: Int64
+        public var exclusive: Int64
+        public var shared: Int64
+        public var asOf: String
+        enum CodingKeys: String, CodingKey { case referenced, exclusive, shared, asOf = "as_of" }
+    }
 
     enum CodingKeys: String, CodingKey {
-        case session, mountpoint, base, head, store
+        case session, mountpoint, base, head, store, usage
         case sessionID = "session_id", dirtyPaths = "dirty_paths"
     }
 
@@ -31,6 +42,7 @@ public struct StatusInfo: Codable, Equatable, Sendable {
         try c.encode(mountpoint, forKey: .mountpoint); try c.encode(base, forKey: .base)
         try c.encode(head, forKey: .head); try c.encode(dirtyPaths, forKey: .dirtyPaths)
         try c.encode(store, forKey: .store)
+        try c.encode(usage, forKey: .usage)
     }
 }
 

@@ -31,6 +31,7 @@ public final class SessionFileSystem: MountedFileSystem, @unchecked Sendable {
     var handles: [UInt64: Handle] = [:]
     var nextHandle: UInt64 = 1
     var lastResults: [UInt32: String] = [:]
+    let usageCache = UsageCache()
     /// The kernel's references to the workspace's inodes. Guarded by `lock`.
     let inodes = InodeTable()
     /// The kernel's side: attached by the FUSE adapter while the session runs; none in unit tests.

@@ -15,6 +15,9 @@ struct Collection {
         mkdir $T/d; $A mount --session doomed $T/d > /dev/null
         trap '$A unmount $T/d >/dev/null 2>&1 || fusermount3 -uz $T/d 2>/dev/null || true; true' EXIT
         head -c 100000000 /dev/urandom > $T/d/own; echo own > $T/d/.aether/checkpoint
+        # The mount's status has the session's usage line.
+        st=$(/usr/bin/python3 -c 'import json,sys; u = json.load(open(sys.argv[1]))["usage"]; print(round(u["exclusive"] / 1048576), round(u["shared"] / 1048576))' $T/d/.aether/status)
+        [ "${st% *}" -ge 90 ] && [ "${st% *}" -le 110 ] && [ "${st#* }" -ge 90 ] && [ "${st#* }" -le 110 ] || { echo "status usage: $st" >&2; exit 1; }
         $A unmount $T/d > /dev/null
         mib() { /usr/bin/python3 -c "import json,sys; print(round(json.load(sys.stdin)$1 / 1048576))"; }
         excl=$($A usage doomed --json | mib '["sessions"][0]["exclusive"]')
