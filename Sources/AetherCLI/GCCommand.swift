@@ -11,7 +11,9 @@ struct GCCommand: ParsableCommand {
         condemned: moved aside, still readable. The reachable set is then marked again: a condemned object found \
         reachable is put back, the rest are deleted once no write in flight began before they were condemned (else a \
         later run deletes them). Safety rests on those leases of writes in flight, not on the window; the window keeps \
-        what was just written for a while. --dry-run prints what a run would delete and changes nothing.
+        what was just written for a while. Files sessions no longer need (what a crash left in a session no process \
+        holds, a retired session's spares, a deleted session's directory) go too. --dry-run prints what a run would \
+        delete and changes nothing.
 
         Examples:
           aetherfs gc --dry-run
@@ -31,10 +33,12 @@ struct GCCommand: ParsableCommand {
         if global.json { say(JSONText.encode(report)); return }
         let mib = { (b: Int64) in String(format: "%.1f MiB", Double(b) / 1_048_576) }
         if dryRun {
-            say("gc would delete \(report.deleted) objects (\(mib(report.deletedBytes))) and condemn \(report.condemned) (\(mib(report.condemnedBytes))); "
+            say("gc would delete \(report.deleted) objects (\(mib(report.deletedBytes))) and condemn \(report.condemned) (\(mib(report.condemnedBytes))), "
+                + "and remove \(report.sessionFiles) session files (\(mib(report.sessionFileBytes))); "
                 + "\(report.reachable) reachable, \(report.keptYoung) kept as younger than \(minAge), \(report.keptInFlight) newer than a write in flight")
         } else {
-            say("gc deleted \(report.deleted) objects (\(mib(report.deletedBytes))), condemned \(report.condemned), put back \(report.resurrected); "
+            say("gc deleted \(report.deleted) objects (\(mib(report.deletedBytes))), condemned \(report.condemned), put back \(report.resurrected), "
+                + "removed \(report.sessionFiles) session files (\(mib(report.sessionFileBytes))); "
                 + "\(report.reachable) reachable, \(report.keptYoung) kept as younger than \(minAge), \(report.keptInFlight) newer than a write in flight")
         }
     }

@@ -16,6 +16,10 @@ public struct CollectReport: Codable, Sendable {
     public var deletedBytes: Int64
     /// Condemned objects found reachable again and put back.
     public var resurrected: Int
+    /// Files of sessions' working layers nothing needs (left by a crash, or of sessions that are
+    /// gone), removed (dry: found), and the bytes they took on disk.
+    public var sessionFiles = 0
+    public var sessionFileBytes: Int64 = 0
     /// Unreachable objects kept: younger than the window, or newer than a write in flight.
     public var keptYoung: Int
     public var keptInFlight: Int
@@ -23,6 +27,7 @@ public struct CollectReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case reachable, condemned, condemnedBytes = "condemned_bytes", deleted, deletedBytes = "deleted_bytes", resurrected
+        case sessionFiles = "session_files", sessionFileBytes = "session_file_bytes"
         case keptYoung = "kept_young", keptInFlight = "kept_in_flight", dryRun = "dry_run"
     }
 }
@@ -78,13 +83,46 @@ extension Repository {
     /// safety rests on the leases, not on the window: `minAge` 0 is safe too.
     public func collect(dryRun: Bool, minAge: Double, progress: (String) -> Void = { _ in }) throws(AetherError) -> CollectReport {
         try audited(uid: getuid(), action: "gc", session: "", detail: dryRun ? "--dry-run" : "") { () throws(AetherError) in
-            let report = try domain { try collectObjects(dryRun: dryRun, minAge: minAge, progress: progress) }
+            var report = try domain { try collectObjects(dryRun: dryRun, minAge: minAge, progress: progress) }
+            (report.sessionFiles, report.sessionFileBytes) = try domain { try sweepSessionFiles(dryRun: dryRun) }
             if !dryRun {
                 try? metadata.audit(uid: getuid(), action: "gc", session: "",
-                                    detail: "condemned \(report.condemned) (\(report.condemnedBytes) bytes), deleted \(report.deleted) (\(report.deletedBytes) bytes), resurrected \(report.resurrected)")
+                                    detail: "condemned \(report.condemned) (\(report.condemnedBytes) bytes), deleted \(report.deleted) (\(report.deletedBytes) bytes), resurrected \(report.resurrected), session files \(report.sessionFiles) (\(report.sessionFileBytes) bytes)")
             }
             return report
         }
+    }
+
+    /// The sessions' own files nothing needs: of each session no process holds (its lock is taken
+    /// for the while), what a crash left in its upper directory, and a retired session's spares; the
+    /// directory, lock and log of a session that no longer exists.
+    private func sweepSessionFiles(dryRun: Bool) throws -> (Int, Int64) {
+        let top = path + "/sessions"
+        let sessions = Dictionary(try metadata.sessions().map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        var files = 0, bytes: Int64 = 0
+        for e in FileIO.entries(of: top) where e.isDirectory {
+            guard let id = Int64(e.name) else { continue }
+            let dir = top + "/" + e.name
+            guard let s = sessions[id] else {
+                // A session gone (deleted, or a crash before its directory went): everything, unless a
+                // process still holds its lock.
+                let fd = open(dir + ".lock", O_RDWR | O_CLOEXEC)
+                defer { if fd >= 0 { close(fd) } }
+                guard fd < 0 || flock(fd, LOCK_EX | LOCK_NB) == 0 else { continue }
+                let swept = UpperFiles.sweep(dir + "/upper", upper: [], spares: true, dryRun: dryRun)
+                files += swept.files
+                bytes += swept.bytes
+                if !dryRun { removeTree(dir); unlink(dir + ".log"); unlink(dir + ".lock") }
+                continue
+            }
+            guard let lock = try? SessionLock(repository: self, session: s, marksUse: false) else { continue }
+            defer { lock.release() }
+            let upper = Set(try working.nodes(session: id).filter(\.upper).map(\.ino))
+            let swept = UpperFiles.sweep(dir + "/upper", upper: upper, spares: s.isRetired, dryRun: dryRun)
+            files += swept.files
+            bytes += swept.bytes
+        }
+        return (files, bytes)
     }
 
     private func collectObjects(dryRun: Bool, minAge: Double, progress: (String) -> Void) throws -> CollectReport {

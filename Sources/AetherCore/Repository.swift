@@ -363,8 +363,12 @@ public final class SessionLock: @unchecked Sendable {
     /// Made only once the lease is taken (libdispatch traps on releasing a timer never resumed).
     private var renewal: (any DispatchSourceTimer)?
 
-    public init(repository: Repository, session: SessionRecord) throws(AetherError) {
+    /// Whether letting go marks the session used (not for garbage collection's sweep).
+    private let marksUse: Bool
+
+    public init(repository: Repository, session: SessionRecord, marksUse: Bool = true) throws(AetherError) {
         metadata = repository.metadata
+        self.marksUse = marksUse
         let path = repository.sessionDirectory(session.id) + ".lock"
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, StoreFiles.fileMode)
         if fd < 0 { throw .system(errno, "open \(path): \(String(cString: strerror(errno)))") }
@@ -416,7 +420,10 @@ public final class SessionLock: @unchecked Sendable {
             renewal?.cancel()
             renewal = nil
             // The session was used until now (idle retention counts from here).
-            if let l = lease { try? metadata.touchSession(l.session); try? metadata.releaseLease(l) }
+            if let l = lease {
+                if marksUse { try? metadata.touchSession(l.session) }
+                try? metadata.releaseLease(l)
+            }
             lease = nil
             if fd >= 0 { close(fd); fd = -1 }
         }

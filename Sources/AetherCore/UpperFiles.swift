@@ -116,6 +116,25 @@ final class UpperFiles: @unchecked Sendable {
         }
     }
 
+    /// What a session no process holds has left in its upper directory `directory`: files in
+    /// `reclaim/` (a crash before they were freed), upper files of inodes `upper` does not name (a crash
+    /// before their rows went), and, with `spares`, the pool of empty spares. Removes them unless
+    /// `dryRun`; returns their number and bytes.
+    static func sweep(_ directory: String, upper: Set<UInt64>, spares: Bool, dryRun: Bool) -> (files: Int, bytes: Int64) {
+        var files = 0, bytes: Int64 = 0
+        func take(_ path: String) {
+            var st = stat()
+            guard stat(path, &st) == 0 else { return }
+            files += 1
+            bytes += Int64(st.st_blocks) * 512
+            if !dryRun { unlink(path) }
+        }
+        for name in names(in: directory + "/reclaim") { take(directory + "/reclaim/" + name) }
+        if spares { for name in names(in: directory + "/spare") { take(directory + "/spare/" + name) } }
+        for name in names(in: directory) where UInt64(name).map({ !upper.contains($0) }) ?? false { take(directory + "/" + name) }
+        return (files, bytes)
+    }
+
     /// The files (not directories) in `path`.
     private static func names(in path: String) -> [String] {
         FileIO.entries(of: path).filter { !$0.isDirectory }.map(\.name)

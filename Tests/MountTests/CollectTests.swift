@@ -136,6 +136,29 @@ struct Collection {
         """#, timeout: 600)
     }
 
+    /// What a crash leaves in a session's own files — a file in `reclaim/`, an upper file no row names,
+    /// the directory of a session that is gone — gc finds (dry) and removes, and nothing else: the
+    /// session's unsaved file and checkpoint read back after a remount.
+    @Test func gcReclaimsWhatACrashLeftInSessionsFiles() throws {
+        try inMount(#"""
+        head -c 1000000 /dev/urandom > kept; echo one > .aether/checkpoint
+        head -c 500000 /dev/urandom > unsaved; cp unsaved $T/unsaved
+        id=$($A session show s --json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+        cd $T; $A unmount $M > /dev/null
+        up=$S/sessions/$id/upper
+        head -c 300000 /dev/urandom > $up/reclaim/77; head -c 300000 /dev/urandom > $up/987654321
+        mkdir -p $S/sessions/4242/upper/spare; head -c 300000 /dev/urandom > $S/sessions/4242/upper/5; touch $S/sessions/4242/upper/spare/1 $S/sessions/4242.log
+        files() { /usr/bin/python3 -c 'import json,sys; r = json.load(sys.stdin); print(r["session_files"], r["session_file_bytes"] >= 900000)'; }
+        [ "$($A gc --dry-run --json | files)" = "4 True" ]
+        [ -e $up/987654321 ] && [ -e $up/reclaim/77 ] && [ -e $S/sessions/4242/upper/5 ]
+        [ "$($A gc --json | files)" = "4 True" ]
+        [ ! -e $up/987654321 ] && [ ! -e $up/reclaim/77 ] && [ ! -e $S/sessions/4242 ] && [ ! -e $S/sessions/4242.log ]
+        [ "$($A gc --json | files)" = "0 False" ]
+        $A mount --session s $M > /dev/null
+        cmp $M/unsaved $T/unsaved && cmp $M/kept $M/.aether/checkpoints/cp-1/kept
+        """#)
+    }
+
     /// SIGKILL in the delete phase: the store verifies, and a second gc finishes the work.
     @Test func gcKilledWhileDeletingLeavesAStoreThatVerifies() throws {
         try inMount(#"""
