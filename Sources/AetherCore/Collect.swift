@@ -6,7 +6,8 @@ import AetherStore
 
 /// What a garbage collection did (or, dry, would do).
 public struct CollectReport: Codable, Sendable {
-    /// Objects reachable from a root.
+    /// Stored objects reachable from a root (give or take the few unreachable ones the mark's filter
+    /// keeps for a later run).
     public var reachable: Int
     /// Unreachable objects moved aside now, and their stored bytes.
     public var condemned: Int
@@ -55,23 +56,17 @@ extension Repository {
     }
 
     /// Every object a root reaches: snapshots (checkpoints and commits), sessions' bases, their working
-    /// layers' trees and manifests, proposals.
-    func reachableObjects() throws -> Set<ObjectID> {
-        var walker = ChunkWalker(content: content)
-        var lengths: [ObjectID: Int64] = [:]
-        var chunks = Set<ObjectID>()
-        var trees: [ObjectID] = []
-        var manifests: [ObjectID] = []
-        for kind in SnapshotKind.allCases { trees += try metadata.snapshots(kind: kind).map(\.root) }
+    /// layers' trees and manifests, proposals. `objects` (how many the store holds) sizes the mark.
+    func reachableObjects(objects count: Int) throws -> ReachableMark {
+        var mark = ReachableMark(content: content, objects: count)
+        for kind in SnapshotKind.allCases { for s in try metadata.snapshots(kind: kind) { try mark.tree(s.root) } }
         for s in try metadata.sessions() {
             let live = try liveRoots(of: s)
-            trees += live.trees
-            manifests += live.manifests
+            for t in live.trees { try mark.tree(t) }
+            for m in live.manifests { try mark.manifest(m) }
         }
-        trees += try metadata.proposals().map(\.root)
-        for t in trees { try walker.collect(t, into: &chunks, lengths: &lengths) }
-        for m in manifests { chunks.formUnion(try walker.chunks(ofManifest: m, lengths: &lengths)) }
-        return walker.objects.union(chunks)
+        for p in try metadata.proposals() { try mark.tree(p.root) }
+        return mark
     }
 
     /// Garbage collection, safe while sessions are mounted and written. Unreachable objects written
@@ -132,12 +127,13 @@ extension Repository {
                                    keptYoung: 0, keptInFlight: 0, dryRun: dryRun)
         // The leases first: a writer that begins later writes only objects newer than `start`.
         let before = min(try oldestWrite() ?? start, start)
+        var stored = 0
+        try blobs.list { _, _ in stored += 1 }
         progress("gc: marking")
-        var reachable = try reachableObjects()
-        report.reachable = reachable.count
+        var reachable = try reachableObjects(objects: stored)
         var condemnedNow: [(ObjectID, Int64)] = []
         try blobs.listAged { id, size, written in
-            guard !reachable.contains(id) else { return }
+            guard !reachable.contains(id) else { report.reachable += 1; return }
             if written > start - minAge { report.keptYoung += 1; return }
             if written >= before { report.keptInFlight += 1; return }
             condemnedNow.append((id, size))
@@ -162,7 +158,7 @@ extension Repository {
         // it; one still in flight shows when it began.
         progress("gc: marking again")
         let oldest = try oldestWrite() ?? secondsNow()
-        reachable = try reachableObjects()
+        reachable = try reachableObjects(objects: stored)
         var purge: [(ObjectID, Int64)] = []
         try blobs.listCondemned { id, size, since in
             if reachable.contains(id) {
@@ -183,5 +179,73 @@ extension Repository {
         }
         try blobs.flush()
         return report
+    }
+}
+
+/// The mark of garbage collection: what the roots reach, walked page by page, so that what versions of
+/// a directory share is read once, and in memory that stays small for millions of objects. Trees and
+/// their pages, which lead further, are kept exactly (none is walked twice or missed); manifests and
+/// chunks, most of a store, go into a Bloom filter of 16 bits per stored object with a seed of its own
+/// each run: a false positive only keeps an unreachable object for a later run, never loses a
+/// reachable one. A bounded set of recent manifests saves reading one again.
+struct ReachableMark {
+    let content: ContentStore
+    private(set) var walked = Set<ObjectID>()
+    private var bits: [UInt64]
+    private let seed = UInt64.random(in: 0...UInt64.max)
+    private var recent = Set<ObjectID>()
+    static let hashes = 6
+    static let recentLimit = 1 << 18
+
+    init(content: ContentStore, objects: Int) {
+        self.content = content
+        bits = [UInt64](repeating: 0, count: max(1 << 10, objects / 4 + 1))   // 16 bits an object
+    }
+
+    /// Whether `id` may be reachable: certainly, when false.
+    func contains(_ id: ObjectID) -> Bool { walked.contains(id) || filterContains(id) }
+
+    mutating func tree(_ id: ObjectID) throws {
+        guard walked.insert(id).inserted else { return }
+        let head = try content.treeHead(id)
+        guard let pages = head.pages else { try entries(head.entries); return }
+        for p in pages where walked.insert(p.id).inserted { try entries(try content.page(p)) }
+    }
+
+    private mutating func entries(_ entries: [TreeEntry]) throws {
+        for e in entries {
+            guard let c = e.content else { continue }
+            if e.kind == .directory { try tree(c) } else if e.kind == .file { try manifest(c) }
+        }
+    }
+
+    mutating func manifest(_ id: ObjectID) throws {
+        if recent.contains(id) { return }
+        if recent.count >= ReachableMark.recentLimit { recent.removeAll(keepingCapacity: true) }
+        recent.insert(id)
+        insert(id)
+        for c in try content.manifest(id).manifest.chunks where c.id != Manifest.hole { insert(c.id) }
+    }
+
+    /// Sets the filter's bits of `id`; false when all were set already. Its positions come from double
+    /// hashing over the id's words, which are uniform already.
+    @discardableResult
+    mutating func insert(_ id: ObjectID) -> Bool {
+        let m = UInt64(bits.count * 64), h1 = id.w0 ^ seed, h2 = (id.w1 ^ (seed &* 0x9E37_79B9_7F4A_7C15)) | 1
+        var new = false
+        for i in 0..<UInt64(ReachableMark.hashes) {
+            let p = Int((h1 &+ i &* h2) % m), bit: UInt64 = 1 << UInt64(p & 63)
+            if bits[p >> 6] & bit == 0 { new = true; bits[p >> 6] |= bit }
+        }
+        return new
+    }
+
+    private func filterContains(_ id: ObjectID) -> Bool {
+        let m = UInt64(bits.count * 64), h1 = id.w0 ^ seed, h2 = (id.w1 ^ (seed &* 0x9E37_79B9_7F4A_7C15)) | 1
+        for i in 0..<UInt64(ReachableMark.hashes) {
+            let p = Int((h1 &+ i &* h2) % m)
+            if bits[p >> 6] & (1 << UInt64(p & 63)) == 0 { return false }
+        }
+        return true
     }
 }

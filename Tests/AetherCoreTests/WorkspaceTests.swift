@@ -390,6 +390,20 @@ final class Fixture {
         #expect(rules == ["w": "keep base", "winner": "delete retired_ttl", "idle": "delete retired_ttl"], "\(week.items)")
     }
 
+    /// gc's mark filter never forgets an object it was given, and keeps few it was not (16 bits an
+    /// object: about 0.1% false positives).
+    @Test func theMarkFilterHasNoFalseNegativesAndFewFalsePositives() throws {
+        let f = try Fixture()
+        var mark = ReachableMark(content: f.repo.content, objects: 100_000)
+        var rng = SystemRandomNumberGenerator()
+        func random() -> ObjectID { ObjectID(w0: rng.next(), w1: rng.next(), w2: rng.next(), w3: rng.next()) }
+        let given = (0..<100_000).map { _ in random() }
+        for id in given { mark.insert(id) }
+        #expect(given.allSatisfy(mark.contains))
+        let falsePositives = (0..<100_000).count { _ in mark.contains(random()) }
+        #expect(falsePositives < 500, "\(falsePositives) of 100,000")
+    }
+
     @Test func largeDirectoriesCheckpointWhatChangedAndReadBackWhole() throws {
         let f = try Fixture()
         /// The stored tree of `dir` in checkpoint `cp`, checked to be the one a whole rewrite gives.
