@@ -110,9 +110,13 @@ extension Repository {
                 if !dryRun { removeTree(dir); unlink(dir + ".log"); unlink(dir + ".lock") }
                 continue
             }
-            guard let lock = try? SessionLock(repository: self, session: s, marksUse: false) else { continue }
+            // Its lock only when there is something to remove (a mount starting meanwhile is told the
+            // session is busy), and then it looks again.
+            var upper = Set(try working.nodes(session: id).filter(\.upper).map(\.ino))
+            guard UpperFiles.sweep(dir + "/upper", upper: upper, spares: s.isRetired, dryRun: true).files > 0,
+                  let lock = try? SessionLock(repository: self, session: s, marksUse: false) else { continue }
             defer { lock.release() }
-            let upper = Set(try working.nodes(session: id).filter(\.upper).map(\.ino))
+            upper = Set(try working.nodes(session: id).filter(\.upper).map(\.ino))
             let swept = UpperFiles.sweep(dir + "/upper", upper: upper, spares: s.isRetired, dryRun: dryRun)
             files += swept.files
             bytes += swept.bytes
