@@ -22,7 +22,7 @@ public struct AetherCommand: ParsableCommand {
                       CheckpointCommand.self, CheckpointsCommand.self, RestoreCommand.self, ForkCommand.self,
                       CommitCommand.self, BranchCommand.self, LogCommand.self, ShowCommand.self, DiffCommand.self,
                       VerifyCommand.self, ExportCommand.self, ImportCommand.self,
-                      ProposeCommand.self, ProposalsCommand.self, ProposalCommand.self, ReviewCommand.self, PolicyCommand.self, AuditCommand.self, PromoteCommand.self, KeyCommand.self, StatsCommand.self, McpCommand.self, UsageCommand.self, GCCommand.self, PruneCommand.self])
+                      ProposeCommand.self, ProposalsCommand.self, ProposalCommand.self, ReviewCommand.self, PolicyCommand.self, AuditCommand.self, PromoteCommand.self, KeyCommand.self, StatsCommand.self, McpCommand.self, UsageCommand.self, GCCommand.self, PruneCommand.self, TokenCommand.self])
 
     public init() {}
 
@@ -161,8 +161,11 @@ func printError(_ message: String, code: String = "failed") {
 }
 
 /// One line on standard error that something was left out or changed, and the command went on.
-func warn(_ message: String) {
-    var line = "aetherfs: warning: " + message + "\n"
+func warn(_ message: String) { note("warning: " + message) }
+
+/// One line on standard error, beside what standard output carries.
+func note(_ message: String) {
+    var line = "aetherfs: " + message + "\n"
     line.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
 }
 

@@ -102,6 +102,11 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
         """
         CREATE TABLE writes(id INTEGER PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL);
         """,
+        // 9: Tokens of the service surface: only their secrets' hashes.
+        """
+        CREATE TABLE tokens(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, uid INTEGER NOT NULL,
+          hash TEXT NOT NULL UNIQUE, created REAL NOT NULL, revoked REAL);
+        """,
     ]
 
     private func migrate() throws {
@@ -536,6 +541,35 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
 
     public func setPolicyText(_ text: String) throws {
         _ = try db.run("INSERT OR REPLACE INTO meta(key, value) VALUES('policy', ?)", .text(text))
+    }
+
+    // MARK: tokens
+
+    public func insertToken(_ t: TokenRecord) throws -> Int64 {
+        if try !db.query("SELECT 1 FROM tokens WHERE name=?", .text(t.name)).isEmpty {
+            throw MetadataError(.conflict, "token \(t.name) exists")
+        }
+        return try db.insert("INSERT INTO tokens(name, scope, uid, hash, created, revoked) VALUES(?,?,?,?,?,?)",
+                             .text(t.name), .text(t.scope.rawValue), .int(Int64(t.uid)), .text(t.hash), .real(t.created),
+                             t.revoked.map { .real($0) } ?? .null)
+    }
+
+    private static func token(_ r: [SQLValue]) throws -> TokenRecord {
+        guard let scope = r[2].text.flatMap(TokenScope.init(rawValue:)) else { throw MetadataError(.damaged, "token \(r[1].text ?? "?") has no scope") }
+        return TokenRecord(id: r[0].int ?? 0, name: r[1].text ?? "", scope: scope, uid: UInt32(truncatingIfNeeded: r[3].int ?? 0),
+                           hash: r[4].text ?? "", created: r[5].real ?? 0, revoked: r[6].real)
+    }
+
+    public func tokens() throws -> [TokenRecord] {
+        try db.query("SELECT id, name, scope, uid, hash, created, revoked FROM tokens ORDER BY id").map(Catalog.token)
+    }
+
+    public func token(hash: String) throws -> TokenRecord? {
+        try db.query("SELECT id, name, scope, uid, hash, created, revoked FROM tokens WHERE hash=?", .text(hash)).first.map(Catalog.token)
+    }
+
+    public func revokeToken(name: String) throws -> Bool {
+        try db.run("UPDATE tokens SET revoked=? WHERE name=? AND revoked IS NULL", .real(secondsNow()), .text(name)) > 0
     }
 
     public func beginWrite(_ lease: WriteLease) throws -> Int64 {

@@ -107,6 +107,12 @@ public protocol MetadataStore: AnyObject, Sendable {
     func endWrite(_ id: Int64) throws
     func writes() throws -> [WriteLease]
 
+    /// Tokens of the service surface; a name is unique; `revokeToken` is false when none is live by that name.
+    func insertToken(_ t: TokenRecord) throws -> Int64
+    func tokens() throws -> [TokenRecord]
+    func token(hash: String) throws -> TokenRecord?
+    func revokeToken(name: String) throws -> Bool
+
     /// Notes that `uid` changed the session's files (once per uid); `resetWriters` forgets them all.
     func addWriter(session: Int64, uid: UInt32) throws
     func writers(session: Int64) throws -> [UInt32]
@@ -172,6 +178,7 @@ public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
         var writers: [Int64: [UInt32]] = [:]
         var keys: [UInt32: String] = [:]
         var inFlight: [Int64: WriteLease] = [:]
+        var tokens: [TokenRecord] = []
         var nextWrite: Int64 = 1
         var nextProposal: Int64 = 1
         var nextSession: Int64 = 1
@@ -376,6 +383,24 @@ public final class MemoryMetadataStore: MetadataStore, @unchecked Sendable {
         }
     }
     public func endWrite(_ id: Int64) throws { _ = write { $0.inFlight.removeValue(forKey: id) } }
+    public func insertToken(_ t: TokenRecord) throws -> Int64 {
+        try write { (st) throws(MetadataError) -> Int64 in
+            if st.tokens.contains(where: { $0.name == t.name }) { throw MetadataError(.conflict, "token \(t.name) exists") }
+            var t = t
+            t.id = Int64(st.tokens.count + 1)
+            st.tokens.append(t)
+            return t.id
+        }
+    }
+    public func tokens() throws -> [TokenRecord] { state.withLock { $0.tokens } }
+    public func token(hash: String) throws -> TokenRecord? { state.withLock { $0.tokens.first { $0.hash == hash } } }
+    public func revokeToken(name: String) throws -> Bool {
+        write { st in
+            guard let i = st.tokens.firstIndex(where: { $0.name == name && $0.revoked == nil }) else { return false }
+            st.tokens[i].revoked = secondsNow()
+            return true
+        }
+    }
     public func writes() throws -> [WriteLease] { state.withLock { $0.inFlight.values.sorted { $0.id < $1.id } } }
     public func publicKeys() throws -> [UInt32: String] { state.withLock { $0.keys } }
 

@@ -202,3 +202,37 @@ public struct ReviewRecord: Sendable, Equatable {
         self.comment = comment; self.root = root; self.envelope = envelope
     }
 }
+
+/// A bearer token of the service surface (`aetherfs serve`): who it acts as and what it may do. Only
+/// the SHA-256 of its secret is stored.
+public struct TokenRecord: Sendable, Equatable {
+    public var id: Int64
+    public var name: String
+    public var scope: TokenScope
+    /// The uid it acts as: reviews, commits and audit entries are this uid's.
+    public var uid: UInt32
+    /// Hex SHA-256 of the secret.
+    public var hash: String
+    public var created: Double
+    /// When it was revoked; a revoked token lets nobody in.
+    public var revoked: Double?
+    public init(id: Int64 = 0, name: String, scope: TokenScope, uid: UInt32, hash: String, created: Double = secondsNow(), revoked: Double? = nil) {
+        self.id = id; self.name = name; self.scope = scope; self.uid = uid; self.hash = hash; self.created = created; self.revoked = revoked
+    }
+}
+
+/// What a token may do: `read` (every GET), `write` (also change sessions: checkpoints, imports,
+/// commits, proposals), `review` (also reviews), `admin` (everything, tokens too).
+public enum TokenScope: String, Sendable, Codable, CaseIterable {
+    case read, write, review, admin
+
+    /// Whether a token of this scope may do what `needed` allows.
+    public func allows(_ needed: TokenScope) -> Bool {
+        switch (self, needed) {
+        case (.admin, _), (_, .read): true
+        case (.write, .write), (.review, .review): true
+        case (.review, .write): true
+        default: false
+        }
+    }
+}

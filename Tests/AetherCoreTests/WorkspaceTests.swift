@@ -404,6 +404,33 @@ final class Fixture {
         #expect(falsePositives < 500, "\(falsePositives) of 100,000")
     }
 
+    /// Tokens: the secret is shown once and only its hash kept; it authenticates until revoked; only
+    /// the store's owner and root make them, only root for another uid; scopes nest as documented.
+    @Test func tokensAuthenticateUntilRevokedAndOnlyTheOwnerMakesThem() throws {
+        let f = try Fixture()
+        let owner = f.repo.ownerUID
+        let (ci, secret) = try f.repo.createToken(name: "ci", scope: .write, as: nil, caller: owner)
+        #expect(ci.uid == owner && ci.hash != secret && !ci.hash.contains(secret))
+        #expect(try f.repo.authenticate(secret)?.name == "ci")
+        #expect(try f.repo.authenticate(String(secret.dropLast()) + (secret.last == "0" ? "1" : "0")) == nil)
+        #expect(try f.repo.authenticate("Bearer " + secret) == nil && f.repo.authenticate("") == nil)
+        #expect(throws: AetherError.self) { try f.repo.createToken(name: "ci", scope: .read, as: nil, caller: owner) }
+        #expect(throws: AetherError.self) { try f.repo.createToken(name: "../x", scope: .read, as: nil, caller: owner) }
+        #expect(throws: AetherError.self) { try f.repo.createToken(name: "mine", scope: .read, as: nil, caller: owner &+ 4242) }
+        if owner != 0 {
+            #expect(throws: AetherError.self) { try f.repo.createToken(name: "bob", scope: .review, as: owner &+ 1, caller: owner) }
+        }
+        let (bob, _) = try f.repo.createToken(name: "bob", scope: .review, as: 1001, caller: 0)
+        #expect(bob.uid == 1001)
+        #expect(try f.repo.tokens(caller: owner).map(\.name) == ["ci", "bob"])
+        try f.repo.revokeToken(name: "ci", caller: owner)
+        #expect(try f.repo.authenticate(secret) == nil)
+        #expect(throws: AetherError.self) { try f.repo.revokeToken(name: "ci", caller: owner) }
+        let scopes = TokenScope.allCases
+        let allowed = scopes.map { have in scopes.filter { have.allows($0) }.map(\.rawValue) }
+        #expect(allowed == [["read"], ["read", "write"], ["read", "write", "review"], ["read", "write", "review", "admin"]])
+    }
+
     @Test func largeDirectoriesCheckpointWhatChangedAndReadBackWhole() throws {
         let f = try Fixture()
         /// The stored tree of `dir` in checkpoint `cp`, checked to be the one a whole rewrite gives.
