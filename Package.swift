@@ -38,7 +38,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherVFS", dependencies: [
-            "AetherModel", "AetherCore", "AetherStore",
+            "AetherModel", "AetherCore", "AetherStore", "CLinux",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "AetherFUSE", dependencies: [
@@ -46,7 +46,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Archives (export, import) over libarchive: a leaf the file system's targets do not import.
-        .target(name: "AetherArchive", dependencies: ["AetherModel", "AetherCore", "AetherStore", "CArchive"]),
+        .target(name: "AetherArchive", dependencies: ["AetherModel", "AetherCore", "AetherStore", "AetherVFS", "CArchive"]),
         .target(name: "AetherCLI", dependencies: [
             "AetherModel", "AetherCore", "AetherVFS", "AetherFUSE", "AetherArchive",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

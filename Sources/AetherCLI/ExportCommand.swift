@@ -4,6 +4,7 @@ import Glibc
 import ArgumentParser
 import AetherModel
 import AetherCore
+import AetherVFS
 import AetherArchive
 
 struct ExportCommand: ParsableCommand {
@@ -21,17 +22,11 @@ struct ExportCommand: ParsableCommand {
         let summary = try fail { () throws(AetherError) -> ExportSummary in
             let kind = try archiveFormat()
             if output == "-" && isatty(1) != 0 { throw .invalid("standard output is a terminal; give -o FILE or redirect it") }
-            // A write in flight: the never-persist trees it may write are read right after.
-            return try repo.writing { () throws(AetherError) -> ExportSummary in
-            let (root, withheld) = try repo.exportable(ref, root: try SessionAccess.root(repo, ref))
-            var summary = try writeArchive(output) { (fd) throws(AetherError) in
-                let exporter = try SnapshotExporter(repo: repo, format: kind, fd: fd)
-                exporter.progress = { (bytes) throws(AetherError) in printProgress("export: \(bytes >> 20) MiB") }
+            return try writeArchive(output) { (fd) throws(AetherError) in
                 defer { clearProgress() }
-                return try exporter.export(root: root, path: path)
-            }
-            summary.withheld = withheld
-            return summary
+                return try Archives.export(repo, ref: ref, format: kind, path: path, fd: fd) { (bytes) throws(AetherError) in
+                    printProgress("export: \(bytes >> 20) MiB")
+                }
             }
         }
         for p in summary.skipped { warn("export: \(p) is a socket, which a tar archive cannot hold; left out") }

@@ -4,6 +4,7 @@ import Glibc
 import ArgumentParser
 import AetherModel
 import AetherCore
+import AetherVFS
 import AetherArchive
 
 struct ImportCommand: ParsableCommand {
@@ -42,42 +43,19 @@ struct ImportCommand: ParsableCommand {
     func run() throws {
         let repo = try global.open(create: false)
         let summary = try fail { () throws(AetherError) -> ImportSummary in
-            if (allowDevices || keepSetid) && getuid() != 0 {
-                throw .notPermitted("\(allowDevices ? "--allow-devices" : "--keep-setid") is for root only")
-            }
-            let metadata = try SessionAccess.meta(meta)
             let text = message ?? "import of \(archive == "-" ? "standard input" : archive)"
-            _ = try Workspace.validateRecord(message: text, meta: metadata, what: "an import")
-            // What the import will be made into is checked before the archive is read.
-            if let session {
-                try Repository.validateName(session, what: "session")
-                if (try? repo.session(named: session)) != nil { throw .exists("session \(session)") }
-            }
-            if let into {
-                try repo.authorize(getuid(), "import", in: try repo.session(named: into))
-            }
             var options = ImportOptions(uid: getuid(), gid: getgid())
             options.maxBytes = maxBytes
             options.maxEntries = maxEntries
             options.allowDevices = allowDevices
             options.keepSetid = keepSetid
-            // One write in flight from the first object to the record that names the tree.
-            return try repo.writing { () throws(AetherError) -> ImportSummary in
-            var (root, summary) = try readArchive { (fd) throws(AetherError) in
-                let importer = try ArchiveImporter(repo: repo, options: options, fd: fd)
+            let target: Archives.Target = session.map { .newSession($0) } ?? .into(into ?? "")
+            return try readArchive { (fd) throws(AetherError) in
                 let size = archiveSize(fd)
                 let meter = ProgressMeter(verb: "import", forced: progress)
-                importer.progress = { (read, summary) throws(AetherError) in meter.show(read: read, summary, total: size) }
                 defer { meter.end() }
-                return try importer.run()
-            }
-            if let session {
-                _ = try repo.createSession(name: session, tree: root, message: text, meta: metadata, owner: getuid())
-            } else if let into {
-                _ = try SessionAccess.act(repo, session: into, .adopt(ImportRequest(root: root.hex, message: text, meta: metadata))).snapshot()
-            }
-            summary.root = root.hex
-            return summary
+                return try Archives.importArchive(repo, fd: fd, into: target, message: text, meta: try SessionAccess.meta(meta), options: options,
+                                                  caller: getuid()) { (read, summary) throws(AetherError) in meter.show(read: read, summary, total: size) }
             }
         }
         for line in summary.dropped.prefix(20) { warn("import: \(line) dropped") }

@@ -6,6 +6,7 @@ import ArgumentParser
 import MCP
 import AetherModel
 import AetherCore
+import AetherVFS
 import AetherStore
 
 struct McpCommand: ParsableCommand {

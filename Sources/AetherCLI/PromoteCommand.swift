@@ -4,6 +4,7 @@ import Glibc
 import ArgumentParser
 import AetherModel
 import AetherCore
+import AetherVFS
 
 struct PromoteCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -46,3 +46,47 @@ public struct StatusInfo: Codable, Equatable, Sendable {
     }
 }
 
+
+/// A session as `session create|list|show` print it.
+public struct SessionInfo: Encodable, Sendable {
+    public var name: String
+    public var id: Int64
+    public var state: String
+    public var owner: UInt32
+    public var created: String
+    public var lastUsed: String
+    /// The id of the checkpoint or commit it last recorded.
+    public var head: String?
+    /// The session it was forked from.
+    public var parent: String?
+    public var mountpoint: String?
+    /// The process serving or changing it, and its host.
+    public var pid: Int32?
+    public var host: String?
+
+    public init(_ repo: Repository, _ s: SessionRecord) {
+        name = s.name; id = s.id; state = s.state; owner = s.owner
+        created = isoTime(s.created); lastUsed = isoTime(s.lastUsed)
+        head = s.head.flatMap { try? repo.metadata.snapshot(id: $0) }?.sid
+        parent = s.parentSession.flatMap { try? repo.metadata.session(id: $0) }?.name
+        let holder = repo.holder(of: s)
+        mountpoint = holder?.mountpoint; pid = holder?.pid; host = holder?.host
+    }
+
+    enum CodingKeys: String, CodingKey { case name, id, state, owner, created, lastUsed = "last_used", head, parent, mountpoint, pid, host }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name); try c.encode(id, forKey: .id); try c.encode(state, forKey: .state)
+        try c.encode(owner, forKey: .owner); try c.encode(created, forKey: .created); try c.encode(lastUsed, forKey: .lastUsed)
+        try c.encode(head, forKey: .head); try c.encode(parent, forKey: .parent); try c.encode(mountpoint, forKey: .mountpoint)
+        try c.encode(pid, forKey: .pid); try c.encode(host, forKey: .host)
+    }
+}
+
+public struct BranchInfo: Encodable, Sendable {
+    public var name: String
+    public var head: SnapshotInfo
+    public init(name: String, head: SnapshotInfo) { self.name = name; self.head = head }
+}
+

@@ -10,3 +10,7 @@ static inline unsigned *aether_request_flags(void) { static __thread unsigned fl
 /* The FUSE request this thread serves (its unique id, opcode and when it was read), for latencies. */
 struct aether_request_clock { unsigned long long unique; unsigned opcode; long long started; };
 static inline struct aether_request_clock *aether_request_clock(void) { static __thread struct aether_request_clock c; return &c; }
+
+/* This thread's file-system uid and gid (the ids a FUSE daemon hears as the request's); each returns
+   the previous one. */
+#include <sys/fsuid.h>
