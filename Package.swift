@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // C libraries: one module each, imported by exactly one Swift target.
@@ -47,8 +48,13 @@ let package = Package(
         ]),
         // Archives (export, import) over libarchive: a leaf the file system's targets do not import.
         .target(name: "AetherArchive", dependencies: ["AetherModel", "AetherCore", "AetherStore", "AetherVFS", "CArchive"]),
+        // The service surface (aetherfs serve) over Hummingbird: a leaf, like the archives.
+        .target(name: "AetherServe", dependencies: [
+            "AetherModel", "AetherCore", "AetherStore", "AetherVFS", "AetherArchive",
+            .product(name: "Hummingbird", package: "hummingbird"),
+        ]),
         .target(name: "AetherCLI", dependencies: [
-            "AetherModel", "AetherCore", "AetherVFS", "AetherFUSE", "AetherArchive",
+            "AetherModel", "AetherCore", "AetherVFS", "AetherFUSE", "AetherArchive", "AetherServe",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             // The MCP server (aetherfs mcp): on Linux the SDK needs only swift-system and swift-log.
             .product(name: "MCP", package: "swift-sdk"),
@@ -60,6 +66,7 @@ let package = Package(
         .testTarget(name: "AetherStoreTests", dependencies: ["AetherModel", "AetherStore", "TestSupport"]),
         .testTarget(name: "AetherCoreTests", dependencies: ["AetherModel", "AetherCore", "AetherMeta", "TestSupport"]),
         .testTarget(name: "AetherVFSTests", dependencies: ["AetherModel", "AetherVFS", "AetherStore", "TestSupport"]),
+        .testTarget(name: "AetherServeTests", dependencies: ["AetherModel", "AetherServe", "TestSupport"]),
         .testTarget(name: "MountTests", dependencies: ["AetherCore", "TestSupport"]),
     ]
 )

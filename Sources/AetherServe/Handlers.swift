@@ -1,0 +1,155 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Hummingbird
+import HTTPTypes
+import NIOCore
+import NIOPosix
+import AetherModel
+import AetherCore
+import AetherStore
+import AetherVFS
+import AetherArchive
+
+/// What each route does: it reads the request, calls the use case the CLI calls (on NIO's thread
+/// pool), and answers with the JSON the CLI's `--json` prints.
+struct Handlers: Sendable {
+    let repo: Repository
+    let options: ServeOptions
+
+    func sessions(_ c: APIContext) async throws -> Response {
+        let repo = self.repo
+        return json(try await blocking { () throws(AetherError) in try repo.sessions().map { SessionInfo(repo, $0) } })
+    }
+
+    func session(_ c: APIContext) async throws -> Response {
+        let repo = self.repo, name = try parameter(c, "name")
+        return json(try await blocking { () throws(AetherError) in SessionInfo(repo, try repo.session(named: name)) })
+    }
+
+    /// A checkpoint of the session, as the token's uid: the body is what `.aether/checkpoint` takes.
+    func checkpoint(_ r: Request, _ c: APIContext) async throws -> Response {
+        let repo = self.repo, name = try parameter(c, "name"), caller = c.token!.uid
+        let text = try await body(r)
+        let made = try await blocking { () throws(AetherError) -> SnapshotInfo in
+            try SessionAccess.act(repo, session: name, try SessionRequest(verb: "checkpoint", payload: text), caller: caller).snapshot()
+        }
+        return json(made, status: .created)
+    }
+
+    func branches(_ c: APIContext) async throws -> Response {
+        let repo = self.repo
+        return json(try await blocking { () throws(AetherError) in try repo.branches().map { BranchInfo(name: $0.name, head: SnapshotInfo($0.head)) } })
+    }
+
+    func log(_ r: Request, _ c: APIContext) async throws -> Response {
+        let repo = self.repo, branch = try parameter(c, "branch")
+        let limit = try r.uri.queryParameters.get("limit").map { (text) throws(APIError) -> Int in
+            guard let n = Int(text), n > 0 else { throw APIError(.badRequest, "invalid", "limit must be a positive number, not \"\(text)\"") }
+            return n
+        } ?? 100
+        return json(try await blocking { () throws(AetherError) in try repo.history(branch, limit: limit).map(SnapshotInfo.init) })
+    }
+
+    /// The snapshot (or live session) as an archive, streamed as the exporter writes it: checked
+    /// first (what it names, the policy), so that a refusal is a status, not a cut stream.
+    func export(_ r: Request, _ c: APIContext) async throws -> Response {
+        let repo = self.repo, ref = try parameter(c, "ref")
+        let formatText = r.uri.queryParameters.get("format") ?? "tar"
+        guard let format = ArchiveFormat(rawValue: formatText) else {
+            throw APIError(.badRequest, "invalid", "format \(formatText): expected \(ArchiveFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        try await blocking { () throws(AetherError) in _ = try repo.exportable(ref, root: try SessionAccess.root(repo, ref)) }
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw APIError(.internalServerError, "system", "pipe: \(String(cString: strerror(errno)))") }
+        let (readEnd, writeEnd) = (fds[0], fds[1])
+        // The exporter writes into the pipe on a thread of the pool; the body reads it on another.
+        let done = Task { () -> ExportSummary? in
+            try? await NIOThreadPool.singleton.runIfActive { () -> ExportSummary? in
+                defer { close(writeEnd) }
+                return try? Archives.export(repo, ref: ref, format: format, path: nil, fd: writeEnd)
+            }
+        }
+        let type = format == .tar ? "application/x-tar" : format == .tarZstd ? "application/zstd" : "application/gzip"
+        let body = ResponseBody { writer in
+            defer { close(readEnd) }
+            while true {
+                let chunk = try await NIOThreadPool.singleton.runIfActive { () -> [UInt8] in
+                    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+                    let n = buffer.withUnsafeMutableBytes { read(readEnd, $0.baseAddress, $0.count) }
+                    return n > 0 ? Array(buffer.prefix(n)) : []
+                }
+                if chunk.isEmpty { break }
+                try await writer.write(ByteBuffer(bytes: chunk))
+            }
+            // A failed export ends the stream without its end: the client sees a cut transfer.
+            guard await done.value != nil else { throw APIError(.internalServerError, "failed", "the export of \(ref) failed") }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: type, .contentDisposition: "attachment; filename=\"\(ref).\(format.rawValue)\""], body: body)
+    }
+
+    /// An uploaded archive becomes a new session (`?session=NAME`) or a checkpoint of one
+    /// (`?into=NAME`), for the token's uid: spooled to a file of the store (at most `maxUpload`
+    /// bytes), then imported as `aetherfs import` does, with its refusals.
+    func importArchive(_ r: Request, _ c: APIContext) async throws -> Response {
+        let repo = self.repo, caller = c.token!.uid
+        let query = r.uri.queryParameters
+        let target: Archives.Target
+        switch (query.get("session"), query.get("into")) {
+        case (let name?, nil): target = .newSession(name)
+        case (nil, let name?): target = .into(name)
+        default: throw APIError(.badRequest, "invalid", "give one of ?session=NEW or ?into=SESSION")
+        }
+        let message = query.get("message") ?? "import over the service surface"
+        let spool = repo.path + "/tmp/upload-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        try await blocking { () throws(AetherError) in try domain { try FileIO.makeDirectories(repo.path + "/tmp") } }
+        let fd = open(spool, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw APIError(.internalServerError, "system", "cannot spool the upload: \(String(cString: strerror(errno)))") }
+        unlink(spool)
+        defer { close(fd) }
+        var total: Int64 = 0
+        for try await buffer in r.body {
+            total += Int64(buffer.readableBytes)
+            guard total <= options.maxUpload else {
+                throw APIError(.contentTooLarge, "too_big", "the upload is larger than \(options.maxUpload) bytes (aetherfs serve --max-upload)")
+            }
+            let bytes = Array(buffer.readableBytesView)
+            try await NIOThreadPool.singleton.runIfActive {
+                var at = 0
+                while at < bytes.count {
+                    let n = bytes[at...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                    guard n > 0 else { throw APIError(.init(code: 507, reasonPhrase: "Insufficient Storage"), "no_space", "cannot spool the upload: \(String(cString: strerror(errno)))") }
+                    at += n
+                }
+            }
+        }
+        guard lseek(fd, 0, SEEK_SET) == 0 else { throw APIError(.internalServerError, "system", "cannot read the spooled upload back") }
+        let gid = getpwuid(caller).map { $0.pointee.pw_gid } ?? caller
+        let summary = try await blocking { () throws(AetherError) -> ImportSummary in
+            try Archives.importArchive(repo, fd: fd, into: target, message: message, meta: [:], options: ImportOptions(uid: caller, gid: gid), caller: caller)
+        }
+        return json(summary, status: .created)
+    }
+
+    /// A JSON (or text) body of at most `maxJSON` bytes, as UTF-8.
+    func body(_ r: Request) async throws -> String {
+        var r = r
+        let buffer: ByteBuffer
+        do {
+            buffer = try await r.collectBody(upTo: options.maxJSON)
+        } catch {
+            throw APIError(.contentTooLarge, "too_big", "the request body is larger than \(options.maxJSON) bytes")
+        }
+        guard let text = buffer.getString(at: buffer.readerIndex, length: buffer.readableBytes) else {
+            throw APIError(.badRequest, "invalid", "the request body is not UTF-8")
+        }
+        return text
+    }
+
+    func parameter(_ c: APIContext, _ name: String) throws -> String {
+        guard let value = c.parameters.get(name) else { throw APIError(.badRequest, "invalid", "missing \(name)") }
+        return value.removingPercentEncoding ?? value
+    }
+}

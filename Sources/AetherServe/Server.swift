@@ -1,0 +1,169 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Hummingbird
+import HTTPTypes
+import NIOCore
+import NIOPosix
+import AetherModel
+import AetherCore
+import AetherVFS
+import AetherArchive
+
+/// How `aetherfs serve` listens and what it lets in.
+public struct ServeOptions: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8470
+    /// The largest archive an import may upload.
+    public var maxUpload: Int64 = 16 << 30
+    /// The largest JSON body.
+    public var maxJSON = 1 << 20
+    /// A connection that sends nothing for this long is closed (a stalled client holds no worker).
+    public var idleTimeout: Int64 = 30
+    public init() {}
+}
+
+/// The request's context: the token it came with, once the auth middleware has found it live.
+struct APIContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    var token: TokenRecord?
+    init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
+}
+
+/// The versioned JSON API over the use cases the CLI calls. Every route but the health check needs a
+/// bearer token of the route's scope; errors are `{"error": {"code", "message"}}` with the status of
+/// `APIError.status(for:)`.
+public struct Server: Sendable {
+    let repo: Repository
+    let options: ServeOptions
+
+    public init(repo: Repository, options: ServeOptions) { self.repo = repo; self.options = options }
+
+    /// Every route: method, path (`{name}` for a parameter, as the OpenAPI document writes it) and the
+    /// scope it needs (nil: none).
+    public static let routes: [(method: String, path: String, scope: TokenScope?)] = [
+        ("GET", "/v1/health", nil),
+        ("GET", "/v1/sessions", .read),
+        ("GET", "/v1/sessions/{name}", .read),
+        ("POST", "/v1/sessions/{name}/checkpoints", .write),
+        ("GET", "/v1/branches", .read),
+        ("GET", "/v1/log/{branch}", .read),
+        ("GET", "/v1/snapshots/{ref}/export", .read),
+        ("POST", "/v1/import", .write),
+    ]
+
+    /// Serves until the task is cancelled; `ready` is told the port once it listens.
+    public func run(ready: @escaping @Sendable (Int) -> Void) async throws {
+        let router = Router(context: APIContext.self)
+        router.add(middleware: Authentication(repo: repo))
+        let handlers = Handlers(repo: repo, options: options)
+        router.get("/v1/health") { _, _ in json(["status": "ok", "version": Repository.softwareVersion]) }
+        router.get("/v1/sessions") { _, c in try await handlers.sessions(c) }
+        router.get("/v1/sessions/:name") { _, c in try await handlers.session(c) }
+        router.post("/v1/sessions/:name/checkpoints") { r, c in try await handlers.checkpoint(r, c) }
+        router.get("/v1/branches") { _, c in try await handlers.branches(c) }
+        router.get("/v1/log/:branch") { r, c in try await handlers.log(r, c) }
+        router.get("/v1/snapshots/:ref/export") { r, c in try await handlers.export(r, c) }
+        router.post("/v1/import") { r, c in try await handlers.importArchive(r, c) }
+        let app = Application(
+            router: router,
+            server: .http1(configuration: .init(idleTimeout: .seconds(options.idleTimeout))),
+            configuration: .init(address: .hostname(options.host, port: options.port), serverName: "aetherfs"),
+            onServerRunning: { channel in ready(channel.localAddress?.port ?? 0) })
+        try await app.runService()
+    }
+}
+
+/// Finds the request's token and checks the route's scope; the health check needs none.
+struct Authentication: RouterMiddleware {
+    typealias Context = APIContext
+    let repo: Repository
+
+    func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws -> Response {
+        let onPath = Server.routes.filter { Authentication.matches($0.path, request.uri.path) }
+        guard let route = onPath.first(where: { $0.method == request.method.rawValue }) else {
+            if onPath.isEmpty { throw APIError(.notFound, "not_found", "no route \(request.uri.path)") }
+            throw APIError(.methodNotAllowed, "method_not_allowed", "\(request.uri.path) takes \(onPath.map(\.method).joined(separator: ", ")), not \(request.method.rawValue)")
+        }
+        guard let needed = route.scope else { return try await next(request, context) }
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+            throw APIError(.unauthorized, "unauthenticated", "this route needs a bearer token (Authorization: Bearer aet_…; aetherfs token create)")
+        }
+        let secret = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        let repo = self.repo
+        guard let token = try await blocking({ () throws(AetherError) in try repo.authenticate(secret) }) else {
+            throw APIError(.unauthorized, "unauthenticated", "the token is unknown or revoked")
+        }
+        guard token.scope.allows(needed) else {
+            throw APIError(.forbidden, "permission_denied", "token \(token.name) has scope \(token.scope.rawValue); \(request.method.rawValue) \(route.path) needs \(needed.rawValue)")
+        }
+        var context = context
+        context.token = token
+        return try await next(request, context)
+    }
+
+    /// Whether `path` is an instance of `template` (`{x}` stands for one non-empty segment).
+    static func matches(_ template: String, _ path: String) -> Bool {
+        let t = template.split(separator: "/", omittingEmptySubsequences: false)
+        let p = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard t.count == p.count else { return false }
+        return zip(t, p).allSatisfy { a, b in a.hasPrefix("{") ? !b.isEmpty : a == b }
+    }
+}
+
+/// An error the API answers with: its status, a stable code and one line.
+struct APIError: Error, HTTPResponseError {
+    let status: HTTPResponse.Status
+    let code: String
+    let message: String
+
+    init(_ status: HTTPResponse.Status, _ code: String, _ message: String) { self.status = status; self.code = code; self.message = message }
+
+    init(_ error: AetherError) {
+        let code = errorCode(for: error)
+        self.init(APIError.status(for: code), code, error.description)
+    }
+
+    /// The one table from the domain's error codes to HTTP statuses.
+    static func status(for code: String) -> HTTPResponse.Status {
+        switch code {
+        case "not_found": .notFound
+        case "exists", "busy", "branch_moved": .conflict
+        case "permission_denied", "not_permitted", "read_only": .forbidden
+        case "too_big": .contentTooLarge
+        case "no_space": .init(code: 507, reasonPhrase: "Insufficient Storage")
+        case "damaged", "failed", "system": .internalServerError
+        case "cancelled": .serviceUnavailable
+        default: .badRequest
+        }
+    }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var response = json(ErrorDocument(error: .init(code: code, message: message)), status: status)
+        if status == .unauthorized { response.headers[.wwwAuthenticate] = "Bearer" }
+        return response
+    }
+}
+
+struct ErrorDocument: Encodable {
+    struct Detail: Encodable { var code: String; var message: String }
+    var error: Detail
+}
+
+/// A JSON response of `value`, encoded as the CLI's `--json` encodes it.
+func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+    var buffer = ByteBuffer()
+    buffer.writeString(JSONText.encode(value) + "\n")
+    return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
+}
+
+/// Runs blocking domain work on NIO's thread pool (never on an event loop or the cooperative pool);
+/// its domain error becomes the API's.
+func blocking<T: Sendable>(_ body: @escaping @Sendable () throws(AetherError) -> T) async throws -> T {
+    do {
+        return try await NIOThreadPool.singleton.runIfActive { try body() }
+    } catch let e as AetherError {
+        throw APIError(e)
+    }
+}
