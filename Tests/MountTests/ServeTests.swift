@@ -1,0 +1,63 @@
+import Testing
+import Foundation
+import TestSupport
+
+/// `aetherfs serve` driven with curl, as any HTTP client would: tokens and scopes, a checkpoint of a
+/// mounted session through its daemon, export and import, bad requests, revocation.
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
+struct ServiceSurface {
+    @Test func tokensScopesExportImportAndErrorsOverHTTP() throws {
+        try inMount(#"""
+        $A token create writer --scope write > $T/w 2> /dev/null
+        $A token create reader --scope read --json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' > $T/r
+        $A token list | has 'writer  write'
+        ! $A token list --json | has "$(cat $T/w)"
+        $A serve --listen 127.0.0.1:0 --max-upload 4MiB > $T/serve.out 2>&1 & pid=$!
+        trap 'kill $pid 2>/dev/null || true; true' EXIT
+        for i in $(seq 200); do grep -q listening $T/serve.out && break; sleep 0.05; done
+        u=http://$(sed -n 's/^listening on //p' $T/serve.out)
+        call() { curl -s -m 60 -o $T/body -w '%{http_code}' "$@"; }
+        R="Authorization: Bearer $(cat $T/r)"; W="Authorization: Bearer $(cat $T/w)"
+        [ $(call $u/v1/health) = 200 ]
+        [ $(call $u/v1/sessions) = 401 ] && has '"code":"unauthenticated"' < $T/body
+        [ $(call -H "Authorization: Bearer aet_nope" $u/v1/sessions) = 401 ]
+        [ $(call -H "$R" $u/v1/sessions) = 200 ] && has '"name":"s"' < $T/body
+        [ $(call -H "$R" $u/v1/sessions/s) = 200 ] && has "\"mountpoint\":\"$M\"" < $T/body
+        [ $(call -H "$R" $u/v1/sessions/nosuch) = 404 ] && has '"code":"not_found"' < $T/body
+        [ $(call -X DELETE -H "$R" $u/v1/sessions) = 405 ]
+        [ $(call -H "$R" $u/v1/nothing) = 404 ]
+        # A read token cannot write; a write token checkpoints the mounted session through its daemon.
+        echo data > f; ln f hard; ln -s f link; mkfifo fifo; setfattr -n user.k -v v f
+        [ $(call -X POST -H "$R" -d '{"message":"m"}' $u/v1/sessions/s/checkpoints) = 403 ] && has '"code":"permission_denied"' < $T/body
+        [ $(call -X POST -H "$W" -d '{"message":"over http","name":"web"}' $u/v1/sessions/s/checkpoints) = 201 ] && has '"name":"web"' < $T/body
+        [ "$(cat .aether/checkpoints/web/f)" = data ] && $A checkpoints s | has web
+        [ $(call -X POST -H "$W" -d '{"mesage":"typo"}' $u/v1/sessions/s/checkpoints) = 400 ] && has 'unknown key' < $T/body
+        [ $(call -X POST -H "$W" -d '{"message":"again","name":"web"}' $u/v1/sessions/s/checkpoints) = 409 ]
+        # Export: the same bytes the CLI writes, which GNU tar extracts as the view shows it.
+        [ $(call -H "$R" "$u/v1/snapshots/s@web/export") = 200 ] && cp $T/body $T/web.tar
+        $A export s@web -o - | cmp - $T/web.tar
+        mkdir $T/x; tar --xattrs -xpf $T/web.tar -C $T/x
+        cmp $T/x/f f && [ "$(stat -c %i $T/x/f)" = "$(stat -c %i $T/x/hard)" ] && [ -p $T/x/fifo ] && [ "$(readlink $T/x/link)" = f ]
+        [ "$(getfattr --only-values -n user.k $T/x/f)" = v ]
+        [ $(call -H "$R" "$u/v1/snapshots/nosuch/export") = 404 ] && [ $(call -H "$R" "$u/v1/snapshots/web/export?format=zip") = 400 ]
+        # Import: an upload becomes a session that exports to the same bytes; refusals change nothing.
+        [ $(call -X POST -H "$R" --data-binary @$T/web.tar "$u/v1/import?session=up") = 403 ]
+        [ $(call -X POST -H "$W" --data-binary @$T/web.tar "$u/v1/import?session=up") = 201 ] && has '"entries":5' < $T/body
+        $A export up -o - | cmp - $T/web.tar
+        [ $(call -X POST -H "$W" --data-binary @$T/web.tar "$u/v1/import?session=up") = 409 ]
+        [ $(call -X POST -H "$W" --data-binary @$T/web.tar "$u/v1/import") = 400 ]
+        /usr/bin/python3 -c 'import io, sys, tarfile
+        t = tarfile.open(sys.argv[1], "w"); i = tarfile.TarInfo("../escape"); i.size = 1; t.addfile(i, io.BytesIO(b"x")); t.close()' $T/evil.tar
+        [ $(call -X POST -H "$W" --data-binary @$T/evil.tar "$u/v1/import?session=evil") = 400 ] && has '\.\./escape' < $T/body
+        head -c 5000000 /dev/urandom > $T/big; tar -cf $T/big.tar -C $T big
+        [ $(call -X POST -H "$W" --data-binary @$T/big.tar "$u/v1/import?session=big") = 413 ]
+        [ "$($A session list --json | /usr/bin/python3 -c 'import json,sys; print(sorted(s["name"] for s in json.load(sys.stdin)))')" = "['s', 'up']" ]
+        # A revoked token lets nobody in.
+        $A token revoke writer > /dev/null
+        [ $(call -H "$W" $u/v1/sessions) = 401 ]
+        $A audit --json | has '"action":"token-revoke"'
+        kill $pid; wait $pid || true
+        $A verify > /dev/null
+        """#)
+    }
+}
