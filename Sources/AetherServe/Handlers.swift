@@ -28,14 +28,93 @@ struct Handlers: Sendable {
         return json(try await blocking { () throws(AetherError) in SessionInfo(repo, try repo.session(named: name)) })
     }
 
-    /// A checkpoint of the session, as the token's uid: the body is what `.aether/checkpoint` takes.
-    func checkpoint(_ r: Request, _ c: APIContext) async throws -> Response {
+    /// A session action (checkpoint, restore, fork, commit, propose, promote) as the token's uid:
+    /// the body is what the action's control file takes, and the answer what it answers.
+    func act(_ verb: String, _ r: Request, _ c: APIContext) async throws -> Response {
         let repo = self.repo, name = try parameter(c, "name"), caller = c.token!.uid
         let text = try await body(r)
-        let made = try await blocking { () throws(AetherError) -> SnapshotInfo in
-            try SessionAccess.act(repo, session: name, try SessionRequest(verb: "checkpoint", payload: text), caller: caller).snapshot()
+        let answer = try await blocking { () throws(AetherError) -> String in
+            try SessionAccess.act(repo, session: name, try SessionRequest(verb: verb, payload: text), caller: caller).json
         }
-        return json(made, status: .created)
+        return rawJSON(answer, status: verb == "restore" ? .ok : .created)
+    }
+
+    /// A new session: `{"name": NEW, "from": REF}` (from: none for an empty one).
+    func createSession(_ r: Request, _ c: APIContext) async throws -> Response {
+        let repo = self.repo, caller = c.token!.uid
+        let fields = try object(try await body(r), known: ["name", "from"])
+        guard let name = fields["name"] as? String else { throw APIError(.badRequest, "invalid", "the request needs \"name\" (a string)") }
+        let from = fields["from"] as? String
+        if fields["from"] != nil && from == nil { throw APIError(.badRequest, "invalid", "\"from\" must be a string") }
+        return json(try await blocking { () throws(AetherError) in
+            SessionInfo(repo, try repo.createSession(name: name, from: from, owner: caller))
+        }, status: .created)
+    }
+
+    func deleteSession(_ r: Request, _ c: APIContext) async throws -> Response {
+        let repo = self.repo, name = try parameter(c, "name"), caller = c.token!.uid
+        let force = try flag(r, "force")
+        try await blocking { () throws(AetherError) in try repo.deleteSession(name: name, uid: caller, force: force) }
+        return json(["deleted": name])
+    }
+
+    func retire(_ c: APIContext) async throws -> Response {
+        let repo = self.repo, name = try parameter(c, "name"), caller = c.token!.uid
+        return json(try await blocking { () throws(AetherError) in
+            try repo.retire(name: name, uid: caller)
+            return SessionInfo(repo, try repo.session(named: name))
+        })
+    }
+
+    func checkpoints(_ c: APIContext) async throws -> Response {
+        let repo = self.repo, name = try parameter(c, "name")
+        return json(try await blocking { () throws(AetherError) in try repo.checkpoints(of: try repo.session(named: name)).reversed().map(SnapshotInfo.init) })
+    }
+
+    func proposals(_ r: Request, _ c: APIContext) async throws -> Response {
+        let repo = self.repo, state = r.uri.queryParameters.get("state").map { String($0) }
+        if let state, ProposalState(rawValue: state) == nil {
+            throw APIError(.badRequest, "invalid", "state \(state): expected \(ProposalState.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return json(try await blocking { () throws(AetherError) in
+            try domain { try repo.metadata.proposals() }.filter { state == nil || $0.state.rawValue == state }.map { (p) throws(AetherError) in try repo.info(p) }
+        })
+    }
+
+    func proposal(_ c: APIContext) async throws -> Response {
+        let repo = self.repo, id = try parameter(c, "id")
+        return json(try await blocking { () throws(AetherError) in try repo.info(try repo.resolveProposal(id)) })
+    }
+
+    /// A review as the token's uid: `{"verdict": "approve"|"reject", "comment": …}`. The policy's rules
+    /// hold as for a review at a shell (the author's own token is not an independent reviewer); a
+    /// review over HTTP is not signed (the reviewer's key stays with the reviewer).
+    func review(_ r: Request, _ c: APIContext) async throws -> Response {
+        let repo = self.repo, id = try parameter(c, "id"), caller = c.token!.uid
+        let fields = try object(try await body(r), known: ["verdict", "comment"])
+        guard let verdict = fields["verdict"] as? String, verdict == "approve" || verdict == "reject" else {
+            throw APIError(.badRequest, "invalid", "\"verdict\" must be \"approve\" or \"reject\"")
+        }
+        let comment = fields["comment"] as? String ?? ""
+        return json(try await blocking { () throws(AetherError) in
+            try repo.info(try repo.review(id, approve: verdict == "approve", comment: comment, reviewer: caller, key: nil))
+        }, status: .created)
+    }
+
+    func withdraw(_ c: APIContext) async throws -> Response {
+        let repo = self.repo, id = try parameter(c, "id"), caller = c.token!.uid
+        return json(try await blocking { () throws(AetherError) in try repo.info(try repo.withdraw(id, uid: caller)) })
+    }
+
+    /// What changed from one snapshot (or live session) to another: `?from=A&to=B`.
+    func diff(_ r: Request, _ c: APIContext) async throws -> Response {
+        let repo = self.repo, q = r.uri.queryParameters
+        guard let from = q.get("from").map({ String($0) }), let to = q.get("to").map({ String($0) }) else {
+            throw APIError(.badRequest, "invalid", "give ?from=REF&to=REF")
+        }
+        return json(try await blocking { () throws(AetherError) in
+            try repo.diff(try SessionAccess.root(repo, from), try SessionAccess.root(repo, to)).map(ChangeInfo.init)
+        })
     }
 
     func branches(_ c: APIContext) async throws -> Response {
@@ -146,6 +225,26 @@ struct Handlers: Sendable {
             throw APIError(.badRequest, "invalid", "the request body is not UTF-8")
         }
         return text
+    }
+
+    /// A JSON object body with only `known` keys.
+    func object(_ text: String, known: Set<String>) throws -> [String: Any] {
+        guard let value = try? JSONSerialization.jsonObject(with: Data(text.utf8)), let fields = value as? [String: Any] else {
+            throw APIError(.badRequest, "invalid", "the body must be a JSON object")
+        }
+        if let unknown = fields.keys.first(where: { !known.contains($0) }) {
+            throw APIError(.badRequest, "invalid", "unknown key \"\(unknown)\" (expected \(known.sorted().joined(separator: ", ")))")
+        }
+        return fields
+    }
+
+    /// A query flag: absent or `false` is false, `true` true, anything else a bad request.
+    func flag(_ r: Request, _ name: String) throws -> Bool {
+        switch r.uri.queryParameters.get(name) {
+        case nil, "false": false
+        case "true": true
+        case let other?: throw APIError(.badRequest, "invalid", "\(name) must be true or false, not \"\(other)\"")
+        }
     }
 
     func parameter(_ c: APIContext, _ name: String) throws -> String {

@@ -45,13 +45,31 @@ public struct Server: Sendable {
     public static let routes: [(method: String, path: String, scope: TokenScope?)] = [
         ("GET", "/v1/health", nil),
         ("GET", "/v1/sessions", .read),
+        ("POST", "/v1/sessions", .write),
         ("GET", "/v1/sessions/{name}", .read),
+        ("DELETE", "/v1/sessions/{name}", .write),
+        ("POST", "/v1/sessions/{name}/retire", .write),
+        ("GET", "/v1/sessions/{name}/checkpoints", .read),
         ("POST", "/v1/sessions/{name}/checkpoints", .write),
+        ("POST", "/v1/sessions/{name}/restore", .write),
+        ("POST", "/v1/sessions/{name}/forks", .write),
+        ("POST", "/v1/sessions/{name}/commits", .write),
+        ("POST", "/v1/sessions/{name}/proposals", .write),
+        ("POST", "/v1/sessions/{name}/promote", .write),
+        ("GET", "/v1/proposals", .read),
+        ("GET", "/v1/proposals/{id}", .read),
+        ("POST", "/v1/proposals/{id}/reviews", .review),
+        ("POST", "/v1/proposals/{id}/withdraw", .write),
+        ("GET", "/v1/diff", .read),
         ("GET", "/v1/branches", .read),
         ("GET", "/v1/log/{branch}", .read),
         ("GET", "/v1/snapshots/{ref}/export", .read),
         ("POST", "/v1/import", .write),
     ]
+
+    /// The session actions and the control file (request verb) each one is.
+    static let sessionActions = ["checkpoints": "checkpoint", "restore": "restore", "forks": "fork", "commits": "commit",
+                                 "proposals": "propose", "promote": "promote"]
 
     /// Serves until the task is cancelled; `ready` is told the port once it listens.
     public func run(ready: @escaping @Sendable (Int) -> Void) async throws {
@@ -60,8 +78,19 @@ public struct Server: Sendable {
         let handlers = Handlers(repo: repo, options: options)
         router.get("/v1/health") { _, _ in json(["status": "ok", "version": Repository.softwareVersion]) }
         router.get("/v1/sessions") { _, c in try await handlers.sessions(c) }
+        router.post("/v1/sessions") { r, c in try await handlers.createSession(r, c) }
         router.get("/v1/sessions/:name") { _, c in try await handlers.session(c) }
-        router.post("/v1/sessions/:name/checkpoints") { r, c in try await handlers.checkpoint(r, c) }
+        router.delete("/v1/sessions/:name") { r, c in try await handlers.deleteSession(r, c) }
+        router.post("/v1/sessions/:name/retire") { _, c in try await handlers.retire(c) }
+        router.get("/v1/sessions/:name/checkpoints") { _, c in try await handlers.checkpoints(c) }
+        for (route, verb) in Server.sessionActions {
+            router.post("/v1/sessions/:name/\(route)") { r, c in try await handlers.act(verb, r, c) }
+        }
+        router.get("/v1/proposals") { r, c in try await handlers.proposals(r, c) }
+        router.get("/v1/proposals/:id") { _, c in try await handlers.proposal(c) }
+        router.post("/v1/proposals/:id/reviews") { r, c in try await handlers.review(r, c) }
+        router.post("/v1/proposals/:id/withdraw") { _, c in try await handlers.withdraw(c) }
+        router.get("/v1/diff") { r, c in try await handlers.diff(r, c) }
         router.get("/v1/branches") { _, c in try await handlers.branches(c) }
         router.get("/v1/log/:branch") { r, c in try await handlers.log(r, c) }
         router.get("/v1/snapshots/:ref/export") { r, c in try await handlers.export(r, c) }
@@ -100,7 +129,18 @@ struct Authentication: RouterMiddleware {
         }
         var context = context
         context.token = token
-        return try await next(request, context)
+        guard request.method != .get else { return try await next(request, context) }
+        // A request that changes something is audited with its token's name, whatever it came to.
+        let detail = "\(request.method.rawValue) \(request.uri.path) token \(token.name)"
+        do {
+            let response = try await next(request, context)
+            try? await blocking { () throws(AetherError) in try? repo.metadata.audit(uid: token.uid, action: "http", session: "", detail: detail, result: "\(response.status.code)") }
+            return response
+        } catch {
+            let status = (error as? APIError)?.status.code ?? 500
+            try? await blocking { () throws(AetherError) in try? repo.metadata.audit(uid: token.uid, action: "http", session: "", detail: detail, result: "refused: \(status)") }
+            throw error
+        }
     }
 
     /// Whether `path` is an instance of `template` (`{x}` stands for one non-empty segment).
@@ -152,9 +192,12 @@ struct ErrorDocument: Encodable {
 }
 
 /// A JSON response of `value`, encoded as the CLI's `--json` encodes it.
-func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response { rawJSON(JSONText.encode(value), status: status) }
+
+/// A response of JSON text as a use case encoded it.
+func rawJSON(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
     var buffer = ByteBuffer()
-    buffer.writeString(JSONText.encode(value) + "\n")
+    buffer.writeString(text + "\n")
     return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
 }
 

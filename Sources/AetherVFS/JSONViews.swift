@@ -90,3 +90,24 @@ public struct BranchInfo: Encodable, Sendable {
     public init(name: String, head: SnapshotInfo) { self.name = name; self.head = head }
 }
 
+
+/// One change of `diff --json`.
+public struct ChangeInfo: Encodable, Sendable {
+    public var change: String
+    public var path: String
+    public var from: String?
+    public var aspects: [String]?
+
+    public init(_ c: Change) {
+        func text(_ p: [UInt8]) -> String { String(decoding: p, as: UTF8.self) }
+        change = c.kind.rawValue; path = text(c.path); from = c.from.map(text)
+        aspects = c.aspects.isEmpty ? nil : c.aspects
+    }
+
+    /// The change as `diff` prints it: a letter, the path (a rename's old path first), what changed.
+    public var line: String {
+        let letters = ["added": "A", "deleted": "D", "modified": "M", "renamed": "R"]
+        return "\(letters[change] ?? "?")  " + (from.map { $0 + " -> " } ?? "") + path + (aspects.map { "  (\($0.joined(separator: ", ")))" } ?? "")
+    }
+}
+

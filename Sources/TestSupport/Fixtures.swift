@@ -54,7 +54,7 @@ public func run(_ args: [String], cwd: String? = nil, env: [String: String] = [:
 /// Runs a bash script with `set -euo pipefail`.
 public func sh(_ script: String, cwd: String? = nil, env: [String: String] = [:], timeout: Int = 300) -> Ran {
     // `has` is grep -q that reads all its input: with pipefail, grep -q closing early can fail the writer.
-    run(["bash", "-c", "set -Eeuo pipefail\ntrap 'echo \"failed at line $LINENO: $BASH_COMMAND\" >&2' ERR\nhas() { grep \"$@\" > /dev/null; }\n" + script],
+    run(["bash", "-c", "set -Eeuo pipefail\ntrap 'echo \"failed at line $LINENO${FUNCNAME:+ in $FUNCNAME, called at line ${BASH_LINENO[0]}}: $BASH_COMMAND\" >&2' ERR\nhas() { grep \"$@\" > /dev/null; }\n" + script],
         cwd: cwd, env: env, timeout: timeout)
 }
 

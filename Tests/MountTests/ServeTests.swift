@@ -52,6 +52,34 @@ struct ServiceSurface {
         head -c 5000000 /dev/urandom > $T/big; tar -cf $T/big.tar -C $T big
         [ $(call -X POST -H "$W" --data-binary @$T/big.tar "$u/v1/import?session=big") = 413 ]
         [ "$($A session list --json | /usr/bin/python3 -c 'import json,sys; print(sorted(s["name"] for s in json.load(sys.stdin)))')" = "['s', 'up']" ]
+        # Commits, forks and a commit on a branch that moved since its base (409).
+        [ $(call -X POST -H "$W" -d 'first' $u/v1/sessions/s/commits) = 201 ] && has '"kind":"commit"' < $T/body
+        [ $(call -X POST -H "$W" -d 'late' $u/v1/sessions/s/forks) = 201 ] && $A session list | has late
+        echo more > g
+        [ $(call -X POST -H "$W" -d 'second' $u/v1/sessions/s/commits) = 201 ]
+        [ $(call -X POST -H "$W" -d '{"message":"stale","allow_empty":true}' $u/v1/sessions/late/commits) = 409 ] && has '"code":"branch_moved"' < $T/body
+        [ $(call -H "$R" $u/v1/log/main) = 200 ] && [ "$(grep -o '"kind":"commit"' $T/body | wc -l)" = 2 ]
+        [ $(call -H "$R" $u/v1/branches) = 200 ] && has '"name":"main"' < $T/body
+        [ $(call -H "$R" "$u/v1/diff?from=s@web&to=s") = 200 ] && has '"path":"g"' < $T/body
+        [ $(call -H "$R" "$u/v1/diff?from=s@web") = 400 ]
+        # A proposal; the author's own token cannot approve it, another uid's can.
+        echo proposed > h
+        [ $(call -X POST -H "$W" -d '{"message":"please","meta":{"ticket":"T-1"}}' $u/v1/sessions/s/proposals) = 201 ]
+        prop=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' $T/body)
+        [ $(call -X POST -H "$W" -d '{"verdict":"approve"}' $u/v1/proposals/$prop/reviews) = 403 ]
+        $A token create mine --scope review > $T/mine 2> /dev/null
+        $A token create other --scope review --as 1000 > $T/other 2> /dev/null
+        [ $(call -X POST -H "Authorization: Bearer $(cat $T/mine)" -d '{"verdict":"approve"}' $u/v1/proposals/$prop/reviews) = 403 ] && has '"code":"permission_denied"' < $T/body
+        [ $(call -X POST -H "Authorization: Bearer $(cat $T/other)" -d '{"verdict":"approve","comment":"fine"}' $u/v1/proposals/$prop/reviews) = 201 ] && has '"state":"approved"' < $T/body
+        [ $(call -X POST -H "Authorization: Bearer $(cat $T/other)" -d '{"verdict":"maybe"}' $u/v1/proposals/$prop/reviews) = 400 ]
+        [ $(call -H "$R" "$u/v1/proposals?state=approved") = 200 ] && has "\"id\":\"$prop\"" < $T/body
+        [ $(call -H "$R" "$u/v1/proposals?state=bogus") = 400 ]
+        # Sessions made and deleted; every changing request is audited with its token's name.
+        [ $(call -X POST -H "$W" -d '{"name":"blank"}' $u/v1/sessions) = 201 ] && has '"name":"blank"' < $T/body
+        [ $(call -X POST -H "$W" -d '{"name":"blank"}' $u/v1/sessions) = 409 ]
+        [ $(call -X POST -H "$W" -d '{"nam":"x"}' $u/v1/sessions) = 400 ]
+        [ $(call -X DELETE -H "$W" $u/v1/sessions/blank) = 200 ] && [ $(call -X DELETE -H "$W" $u/v1/sessions/s) = 409 ]
+        $A audit --json | has 'POST /v1/sessions/s/commits token writer'
         # A revoked token lets nobody in.
         $A token revoke writer > /dev/null
         [ $(call -H "$W" $u/v1/sessions) = 401 ]
