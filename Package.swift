@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // C libraries: one module each, imported by exactly one Swift target.
@@ -52,6 +53,7 @@ let package = Package(
         .target(name: "AetherServe", dependencies: [
             "AetherModel", "AetherCore", "AetherStore", "AetherVFS", "AetherArchive",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ]),
         .target(name: "AetherCLI", dependencies: [
             "AetherModel", "AetherCore", "AetherVFS", "AetherFUSE", "AetherArchive", "AetherServe",

@@ -22,7 +22,7 @@ public struct AetherCommand: ParsableCommand {
                       CheckpointCommand.self, CheckpointsCommand.self, RestoreCommand.self, ForkCommand.self,
                       CommitCommand.self, BranchCommand.self, LogCommand.self, ShowCommand.self, DiffCommand.self,
                       VerifyCommand.self, ExportCommand.self, ImportCommand.self,
-                      ProposeCommand.self, ProposalsCommand.self, ProposalCommand.self, ReviewCommand.self, PolicyCommand.self, AuditCommand.self, PromoteCommand.self, KeyCommand.self, StatsCommand.self, McpCommand.self, UsageCommand.self, GCCommand.self, PruneCommand.self, TokenCommand.self, ServeCommand.self])
+                      ProposeCommand.self, ProposalsCommand.self, ProposalCommand.self, ReviewCommand.self, PolicyCommand.self, AuditCommand.self, PromoteCommand.self, KeyCommand.self, StatsCommand.self, McpCommand.self, UsageCommand.self, GCCommand.self, PruneCommand.self, TokenCommand.self, ServeCommand.self, SyncCommand.self])
 
     public init() {}
 

@@ -17,6 +17,7 @@ import AetherArchive
 struct Handlers: Sendable {
     let repo: Repository
     let options: ServeOptions
+    let leases: ReceivingLeases
 
     func sessions(_ c: APIContext) async throws -> Response {
         let repo = self.repo

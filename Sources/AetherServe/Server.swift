@@ -65,6 +65,15 @@ public struct Server: Sendable {
         ("GET", "/v1/log/{branch}", .read),
         ("GET", "/v1/snapshots/{ref}/export", .read),
         ("POST", "/v1/import", .write),
+        ("POST", "/v1/sync/missing", .read),
+        ("POST", "/v1/sync/fetch", .read),
+        ("POST", "/v1/sync/known", .read),
+        ("GET", "/v1/sync/branches/{name}", .read),
+        ("GET", "/v1/sync/sessions/{name}", .read),
+        ("POST", "/v1/sync/leases", .write),
+        ("DELETE", "/v1/sync/leases/{id}", .write),
+        ("POST", "/v1/sync/objects", .write),
+        ("POST", "/v1/sync/apply", .write),
     ]
 
     /// The session actions and the control file (request verb) each one is.
@@ -75,7 +84,7 @@ public struct Server: Sendable {
     public func run(ready: @escaping @Sendable (Int) -> Void) async throws {
         let router = Router(context: APIContext.self)
         router.add(middleware: Authentication(repo: repo))
-        let handlers = Handlers(repo: repo, options: options)
+        let handlers = Handlers(repo: repo, options: options, leases: ReceivingLeases(repo: repo))
         router.get("/v1/health") { _, _ in json(["status": "ok", "version": Repository.softwareVersion]) }
         router.get("/v1/sessions") { _, c in try await handlers.sessions(c) }
         router.post("/v1/sessions") { r, c in try await handlers.createSession(r, c) }
@@ -95,6 +104,15 @@ public struct Server: Sendable {
         router.get("/v1/log/:branch") { r, c in try await handlers.log(r, c) }
         router.get("/v1/snapshots/:ref/export") { r, c in try await handlers.export(r, c) }
         router.post("/v1/import") { r, c in try await handlers.importArchive(r, c) }
+        router.post("/v1/sync/missing") { r, c in try await handlers.syncMissing(r, c) }
+        router.post("/v1/sync/fetch") { r, c in try await handlers.syncFetch(r, c) }
+        router.post("/v1/sync/known") { r, c in try await handlers.syncKnown(r, c) }
+        router.get("/v1/sync/branches/:name") { _, c in try await handlers.syncBranch(c) }
+        router.get("/v1/sync/sessions/:name") { _, c in try await handlers.syncSession(c) }
+        router.post("/v1/sync/leases") { _, c in try await handlers.beginLease(c) }
+        router.delete("/v1/sync/leases/:id") { _, c in try await handlers.endLease(c) }
+        router.post("/v1/sync/objects") { r, c in try await handlers.syncReceive(r, c) }
+        router.post("/v1/sync/apply") { r, c in try await handlers.syncApply(r, c) }
         let app = Application(
             router: router,
             server: .http1(configuration: .init(idleTimeout: .seconds(options.idleTimeout))),

@@ -88,13 +88,41 @@ public final class ObjectStore: Sendable {
         guard let file = try blobs.get(id) else { throw StoreError.missing(id) }
         readObjects.add(1, ordering: .relaxed)
         readBytesCount.add(Int64(file.count), ordering: .relaxed)
+        return try ObjectStore.decode(file, id: id, expecting: kind).content
+    }
+
+    /// An object's stored bytes, as they are (what a sync sends; the receiver verifies them).
+    public func stored(_ id: ObjectID) throws -> [UInt8] {
+        guard let file = try blobs.get(id) else { throw StoreError.missing(id) }
+        readObjects.add(1, ordering: .relaxed)
+        readBytesCount.add(Int64(file.count), ordering: .relaxed)
+        return file
+    }
+
+    /// Stores an object's stored bytes received from elsewhere, after decoding them and checking that
+    /// they hash to `id`; returns its kind and content.
+    @discardableResult
+    public func putStored(_ id: ObjectID, _ file: [UInt8]) throws -> (kind: ObjectKind, content: [UInt8]) {
+        let decoded = try ObjectStore.decode(file, id: id, expecting: nil)
+        if try !blobs.contains(id) {
+            try blobs.put(id, file)
+            writtenBytes.add(Int64(file.count), ordering: .relaxed)
+            writtenObjects.add(1, ordering: .relaxed)
+        }
+        return decoded
+    }
+
+    /// Decodes an object file and verifies it: its header, its kind (when one is expected), its
+    /// length and its hash.
+    public static func decode(_ file: [UInt8], id: ObjectID, expecting expected: ObjectKind?) throws -> (kind: ObjectKind, content: [UInt8]) {
         guard file.count >= ObjectStore.headerSize, Array(file[0..<3]) == ObjectStore.magic else {
             throw StoreError.damaged(id, "not an object file")
         }
         guard file[3] == ObjectStore.formatVersion else {
             throw StoreError.unsupportedFormat("object \(id.hex) has format \(file[3]); this aetherfs reads format \(ObjectStore.formatVersion)")
         }
-        guard file[4] == kind.rawValue else { throw StoreError.damaged(id, "holds kind \(file[4]), expected a \(kind.name)") }
+        guard let kind = ObjectKind(rawValue: file[4]) else { throw StoreError.damaged(id, "holds unknown kind \(file[4])") }
+        if let expected, kind != expected { throw StoreError.damaged(id, "holds kind \(file[4]), expected a \(expected.name)") }
         var raw: UInt64 = 0
         for i in 0..<8 { raw |= UInt64(file[6 + i]) << UInt64(8 * i) }
         guard raw <= 1 << 32 else { throw StoreError.damaged(id, "impossible length \(raw)") }
@@ -114,7 +142,7 @@ public final class ObjectStore: Sendable {
         guard ObjectID.of(kind, content) == id else {
             throw StoreError.damaged(id, "content does not match its hash")
         }
-        return content
+        return (kind, content)
     }
 
     /// Makes every object put so far durable.
