@@ -9,7 +9,7 @@ write after a fork, cold reads from the chunk store, chunker speed) and ingest b
 Usage: Scripts/bench [--quick | --smoke] [--json FILE] [--only NAME,...] [--binary PATH]
 """
 from concurrent.futures import ThreadPoolExecutor
-import argparse, json, os, shutil, threading, signal, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, socket, threading, signal, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = "/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c"
@@ -493,6 +493,76 @@ def ingest_vs_restic(native, aether, total_mib, restic_init, results, extra):
     results.append({"workload": "read cold, from the chunk store", "unit": "MB/s", "aetherfs": total / t / 1e6, "cache": "cold"})
 
 
+def sync_vs_peers(native, aether, total_mib, extra):
+    """A push of the ingest data set (as a session of a store of its own) to an empty store over HTTP on
+    loopback, beside `restic copy` of the same snapshot to a new restic repository and `rsync -a` of the
+    same tree to a loopback rsync daemon; then the same after a 1% change."""
+    src = os.path.join(native.dir, "ingest")
+    files = len([n for n in os.listdir(src) if n.startswith("data")])
+    total = sum(os.path.getsize(os.path.join(src, n)) for n in os.listdir(src))
+    work = os.path.join(native.work, "sync")
+    os.makedirs(work)
+    a, b = os.path.join(work, "a"), os.path.join(work, "b")
+    archive = os.path.join(work, "ingest.tar")
+    sh(f"tar -cf {archive} -C {src} . && {aether.binary} init --store {a} > /dev/null && {aether.binary} init --store {b} > /dev/null")
+    sh(f"{aether.binary} import --store {a} {archive} --session push > /dev/null")
+    token = sh(f"{aether.binary} token create bench --scope write --store {b} 2> /dev/null", capture=True).strip()
+    serve = subprocess.Popen([aether.binary, "serve", "--store", b, "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    rsyncd = None
+    try:
+        url = "http://" + serve.stdout.readline().split()[-1]
+        def push():
+            t = time.perf_counter()
+            out = sh(f"AETHERFS_TOKEN={token} {aether.binary} sync push {url} --store {a} --session push --json", capture=True)
+            return time.perf_counter() - t, json.loads(out)
+        # restic: a second repository with the first's chunker parameters, and the latest snapshot copied.
+        repo, env = restic_env(native.work)
+        repo2 = os.path.join(work, "restic-copy")
+        env2 = f"RESTIC_PASSWORD=bench RESTIC_REPOSITORY={repo2} RESTIC_FROM_REPOSITORY={repo} RESTIC_FROM_PASSWORD=bench RESTIC_CACHE_DIR={native.work}/restic-cache"
+        sh(f"{env2} restic init -q --repository-version 2 --copy-chunker-params")
+        # rsync: a daemon on a loopback port, writing into a directory of the same disk.
+        module = os.path.join(work, "rsync-dst")
+        os.makedirs(module)
+        conf = os.path.join(work, "rsyncd.conf")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        open(conf, "w").write(f"use chroot = no\n[dst]\npath = {module}\nread only = no\nuid = root\ngid = root\n")
+        rsyncd = subprocess.Popen(["rsync", "--daemon", "--no-detach", f"--port={port}", f"--config={conf}", "--address=127.0.0.1"])
+        time.sleep(0.5)
+        sh("sync")
+        t1, r1 = push()
+        t2, r2 = push()
+        tr1 = timed(f"{env2} restic copy -q latest")
+        tq1 = timed(f"rsync -a {src}/ rsync://127.0.0.1:{port}/dst/")
+        extra.append({"workload": f"push {total >> 20} MiB over HTTP", "unit": "MB/s", "aetherfs": total / t1 / 1e6, "restic": total / tr1 / 1e6, "better": "higher"})
+        extra.append({"workload": "  beside rsync -a to rsyncd", "unit": "MB/s", "aetherfs": total / t1 / 1e6, "restic": None, "rsync": total / tq1 / 1e6, "better": "higher"})
+        extra.append({"workload": "  second push (nothing new)", "unit": "ms", "aetherfs": t2 * 1e3, "restic": None, "better": "lower",
+                      "note": f"{r2['objects_sent']} objects sent"})
+        # After a 1% change: a new checkpoint of the session, a new restic snapshot, rsync's delta.
+        change_one_percent([src], files, seed=9)
+        sh(f"tar -cf {archive} -C {src} .")
+        before = du(os.path.join(a, "objects"))
+        sh(f"{aether.binary} import --store {a} {archive} --into push > /dev/null")
+        added = du(os.path.join(a, "objects")) - before
+        sh(f"{env} restic backup -q --compression auto {src}")
+        t3, r3 = push()
+        r2size = du(repo2)
+        tr3 = timed(f"{env2} restic copy -q latest")
+        copied = du(repo2) - r2size
+        tq3 = timed(f"rsync -a {src}/ rsync://127.0.0.1:{port}/dst/")
+        extra.append({"workload": "after a 1% change: push time", "unit": "s", "aetherfs": t3, "restic": tr3, "rsync": tq3, "better": "lower"})
+        extra.append({"workload": "  bytes sent (restic: copied)", "unit": "MB", "aetherfs": r3["bytes_sent"] / 1e6, "restic": copied / 1e6, "better": "lower",
+                      "note": f"{r3['bytes_sent'] / max(added, 1):.2f}x what the change added to the store ({added / 1e6:.1f} MB)"})
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
+        if rsyncd:
+            rsyncd.terminate()
+            rsyncd.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def chunker_speed(binary, mib, results):
     out = json.loads(sh(f"{binary} {mib}", capture=True))
     results.append({"workload": "chunker alone, one core", "unit": "MB/s", "aetherfs": out["chunker_mb_s"]})
@@ -629,6 +699,9 @@ def main():
         if wanted("ingest"):
             ingest_vs_restic(native, aether, size["ingest_mib"], restic_init, results, extra)
             print(f"ingest and restic done {elapsed()}", file=sys.stderr)
+            if wanted("push") or not args.only:
+                sync_vs_peers(native, aether, size["ingest_mib"], extra)
+                print(f"push, restic copy and rsync done {elapsed()}", file=sys.stderr)
         if wanted("checkpoint"):
             read_during_checkpoint(aether, size["cp_mib"], results)
             aether_only(aether, size["sessions"], size["cp_rounds"], results)
@@ -656,10 +729,12 @@ def main():
               f"{fmt(r.get('aetherfs')):>9} {fmt(r.get('aether/native')):>9} {fmt(r.get('aether/passthrough')):>7}"
               + (f"  worst {r['worst']:.1f}" if 'worst' in r else ""))
     if extra:
-        print(f"\n{'against restic (same data, same run)':36} {'unit':5} {'restic':>9} {'aetherfs':>9} {'af/restic':>9}")
+        print(f"\n{'against restic and rsync (same data, same run)':36} {'unit':5} {'restic':>9} {'rsync':>9} {'aetherfs':>9} {'af/restic':>9} {'af/rsync':>9}")
         for r in extra:
             ratio = r["aetherfs"] / r["restic"] if r.get("restic") else None
-            print(f"{r['workload']:36} {r['unit']:5} {fmt(r.get('restic')):>9} {fmt(r.get('aetherfs')):>9} {fmt(ratio):>9}")
+            vs_rsync = r["aetherfs"] / r["rsync"] if r.get("rsync") else None
+            print(f"{r['workload']:36} {r['unit']:5} {fmt(r.get('restic')):>9} {fmt(r.get('rsync')):>9} {fmt(r.get('aetherfs')):>9} {fmt(ratio):>9} {fmt(vs_rsync):>9}"
+                  + (f"  {r['note']}" if r.get("note") else ""))
     print(f"\n{mode} run, {rounds} interleaved round(s). Ratios are AetherFS/other of the unit: for MB/s higher is "
           "better, for seconds, ms and us lower is better.")
     if args.json:
