@@ -699,9 +699,9 @@ def main():
         if wanted("ingest"):
             ingest_vs_restic(native, aether, size["ingest_mib"], restic_init, results, extra)
             print(f"ingest and restic done {elapsed()}", file=sys.stderr)
-            if wanted("push") or not args.only:
-                sync_vs_peers(native, aether, size["ingest_mib"], extra)
-                print(f"push, restic copy and rsync done {elapsed()}", file=sys.stderr)
+            # On the ingest data set, so with it.
+            sync_vs_peers(native, aether, size["ingest_mib"], extra)
+            print(f"push, restic copy and rsync done {elapsed()}", file=sys.stderr)
         if wanted("checkpoint"):
             read_during_checkpoint(aether, size["cp_mib"], results)
             aether_only(aether, size["sessions"], size["cp_rounds"], results)

@@ -13,7 +13,10 @@ public final class LocalPeer: SyncPeer {
 
     public func missing(_ ids: [ObjectID]) throws(AetherError) -> [ObjectID] { try domain { try repo.objects.missing(of: ids) } }
 
-    public func stored(_ ids: [ObjectID]) throws(AetherError) -> [[UInt8]] { try domain { try ids.map { try repo.objects.stored($0) } } }
+    public func stored(_ ids: [ObjectID]) throws(AetherError) -> [[UInt8]] {
+        if let absent = try missing(ids).first { throw .notFound("object \(absent.hex) in the store") }
+        return try domain { try ids.map { try repo.objects.stored($0) } }
+    }
 
     public func receive(_ objects: [(ObjectID, [UInt8])]) throws(AetherError) {
         try repo.ensureRoom(for: objects.reduce(0) { $0 + $1.1.count })

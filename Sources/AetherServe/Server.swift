@@ -44,6 +44,7 @@ public struct Server: Sendable {
     /// scope it needs (nil: none).
     public static let routes: [(method: String, path: String, scope: TokenScope?)] = [
         ("GET", "/v1/health", nil),
+        ("GET", "/metrics", .read),
         ("GET", "/v1/sessions", .read),
         ("POST", "/v1/sessions", .write),
         ("GET", "/v1/sessions/{name}", .read),
@@ -83,8 +84,16 @@ public struct Server: Sendable {
     /// Serves until the task is cancelled; `ready` is told the port once it listens.
     public func run(ready: @escaping @Sendable (Int) -> Void) async throws {
         let router = Router(context: APIContext.self)
-        router.add(middleware: Authentication(repo: repo))
+        let metrics = ServerMetrics()
+        router.add(middleware: Authentication(repo: repo, metrics: metrics))
         let handlers = Handlers(repo: repo, options: options, leases: ReceivingLeases(repo: repo))
+        let repo = self.repo
+        router.get("/metrics") { _, _ in
+            let text = try await blocking { () throws(AetherError) in try metrics.scrape(repo) }
+            var buffer = ByteBuffer()
+            buffer.writeString(text)
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: buffer))
+        }
         router.get("/v1/health") { _, _ in json(["status": "ok", "version": Repository.softwareVersion]) }
         router.get("/v1/sessions") { _, c in try await handlers.sessions(c) }
         router.post("/v1/sessions") { r, c in try await handlers.createSession(r, c) }
@@ -126,8 +135,22 @@ public struct Server: Sendable {
 struct Authentication: RouterMiddleware {
     typealias Context = APIContext
     let repo: Repository
+    let metrics: ServerMetrics
 
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws -> Response {
+        let start = monotonicNanoseconds()
+        let route = Server.routes.first { $0.method == request.method.rawValue && Authentication.matches($0.path, request.uri.path) }?.path ?? "unmatched"
+        do {
+            let response = try await authenticated(request, context: context, next: next)
+            metrics.record(route: route, method: request.method.rawValue, status: response.status.code, nanoseconds: monotonicNanoseconds() - start)
+            return response
+        } catch {
+            metrics.record(route: route, method: request.method.rawValue, status: (error as? APIError)?.status.code ?? 500, nanoseconds: monotonicNanoseconds() - start)
+            throw error
+        }
+    }
+
+    private func authenticated(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws -> Response {
         let onPath = Server.routes.filter { Authentication.matches($0.path, request.uri.path) }
         guard let route = onPath.first(where: { $0.method == request.method.rawValue }) else {
             if onPath.isEmpty { throw APIError(.notFound, "not_found", "no route \(request.uri.path)") }

@@ -88,4 +88,24 @@ struct ServiceSurface {
         $A verify > /dev/null
         """#)
     }
+
+    /// 32 readers and 8 uploaders for 30 s on loopback: every answer is the one expected, the server's
+    /// memory stays bounded, and the store verifies afterwards.
+    @Test func readersAndUploadersUnderLoadGetOnlyTheAnswersExpected() throws {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Scripts/loadtest.py").standardized.path
+        try inMount(#"""
+        mkdir d; for i in $(seq 50); do head -c 10000 /dev/urandom > d/f$i; done
+        echo '{"message":"base","name":"base"}' > .aether/checkpoint; echo c1 > .aether/commit
+        $A token create w --scope write > $T/w 2> /dev/null; $A token create r --scope read > $T/r 2> /dev/null
+        $A serve --listen 127.0.0.1:0 > $T/serve.out 2>&1 & pid=$!
+        trap 'kill $pid 2> /dev/null || true; true' EXIT
+        for i in $(seq 200); do grep -q listening $T/serve.out && break; sleep 0.05; done
+        /usr/bin/python3 LOADTEST --url http://$(sed -n 's/^listening on //p' $T/serve.out) --read-token $(cat $T/r) --write-token $(cat $T/w) \
+          --export s@base --seconds 30 --pid $pid --max-rss-mib 400 > $T/load.json || { cat $T/load.json >&2; exit 1; }
+        cat $T/load.json >&2
+        [ "$($A session list --json | /usr/bin/python3 -c 'import json,sys; print(len(json.load(sys.stdin)) > 10)')" = True ]
+        kill $pid; wait $pid || true
+        $A verify --read-data > /dev/null
+        """#.replacingOccurrences(of: "LOADTEST", with: script), timeout: 300)
+    }
 }
