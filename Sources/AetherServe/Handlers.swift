@@ -144,18 +144,21 @@ struct Handlers: Sendable {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw APIError(.internalServerError, "system", "pipe: \(String(cString: strerror(errno)))") }
         let (readEnd, writeEnd) = (fds[0], fds[1])
-        // The exporter writes into the pipe on a thread of the pool; the body reads it on another.
+        // The exporter writes into the pipe on a thread of its own (it blocks while the pipe is full,
+        // so it must not hold one the reader needs); the body reads it on the pool.
         let done = Task { () -> ExportSummary? in
-            try? await NIOThreadPool.singleton.runIfActive { () -> ExportSummary? in
-                defer { close(writeEnd) }
-                return try? Archives.export(repo, ref: ref, format: format, path: nil, fd: writeEnd)
+            await withCheckedContinuation { (finished: CheckedContinuation<ExportSummary?, Never>) in
+                Thread {
+                    defer { close(writeEnd) }
+                    finished.resume(returning: try? Archives.export(repo, ref: ref, format: format, path: nil, fd: writeEnd))
+                }.start()
             }
         }
         let type = format == .tar ? "application/x-tar" : format == .tarZstd ? "application/zstd" : "application/gzip"
         let body = ResponseBody { writer in
             defer { close(readEnd) }
             while true {
-                let chunk = try await NIOThreadPool.singleton.runIfActive { () -> [UInt8] in
+                let chunk = try await blockingPool.runIfActive { () -> [UInt8] in
                     var buffer = [UInt8](repeating: 0, count: 1 << 20)
                     let n = buffer.withUnsafeMutableBytes { read(readEnd, $0.baseAddress, $0.count) }
                     return n > 0 ? Array(buffer.prefix(n)) : []
@@ -196,7 +199,7 @@ struct Handlers: Sendable {
                 throw APIError(.contentTooLarge, "too_big", "the upload is larger than \(options.maxUpload) bytes (aetherfs serve --max-upload)")
             }
             let bytes = Array(buffer.readableBytesView)
-            try await NIOThreadPool.singleton.runIfActive {
+            try await blockingPool.runIfActive {
                 var at = 0
                 while at < bytes.count {
                     let n = bytes[at...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }

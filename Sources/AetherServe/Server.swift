@@ -242,11 +242,19 @@ func rawJSON(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
     return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
 }
 
-/// Runs blocking domain work on NIO's thread pool (never on an event loop or the cooperative pool);
-/// its domain error becomes the API's.
+/// The threads blocking work runs on (SQLite, object files, a mount's control files): more than the
+/// cores, since they wait on the disk and on daemons more than they compute, and never an event loop
+/// or the cooperative pool.
+let blockingPool: NIOThreadPool = {
+    let pool = NIOThreadPool(numberOfThreads: max(16, System.coreCount * 4))
+    pool.start()
+    return pool
+}()
+
+/// Runs blocking domain work on `blockingPool`; its domain error becomes the API's.
 func blocking<T: Sendable>(_ body: @escaping @Sendable () throws(AetherError) -> T) async throws -> T {
     do {
-        return try await NIOThreadPool.singleton.runIfActive { try body() }
+        return try await blockingPool.runIfActive { try body() }
     } catch let e as AetherError {
         throw APIError(e)
     }
