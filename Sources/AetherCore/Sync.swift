@@ -3,6 +3,7 @@ import Glibc
 #endif
 import AetherModel
 import AetherStore
+import Dispatch
 
 /// A snapshot record as it travels between stores: named by its display id (`sid`), its parent and
 /// session by theirs, since row ids differ from store to store.
@@ -64,7 +65,7 @@ public struct SyncRecords: Codable, Sendable, Equatable {
 }
 
 /// One side of a sync: this machine's store, or a store behind `aetherfs serve`.
-public protocol SyncPeer: AnyObject {
+public protocol SyncPeer: AnyObject, Sendable {
     /// Of `ids`, those it does not hold (one batch).
     func missing(_ ids: [ObjectID]) throws(AetherError) -> [ObjectID]
     /// The stored bytes of objects it holds (one batch).
@@ -104,9 +105,8 @@ public struct SyncReport: Codable, Sendable {
 }
 
 public enum Sync {
-    /// Most ids in one existence question or fetch; most bytes in one batch of objects sent.
+    /// Most ids in one existence question or fetch.
     static let batchIDs = 4096
-    static let batchBytes = 8 << 20
 
     /// Copies `branches` (their commit lineage) and `sessions` (their checkpoints and fork parents)
     /// from `source` to `target`, sending only objects the target lacks: the walk stops at every tree
@@ -193,29 +193,55 @@ public enum Sync {
             chunks += try ask(target, unique(pieces, &visited), &report)
             frontier = try ask(target, unique(children, &visited), &report)
         }
-        // Chunks, then manifests, then trees from the deepest level up: nothing arrives before what it names.
-        let order = chunks + manifests + levels.reversed().flatMap { $0 }
-        var batch: [(ObjectID, [UInt8])] = []
-        var bytes = 0
-        func flush() throws(AetherError) {
-            guard !batch.isEmpty else { return }
-            try target.receive(batch)
-            report.requests += 1
-            batch.removeAll(keepingCapacity: true)
-            bytes = 0
-            progress(report)
+        // Chunks, then manifests, then trees from the deepest level up: nothing arrives before what it
+        // names. Within each of those phases, batches go in parallel.
+        for phase in [chunks, manifests] + levels.reversed() {
+            try sendPhase(phase, from: source, to: target, report: &report, progress: progress)
         }
-        for start in stride(from: 0, to: order.count, by: batchIDs) {
-            let ids = Array(order[start..<min(order.count, start + batchIDs)])
-            for (id, file) in try fetch(source, ids, &report) {
-                batch.append((id, file))
-                bytes += file.count
-                report.objectsSent += 1
-                report.bytesSent += Int64(file.count)
-                if bytes >= batchBytes { try flush() }
+    }
+
+    /// Objects fetched and sent `sendGroup` at a time (a batch of at most ~8 MiB of chunks), `parallel`
+    /// batches at once; the first failure stops the rest.
+    static let sendGroup = 128
+    static let parallel = 4
+
+    private static func sendPhase(_ ids: [ObjectID], from source: any SyncPeer, to target: any SyncPeer,
+                                  report: inout SyncReport, progress: (SyncReport) -> Void) throws(AetherError) {
+        guard !ids.isEmpty else { return }
+        let groups = stride(from: 0, to: ids.count, by: sendGroup).map { Array(ids[$0..<min(ids.count, $0 + sendGroup)]) }
+        final class Progress: @unchecked Sendable {
+            let lock = Lock()
+            var objects = 0, bytes: Int64 = 0, requests = 0
+            var failure: AetherError?
+        }
+        let state = Progress()
+        let slots = DispatchSemaphore(value: parallel)
+        let group = DispatchGroup()
+        for batch in groups {
+            slots.wait()
+            if state.lock.withLock({ state.failure != nil }) { slots.signal(); break }
+            group.enter()
+            DispatchQueue.global().async {
+                defer { slots.signal(); group.leave() }
+                do throws(AetherError) {
+                    let files = try source.stored(batch)
+                    guard files.count == batch.count else { throw .failed("asked for \(batch.count) objects, got \(files.count)") }
+                    try target.receive(Array(zip(batch, files)))
+                    let bytes = files.reduce(Int64(0)) { $0 + Int64($1.count) }
+                    state.lock.withLock { state.objects += batch.count; state.bytes += bytes; state.requests += 2 }
+                } catch {
+                    state.lock.withLock { if state.failure == nil { state.failure = error } }
+                }
             }
+            var shown = report
+            state.lock.withLock { shown.objectsSent += state.objects; shown.bytesSent += state.bytes }
+            progress(shown)
         }
-        try flush()
+        group.wait()
+        if let failure = state.failure { throw failure }
+        report.objectsSent += state.objects
+        report.bytesSent += state.bytes
+        report.requests += state.requests
     }
 
     private static func classify(_ e: TreeEntry, _ trees: inout [ObjectID], _ manifests: inout [ObjectID]) {

@@ -5,9 +5,11 @@ import AetherModel
 import AetherStore
 
 /// This machine's store as one side of a sync; `aetherfs serve` answers for it too.
-public final class LocalPeer: SyncPeer {
+public final class LocalPeer: SyncPeer, @unchecked Sendable {
     public let repo: Repository
+    /// Guarded by `lock`.
     private var lease: Int64?
+    private let lock = Lock()
 
     public init(_ repo: Repository) { self.repo = repo }
 
@@ -63,12 +65,12 @@ public final class LocalPeer: SyncPeer {
     }
 
     public func beginReceiving() throws(AetherError) {
-        lease = try domain { try repo.metadata.beginWrite(WriteLease(host: SessionLock.thisHost, pid: getpid(), started: secondsNow())) }
+        let id = try domain { try repo.metadata.beginWrite(WriteLease(host: SessionLock.thisHost, pid: getpid(), started: secondsNow())) }
+        lock.withLock { lease = id }
     }
 
     public func endReceiving() {
-        if let lease { try? repo.metadata.endWrite(lease) }
-        lease = nil
+        if let id = lock.withLock({ () -> Int64? in defer { lease = nil }; return lease }) { try? repo.metadata.endWrite(id) }
     }
 
     public func apply(_ records: SyncRecords, caller: UInt32) throws(AetherError) {

@@ -11,10 +11,10 @@ import AetherCore
 
 /// A store behind `aetherfs serve` as one side of a sync: each call is one request of the sync routes,
 /// made with the token; the server's JSON errors come back as the domain's.
-public final class RemotePeer: SyncPeer {
+public final class RemotePeer: SyncPeer, Sendable {
     let base: String
     let token: String
-    private var lease: String?
+    private let lease = Mutex<String?>(nil)
 
     public init(url: String, token: String) throws(AetherError) {
         guard let u = URL(string: url), let scheme = u.scheme, ["http", "https"].contains(scheme), u.host != nil else {
@@ -36,7 +36,7 @@ public final class RemotePeer: SyncPeer {
     }
 
     public func receive(_ objects: [(ObjectID, [UInt8])]) throws(AetherError) {
-        _ = try request(.POST, "/v1/sync/objects?lease=\(lease ?? "")", body: ObjectFrames.encode(objects), type: "application/octet-stream")
+        _ = try request(.POST, "/v1/sync/objects?lease=\(lease.withLock { $0 } ?? "")", body: ObjectFrames.encode(objects), type: "application/octet-stream")
     }
 
     public func branch(_ name: String) throws(AetherError) -> (head: String, commits: [SyncSnapshot])? {
@@ -56,17 +56,16 @@ public final class RemotePeer: SyncPeer {
     }
 
     public func apply(_ records: SyncRecords, caller: UInt32) throws(AetherError) {
-        let _: [String: Bool] = try call(.POST, "/v1/sync/apply?lease=\(lease ?? "")", json: records)
+        let _: [String: Bool] = try call(.POST, "/v1/sync/apply?lease=\(lease.withLock { $0 } ?? "")", json: records)
     }
 
     public func beginReceiving() throws(AetherError) {
         let answer: [String: String] = try call(.POST, "/v1/sync/leases", json: nil as String?)
-        lease = answer["lease"]
+        lease.withLock { $0 = answer["lease"] }
     }
 
     public func endReceiving() {
-        if let lease { _ = try? request(.DELETE, "/v1/sync/leases/\(lease)", body: nil) }
-        lease = nil
+        if let id = lease.withLock({ l -> String? in defer { l = nil }; return l }) { _ = try? request(.DELETE, "/v1/sync/leases/\(id)", body: nil) }
     }
 
     // MARK: requests
