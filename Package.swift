@@ -54,6 +54,8 @@ let package = Package(
         .target(name: "AetherServe", dependencies: [
             "AetherModel", "AetherCore", "AetherStore", "AetherVFS", "AetherArchive",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTLS", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),

@@ -23,6 +23,8 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .long, help: "Address and port to listen on (default 127.0.0.1:8470).") var listen = "127.0.0.1:8470"
     @Option(name: .long, help: "The largest archive an import may upload, in bytes or with KiB, MiB, GiB (default 16GiB).") var maxUpload = "16GiB"
     @Option(name: .long, help: "Seconds a connection may send nothing before it is closed (default 30).") var idleTimeout: Int64 = 30
+    @Option(name: .long, help: "A PEM certificate chain: serve HTTPS (with --tls-key).") var tlsCert: String?
+    @Option(name: .long, help: "The PEM private key of --tls-cert.") var tlsKey: String?
 
     func run() throws {
         let repo = try global.open(create: false)
@@ -38,17 +40,23 @@ struct ServeCommand: ParsableCommand {
             options.maxUpload = bytes
             guard idleTimeout > 0 else { throw .invalid("--idle-timeout must be at least 1 second") }
             options.idleTimeout = idleTimeout
+            guard (tlsCert == nil) == (tlsKey == nil) else { throw .invalid("give both --tls-cert and --tls-key, or neither") }
+            for f in [tlsCert, tlsKey].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: f) {
+                throw .notFound("\(f) (not a readable file)")
+            }
+            options.tlsCertificate = tlsCert
+            options.tlsKey = tlsKey
         }
         // A client gone mid-download must not kill the server (the exporter writes into a pipe).
         signal(SIGPIPE, SIG_IGN)
         let server = Server(repo: repo, options: options)
-        let json = global.json, host = options.host
+        let json = global.json, host = options.host, scheme = tlsCert == nil ? "http" : "https"
         let finished = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var failure: (any Error)?
         Task {
             do {
                 try await server.run { port in
-                    say(json ? JSONText.encode(["listening": "\(host):\(port)"]) : "listening on \(host):\(port)")
+                    say(json ? JSONText.encode(["listening": "\(host):\(port)", "scheme": scheme]) : "listening on \(host):\(port)\(scheme == "https" ? " (https)" : "")")
                 }
             } catch {
                 failure = error

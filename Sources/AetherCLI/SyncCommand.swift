@@ -30,6 +30,7 @@ struct SyncCommand: ParsableCommand {
     @Option(name: .long, help: "A session to copy (repeatable).", completion: Completions.sessions) var session: [String] = []
     @Flag(name: .long, help: "Move references that are not fast-forwards, replace sessions that diverged (audited).") var force = false
     @Option(name: .long, help: "A file holding the token for an http(s) REMOTE (default: $AETHERFS_TOKEN).") var tokenFile: String?
+    @Option(name: .long, help: "PEM certificates to trust for an https REMOTE (default: the system's).") var caFile: String?
 
     enum Direction: String, ExpressibleByArgument { case push, pull }
 
@@ -62,7 +63,7 @@ struct SyncCommand: ParsableCommand {
                 token = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             }
             guard let token, !token.isEmpty else { throw .invalid("\(remote) needs a token: set AETHERFS_TOKEN or give --token-file") }
-            return try RemotePeer(url: remote, token: token)
+            return try RemotePeer(url: remote, token: token, caFile: caFile)
         }
         return LocalPeer(try Repository(path: remote, create: true))
     }

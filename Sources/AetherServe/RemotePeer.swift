@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import AsyncHTTPClient
 import NIOCore
+import NIOSSL
 import NIOHTTP1
 import Synchronization
 import AetherModel
@@ -15,14 +16,29 @@ public final class RemotePeer: SyncPeer, Sendable {
     let base: String
     let token: String
     private let lease = Mutex<String?>(nil)
+    /// The shared client, or one of its own that trusts `caFile`'s certificates (shut down with it).
+    private let client: HTTPClient
+    private let ownsClient: Bool
 
-    public init(url: String, token: String) throws(AetherError) {
+    public init(url: String, token: String, caFile: String? = nil) throws(AetherError) {
         guard let u = URL(string: url), let scheme = u.scheme, ["http", "https"].contains(scheme), u.host != nil else {
             throw .invalid("\(url) is not an http(s) URL")
         }
         base = url.hasSuffix("/") ? String(url.dropLast()) : url
         self.token = token
+        if let caFile {
+            guard FileManager.default.isReadableFile(atPath: caFile) else { throw .notFound("\(caFile) (not a readable file)") }
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(caFile)
+            client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+            ownsClient = true
+        } else {
+            client = HTTPClient.shared
+            ownsClient = false
+        }
     }
+
+    deinit { if ownsClient { try? client.syncShutdown() } }
 
     public func missing(_ ids: [ObjectID]) throws(AetherError) -> [ObjectID] {
         let answer: [String: [String]] = try call(.POST, "/v1/sync/missing", json: ["ids": ids.map(\.hex)])
@@ -79,7 +95,7 @@ public final class RemotePeer: SyncPeer, Sendable {
 
     /// One request, waited for; a status other than 2xx is the error its JSON body names.
     private func request(_ method: HTTPMethod, _ path: String, body: [UInt8]?, type: String = "application/json") throws(AetherError) -> [UInt8] {
-        let url = base + path, token = self.token
+        let url = base + path, token = self.token, client = self.client
         let result = Mutex<Result<(UInt, [UInt8]), any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task {
@@ -91,7 +107,7 @@ public final class RemotePeer: SyncPeer, Sendable {
                     req.headers.add(name: "Content-Type", value: type)
                     req.body = .bytes(body)
                 }
-                let response = try await HTTPClient.shared.execute(req, timeout: .seconds(600))
+                let response = try await client.execute(req, timeout: .seconds(600))
                 let buffer = try await response.body.collect(upTo: 1 << 30)
                 result.withLock { $0 = .success((response.status.code, Array(buffer.readableBytesView))) }
             } catch {
@@ -102,7 +118,11 @@ public final class RemotePeer: SyncPeer, Sendable {
         done.wait()
         switch result.withLock({ $0 })! {
         case .failure(let error):
-            throw .failed("\(method.rawValue) \(url): \(error)")
+            let text = "\(error)"
+            if text.contains("CERTIFICATE_VERIFY_FAILED") {
+                throw .accessDenied("\(base): the server's certificate is not one this host trusts (give --ca-file)")
+            }
+            throw .failed("\(method.rawValue) \(url): \(text.prefix(300))")
         case .success(let (status, bytes)):
             guard (200..<300).contains(status) else { throw Self.error(status, bytes, url: url) }
             return bytes

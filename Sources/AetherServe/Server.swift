@@ -3,6 +3,9 @@ import Glibc
 #endif
 import Foundation
 import Hummingbird
+import HummingbirdTLS
+import HummingbirdCore
+import NIOSSL
 import HTTPTypes
 import NIOCore
 import NIOPosix
@@ -21,6 +24,9 @@ public struct ServeOptions: Sendable {
     public var maxJSON = 1 << 20
     /// A connection that sends nothing for this long is closed (a stalled client holds no worker).
     public var idleTimeout: Int64 = 30
+    /// PEM files of the certificate chain and its private key: HTTPS instead of HTTP.
+    public var tlsCertificate: String?
+    public var tlsKey: String?
     public init() {}
 }
 
@@ -122,9 +128,21 @@ public struct Server: Sendable {
         router.delete("/v1/sync/leases/:id") { _, c in try await handlers.endLease(c) }
         router.post("/v1/sync/objects") { r, c in try await handlers.syncReceive(r, c) }
         router.post("/v1/sync/apply") { r, c in try await handlers.syncApply(r, c) }
+        var server: HTTPServerBuilder = .http1(configuration: .init(idleTimeout: .seconds(options.idleTimeout)))
+        if let certificate = options.tlsCertificate, let key = options.tlsKey {
+            let tls: TLSConfiguration
+            do {
+                tls = TLSConfiguration.makeServerConfiguration(
+                    certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+                    privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            } catch {
+                throw AetherError.invalid("--tls-cert \(certificate) / --tls-key \(key): \(error)")
+            }
+            server = try .tls(server, tlsConfiguration: tls)
+        }
         let app = Application(
             router: router,
-            server: .http1(configuration: .init(idleTimeout: .seconds(options.idleTimeout))),
+            server: server,
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "aetherfs"),
             onServerRunning: { channel in ready(channel.localAddress?.port ?? 0) })
         try await app.runService()

@@ -108,4 +108,26 @@ struct ServiceSurface {
         $A verify --read-data > /dev/null
         """#.replacingOccurrences(of: "LOADTEST", with: script), timeout: 300)
     }
+
+    /// HTTPS with a certificate of its own: curl and sync that trust it get through, one that does not
+    /// is told why.
+    @Test func httpsWithACertificateTheClientsTrust() throws {
+        try inMount(#"""
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout $T/key.pem -out $T/cert.pem -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2> /dev/null
+        echo data > f; echo one > .aether/checkpoint
+        C="env AETHERFS_STORE=$T/c"
+        $C $A init > /dev/null; $C $A token create w --scope write > $T/w 2> /dev/null
+        $C $A serve --listen 127.0.0.1:0 --tls-cert $T/cert.pem --tls-key $T/key.pem > $T/serve.out 2>&1 & pid=$!
+        trap 'kill $pid 2> /dev/null || true; true' EXIT
+        for i in $(seq 200); do grep -q listening $T/serve.out && break; sleep 0.05; done
+        grep -q '(https)' $T/serve.out
+        u=https://$(sed -n 's/^listening on \([^ ]*\).*/\1/p' $T/serve.out)
+        [ "$(curl -s --cacert $T/cert.pem $u/v1/health)" = '{"status":"ok","version":"'$($A --version | sed 's/aetherfs \([^ ]*\).*/\1/')'"}' ]
+        ! curl -s -o /dev/null $u/v1/health
+        ! AETHERFS_TOKEN=$(cat $T/w) $A sync push $u --session s 2> $T/err && has 'certificate is not one this host trusts' $T/err
+        AETHERFS_TOKEN=$(cat $T/w) $A sync push $u --session s --ca-file $T/cert.pem > /dev/null
+        [ "$($C $A checkpoints s --json | grep -c '"name":"cp-1"')" = 1 ]
+        ! $A serve --tls-cert $T/cert.pem 2> $T/err && has 'both --tls-cert and --tls-key' $T/err
+        """#)
+    }
 }
