@@ -532,6 +532,10 @@ def sync_vs_peers(native, aether, total_mib, extra):
         time.sleep(0.5)
         sh("sync")
         t1, r1 = push()
+        # What arrived is the same tree: the same archive comes out of both stores.
+        digest = lambda store: sh(f"{aether.binary} export --store {store} push -o - | sha256sum", capture=True).split()[0]
+        if digest(a) != digest(b):
+            raise RuntimeError("the pushed session exports differently from its source")
         t2, r2 = push()
         tr1 = timed(f"{env2} restic copy -q latest")
         tq1 = timed(f"rsync -a {src}/ rsync://127.0.0.1:{port}/dst/")
@@ -547,6 +551,8 @@ def sync_vs_peers(native, aether, total_mib, extra):
         added = du(os.path.join(a, "objects")) - before
         sh(f"{env} restic backup -q --compression auto {src}")
         t3, r3 = push()
+        if digest(a) != digest(b):
+            raise RuntimeError("the pushed change exports differently from its source")
         r2size = du(repo2)
         tr3 = timed(f"{env2} restic copy -q latest")
         copied = du(repo2) - r2size
