@@ -121,34 +121,50 @@ extension Repository {
     }
 }
 
-/// Collects the chunks below a tree or manifest, each tree and manifest read once per walk.
+/// Collects the chunks below a tree or manifest. A paged tree is walked page by page, and what is below
+/// a page, a small tree or a manifest is remembered, so versions of a directory cost what they do not
+/// share; what is below a paged tree or a large one is not (each version would keep a list as long as
+/// the whole tree's), its pages' and children's lists serve it instead.
 struct ChunkWalker {
     let content: ContentStore
-    /// Every tree and manifest reached, with the chunks below each (memoized).
+    /// The chunks below pages, small trees and manifests.
     private var below: [ObjectID: [ObjectID]] = [:]
     var objects = Set<ObjectID>()
+    /// Trees with at most this many chunks below them are remembered whole.
+    static let rememberedTree = 4096
 
     init(content: ContentStore) { self.content = content }
 
     mutating func collect(_ id: ObjectID, into out: inout Set<ObjectID>, lengths: inout [ObjectID: Int64]) throws {
         if let known = below[id] { out.formUnion(known); return }
-        var chunks: [ObjectID] = []
         objects.insert(id)
         let head = try content.treeHead(id)
-        for p in head.pages ?? [] { objects.insert(p.id) }
-        for e in try content.tree(id).entries {
+        guard let pages = head.pages else {
+            var chunks = Set<ObjectID>()
+            try entries(head.entries, into: &chunks, lengths: &lengths)
+            if chunks.count <= ChunkWalker.rememberedTree { below[id] = Array(chunks) }
+            out.formUnion(chunks)
+            return
+        }
+        for p in pages {
+            if let known = below[p.id] { out.formUnion(known); continue }
+            objects.insert(p.id)
+            var chunks = Set<ObjectID>()
+            try entries(try content.page(p), into: &chunks, lengths: &lengths)
+            below[p.id] = Array(chunks)
+            out.formUnion(chunks)
+        }
+    }
+
+    private mutating func entries(_ entries: [TreeEntry], into out: inout Set<ObjectID>, lengths: inout [ObjectID: Int64]) throws {
+        for e in entries {
             guard let c = e.content else { continue }
             if e.kind == .directory {
-                var sub = Set<ObjectID>()
-                try collect(c, into: &sub, lengths: &lengths)
-                chunks += sub
+                try collect(c, into: &out, lengths: &lengths)
             } else if e.kind == .file {
-                chunks += try self.chunks(ofManifest: c, lengths: &lengths)
+                out.formUnion(try chunks(ofManifest: c, lengths: &lengths))
             }
         }
-        let unique = Array(Set(chunks))
-        below[id] = unique
-        out.formUnion(unique)
     }
 
     mutating func chunks(ofManifest id: ObjectID, lengths: inout [ObjectID: Int64]) throws -> [ObjectID] {
