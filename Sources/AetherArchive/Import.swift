@@ -408,9 +408,7 @@ public enum ImportPath {
 
     /// A hard-link group's id in an imported tree: from the path of its first entry, with the top bit
     /// set (as every new group's id), so that the same archive imports to the same tree.
-    static func linkGroup(_ first: [[UInt8]]) -> UInt64 {
-        FNV1a.hash(Array(first.joined(separator: [47]))) | 1 << 63
-    }
+    static func linkGroup(_ first: [[UInt8]]) -> UInt64 { Workspace.linkGroup(firstPath: first) }
 }
 
 /// An archive entry's data as a source for the chunker: the data ranges come from its sparse map

@@ -69,6 +69,7 @@ extension Workspace {
         let saved = session
         let root: ObjectID
         do {
+            try assignLinkGroups()
             let ingested = try ingestWrittenFiles()
             root = try snapshotDirectory(try node(Workspace.rootIno), stats: &stats, cleaned: &cleaned, ingested: ingested)
             try domain { try repo.objects.sync() }
@@ -255,6 +256,62 @@ extension Workspace {
 }
 
 extension Workspace {
+    /// Gives hard-link groups formed since the last checkpoint their ids: from the path of the group's
+    /// first name in the order a tree walk (and so an export) meets its names, as an import derives it,
+    /// so that an exported snapshot imports back to the same tree. An id the session's tree or another
+    /// group already has is not taken again: such a group gets a random one.
+    func assignLinkGroups() throws(AetherError) {
+        let fresh = nodes.values.filter { $0.kind == .file && $0.rec.nlink > 1 && $0.rec.linkGroup == 0 && !$0.links.isEmpty }
+        guard !fresh.isEmpty else { return }
+        var taken = Set(linkGroups.keys)
+        try domain { try Workspace.collectLinkGroups(session.baseRoot, repo.content, into: &taken) }
+        for n in fresh.sorted(by: { $0.rec.ino < $1.rec.ino }) {
+            let paths = n.links.compactMap { componentsPath(of: $0) }
+            guard let first = paths.min(by: Workspace.walksBefore) else { continue }
+            var id = Workspace.linkGroup(firstPath: first)
+            if taken.contains(id) { id = Workspace.newLinkGroup() }
+            n.rec.linkGroup = id
+            taken.insert(id)
+            linkGroups[id] = n.rec.ino
+        }
+    }
+
+    /// The group id an import gives a hard-link group whose first entry is at `path`: its FNV-1a hash
+    /// with the top bit set (as every group id).
+    public static func linkGroup(firstPath path: [[UInt8]]) -> UInt64 {
+        FNV1a.hash(Array(path.joined(separator: [47]))) | 1 << 63
+    }
+
+    /// Whether a tree walk (entries sorted by name, a directory's own entries right after its name)
+    /// meets `a` before `b`.
+    static func walksBefore(_ a: [[UInt8]], _ b: [[UInt8]]) -> Bool {
+        for (x, y) in zip(a, b) where x != y { return bytesPrecede(x, y) }
+        return a.count < b.count
+    }
+
+    /// A name's path from the root, by its parents' names; nil when a parent is not known.
+    func componentsPath(of link: Link) -> [[UInt8]]? {
+        var parts = [link.name]
+        var at = link.parent
+        while at != Workspace.rootIno {
+            guard let dir = nodes[at], let up = dir.links.first else { return nil }
+            parts.append(up.name)
+            at = up.parent
+        }
+        return parts.reversed()
+    }
+
+    /// Every hard-link group id in the tree `root`.
+    static func collectLinkGroups(_ root: ObjectID, _ content: ContentStore, into out: inout Set<UInt64>) throws {
+        let head = try content.treeHead(root)
+        var entries = head.entries
+        for p in head.pages ?? [] { entries += try content.page(p) }
+        for e in entries {
+            if e.linkGroup != 0 { out.insert(e.linkGroup) }
+            if e.kind == .directory, let c = e.content { try collectLinkGroups(c, content, into: &out) }
+        }
+    }
+
     /// A new hard-link group's id: random, with the top bit set. Unique in every tree it joins (a
     /// session's inode numbers are not: a fork numbers its inodes anew, so an inode number as the id
     /// could name a group its base already holds, and the two would become one file).

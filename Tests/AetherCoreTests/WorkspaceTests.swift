@@ -431,6 +431,39 @@ final class Fixture {
         #expect(allowed == [["read"], ["read", "write"], ["read", "write", "review"], ["read", "write", "review", "admin"]])
     }
 
+    /// A hard-link group formed since the last checkpoint takes the id an import would give it (from
+    /// its first name in tree order), unless the tree has that id already: then another, and the two
+    /// groups stay two files.
+    @Test func aNewLinkGroupsIdIsTheOneAnImportDerivesUnlessTaken() throws {
+        let f = try Fixture()
+        let ws = try f.open()
+        let d = try ws.mkdir(parent: root, name: bytes("d"), mode: 0o755, caller: me)
+        let a = try ws.create(parent: d.ino, name: bytes("z"), mode: 0o644, caller: me)
+        try ws.write(a.ino, "one")
+        _ = try ws.link(a.ino, newParent: root, newName: bytes("b"))
+        _ = try ws.link(a.ino, newParent: d.ino, newName: bytes("c"))
+        let cp = try ws.checkpoint(CheckpointRequest(message: "one"), author: 1000)
+        func group(_ tree: ObjectID, _ path: String) throws -> UInt64 {
+            var id = tree
+            let parts = path.split(separator: "/")
+            for part in parts.dropLast() { id = try #require(try f.repo.tree(id).entries.first { $0.name == bytes(String(part)) }?.content) }
+            return try #require(try f.repo.tree(id).entries.first { $0.name == bytes(String(parts.last!)) }).linkGroup
+        }
+        // Names in tree order: b, d/c, d/z; the first is b.
+        let first = Workspace.linkGroup(firstPath: [bytes("b")])
+        #expect(try group(cp.root, "b") == first && group(cp.root, "d/z") == first)
+        // b goes; a new group's first name is b again: its id is taken by the group of d/c and d/z.
+        try ws.unlink(parent: root, name: bytes("b"))
+        let n = try ws.create(parent: root, name: bytes("b"), mode: 0o644, caller: me)
+        try ws.write(n.ino, "two")
+        _ = try ws.link(n.ino, newParent: root, newName: bytes("b2"))
+        let cp2 = try ws.checkpoint(CheckpointRequest(message: "two"), author: 1000)
+        #expect(try group(cp2.root, "d/c") == first && group(cp2.root, "b") != first && group(cp2.root, "b") == group(cp2.root, "b2"))
+        let again = try Workspace(repo: f.repo, session: try f.repo.session(named: "w"))
+        #expect(try again.text(try again.path("b2")) == "two" && again.text(try again.path("d/z")) == "one")
+        #expect(try again.path("b2") == again.path("b") && again.path("d/c") == again.path("d/z") && again.path("b") != again.path("d/z"))
+    }
+
     @Test func largeDirectoriesCheckpointWhatChangedAndReadBackWhole() throws {
         let f = try Fixture()
         /// The stored tree of `dir` in checkpoint `cp`, checked to be the one a whole rewrite gives.
