@@ -229,18 +229,27 @@ public struct Tree: Equatable, Sendable {
 
     /// Decodes one page and checks it against the index's description of it.
     public static func decodePage(_ data: [UInt8], as page: TreePage) throws -> [TreeEntry] {
-        var r = ByteReader(data)
-        guard try r.bytes(4) == pageMagic else { throw FormatError("not a tree page") }
-        let version = try r.u8()
-        guard version == 1 else { throw FormatError("tree page format \(version) is newer than this aetherfs reads (1)") }
-        let entries = try decodeEntries(&r, limit: data.count)
-        guard r.atEnd else { throw FormatError("trailing bytes after tree page") }
+        let entries = try decodePageEntries(data)
         guard entries.count == page.count, entries.first?.name == page.first,
               entries.reduce(0, { $0 + ($1.kind == .directory ? 1 : 0) }) == page.subdirs else {
             throw FormatError("tree page differs from its index")
         }
         return entries
     }
+
+    /// A page's entries, without an index to check them against (a page received before its head).
+    public static func decodePageEntries(_ data: [UInt8]) throws -> [TreeEntry] {
+        var r = ByteReader(data)
+        guard try r.bytes(4) == pageMagic else { throw FormatError("not a tree page") }
+        let version = try r.u8()
+        guard version == 1 else { throw FormatError("tree page format \(version) is newer than this aetherfs reads (1)") }
+        let entries = try decodeEntries(&r, limit: data.count)
+        guard r.atEnd else { throw FormatError("trailing bytes after tree page") }
+        return entries
+    }
+
+    /// Whether an object's content is a page of a paged tree.
+    public static func isPage(_ data: [UInt8]) -> Bool { data.count >= 4 && Array(data[0..<4]) == pageMagic }
 
     /// Cuts sorted entries into pages: one starts at the first entry and at every name that `startsPage`.
     public static func pageRanges(_ entries: ArraySlice<TreeEntry>) -> [Range<Int>] {

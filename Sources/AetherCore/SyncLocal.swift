@@ -27,14 +27,20 @@ public final class LocalPeer: SyncPeer, @unchecked Sendable {
             // closed: nothing in it refers to an object it lacks).
             let decoded = try domain { try ObjectStore.decode(file, id: id, expecting: nil) }
             var named: [ObjectID] = []
+            func children(_ entries: [TreeEntry]) -> [ObjectID] {
+                entries.compactMap { $0.kind == .directory || $0.kind == .file ? $0.content : nil }
+            }
             switch decoded.kind {
             case .chunk: break
             case .manifest:
                 named = try domain { try Manifest.decode(decoded.content) }.chunks.map(\.id).filter { $0 != Manifest.hole }
             case .tree:
-                // A tree, or a page of one: a page's entries are checked when its head arrives.
-                if let tree = try? Tree.decode(decoded.content) {
-                    named = (tree.pages ?? []).map(\.id) + tree.entries.compactMap { $0.kind == .directory || $0.kind == .file ? $0.content : nil }
+                // A tree (naming its pages and entries) or a page of one (naming its entries).
+                if Tree.isPage(decoded.content) {
+                    named = children(try domain { try Tree.decodePageEntries(decoded.content) })
+                } else {
+                    let tree = try domain { try Tree.decode(decoded.content) }
+                    named = (tree.pages ?? []).map(\.id) + children(tree.entries)
                 }
             }
             if !named.isEmpty, let absent = try missing(Array(Set(named))).first {

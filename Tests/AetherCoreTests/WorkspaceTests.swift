@@ -464,6 +464,35 @@ final class Fixture {
         #expect(try again.path("b2") == again.path("b") && again.path("d/c") == again.path("d/z") && again.path("b") != again.path("d/z"))
     }
 
+    /// A sync's receiver takes an object only when it hashes to its id and everything it names is
+    /// there already, a paged tree's pages' entries included: what it holds stays closed.
+    @Test func aSyncReceiverRefusesWhatWouldLeaveItsStoreOpen() throws {
+        let f = try Fixture()
+        let ws = try f.open()
+        let d = try ws.mkdir(parent: root, name: bytes("d"), mode: 0o755, caller: me)
+        for i in 0..<1100 { try ws.write(try ws.create(parent: d.ino, name: bytes("f\(i)"), mode: 0o644, caller: me).ino, "file \(i)") }
+        let cp = try ws.checkpoint(CheckpointRequest(message: "big"), author: 1000)
+        let dir = try #require(try f.repo.tree(cp.root).entries.first { $0.name == bytes("d") }?.content)
+        let head = try f.repo.content.treeHead(dir)
+        let pages = try #require(head.pages)
+        let file = try #require(try f.repo.content.page(pages[0]).first?.content)
+        let chunk = try #require(try f.repo.content.manifest(file).manifest.chunks.first?.id)
+        let stored = { (id: ObjectID) in try f.repo.objects.stored(id) }
+        let other = try Repository(path: f.dir.path + "/other", blobs: MemoryBlobStore(), metadata: MemoryMetadataStore())
+        let peer = LocalPeer(other)
+        // A manifest before its chunk; a page's head before the page's own files; a damaged chunk.
+        #expect(throws: AetherError.self) { try peer.receive([(file, try stored(file))]) }
+        #expect(throws: AetherError.self) { try peer.receive(try pages.map { ($0.id, try stored($0.id)) } + [(dir, try stored(dir))]) }
+        var bad = try stored(chunk)
+        bad[bad.count - 1] ^= 1
+        #expect(throws: AetherError.self) { try peer.receive([(chunk, bad)]) }
+        #expect(try other.objects.missing(of: [dir, file, chunk] + pages.map(\.id)).count == 3 + pages.count, "nothing that was refused was kept")
+        // In order, everything goes in, and the tree reads back.
+        _ = try Sync.copy(from: LocalPeer(f.repo), to: peer, branches: [], sessions: ["w"], force: false, caller: 1000)
+        #expect(try other.verify(readData: true).problems.isEmpty)
+        #expect(try other.tree(dir).entries.count == 1100)
+    }
+
     @Test func largeDirectoriesCheckpointWhatChangedAndReadBackWhole() throws {
         let f = try Fixture()
         /// The stored tree of `dir` in checkpoint `cp`, checked to be the one a whole rewrite gives.
