@@ -261,7 +261,9 @@ extension Workspace {
     /// so that an exported snapshot imports back to the same tree. An id the session's tree or another
     /// group already has is not taken again: such a group gets a random one.
     func assignLinkGroups() throws(AetherError) {
-        let fresh = nodes.values.filter { $0.kind == .file && $0.rec.nlink > 1 && $0.rec.linkGroup == 0 && !$0.links.isEmpty }
+        // Only nodes given a second name in this session can be new groups (not every loaded node:
+        // a checkpoint's cost follows the change, not the tree).
+        let fresh = linked.compactMap { nodes[$0] }.filter { $0.kind == .file && $0.rec.nlink > 1 && $0.rec.linkGroup == 0 && !$0.links.isEmpty }
         guard !fresh.isEmpty else { return }
         var taken = Set(linkGroups.keys)
         try domain { try Workspace.collectLinkGroups(session.baseRoot, repo.content, into: &taken) }
