@@ -59,8 +59,15 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
+        // Objects on S3-compatible storage, in packs (SigV4 over async-http-client): a leaf as well.
+        .target(name: "AetherStoreS3", dependencies: [
+            "AetherModel", "AetherStore",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "AetherCLI", dependencies: [
-            "AetherModel", "AetherCore", "AetherVFS", "AetherFUSE", "AetherArchive", "AetherServe",
+            "AetherModel", "AetherCore", "AetherVFS", "AetherFUSE", "AetherArchive", "AetherServe", "AetherStoreS3",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             // The MCP server (aetherfs mcp): on Linux the SDK needs only swift-system and swift-log.
             .product(name: "MCP", package: "swift-sdk"),
@@ -69,10 +76,11 @@ let package = Package(
         .executableTarget(name: "aetherfs", dependencies: ["AetherCLI"]),
 
         .target(name: "TestSupport"),
-        .testTarget(name: "AetherStoreTests", dependencies: ["AetherModel", "AetherStore", "TestSupport"]),
+        .testTarget(name: "AetherStoreTests", dependencies: ["AetherModel", "AetherStore", "AetherStoreS3", "AetherMeta", "TestSupport"]),
         .testTarget(name: "AetherCoreTests", dependencies: ["AetherModel", "AetherCore", "AetherMeta", "TestSupport"]),
         .testTarget(name: "AetherVFSTests", dependencies: ["AetherModel", "AetherVFS", "AetherStore", "TestSupport"]),
         .testTarget(name: "AetherServeTests", dependencies: ["AetherModel", "AetherServe", "TestSupport"]),
+        .testTarget(name: "AetherStoreS3Tests", dependencies: ["AetherModel", "AetherStore", "AetherStoreS3", "AetherMeta", "TestSupport"]),
         .testTarget(name: "MountTests", dependencies: ["AetherCore", "TestSupport"]),
     ]
 )

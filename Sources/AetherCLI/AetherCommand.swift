@@ -1,4 +1,5 @@
 import ArgumentParser
+import AetherStoreS3
 import AetherVFS
 import AetherModel
 import AetherCore
@@ -33,6 +34,7 @@ public struct AetherCommand: ParsableCommand {
             handler.logLevel = getenv("AETHERFS_DEBUG") != nil ? .debug : .notice
             return handler
         }
+        S3Backend.register()
         let invoked = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
         if MountHelper.names.contains(invoked) {
             switch MountHelper.translate(Array(CommandLine.arguments.dropFirst())) {

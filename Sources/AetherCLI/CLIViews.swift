@@ -17,5 +17,7 @@ struct VerifyInfo: Encodable {
 struct StoreInfo: Encodable {
     var store: String
     var format: Int
+    /// Where its objects are, when not in the store directory (`s3://…`).
+    var objects: String?
 }
 

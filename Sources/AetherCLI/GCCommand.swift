@@ -39,7 +39,9 @@ struct GCCommand: ParsableCommand {
         } else {
             say("gc deleted \(report.deleted) objects (\(mib(report.deletedBytes))), condemned \(report.condemned), put back \(report.resurrected), "
                 + "removed \(report.sessionFiles) session files (\(mib(report.sessionFileBytes))); "
-                + "\(report.reachable) reachable, \(report.keptYoung) kept as younger than \(minAge), \(report.keptInFlight) newer than a write in flight")
+                + "\(report.reachable) reachable, \(report.keptYoung) kept as younger than \(minAge), \(report.keptInFlight) newer than a write in flight"
+                + (report.packsDeleted + report.packsRewritten > 0
+                   ? "; \(report.packsDeleted) packs deleted and \(report.packsRewritten) rewritten (\(mib(report.packBytesFreed)) of object storage freed)" : ""))
         }
     }
 

@@ -25,11 +25,16 @@ public struct CollectReport: Codable, Sendable {
     public var keptYoung: Int
     public var keptInFlight: Int
     public var dryRun: Bool
+    /// Packs of a packed store (objects on S3) deleted and rewritten, and the bytes of object storage
+    /// that freed.
+    public var packsDeleted = 0, packsRewritten = 0
+    public var packBytesFreed: Int64 = 0
 
     enum CodingKeys: String, CodingKey {
         case reachable, condemned, condemnedBytes = "condemned_bytes", deleted, deletedBytes = "deleted_bytes", resurrected
         case sessionFiles = "session_files", sessionFileBytes = "session_file_bytes"
         case keptYoung = "kept_young", keptInFlight = "kept_in_flight", dryRun = "dry_run"
+        case packsDeleted = "packs_deleted", packsRewritten = "packs_rewritten", packBytesFreed = "pack_bytes_freed"
     }
 }
 
@@ -181,6 +186,10 @@ extension Repository {
             report.deleted += 1
             report.deletedBytes += size
         }
+        let reclaimed = try blobs.reclaimSpace(minAge: minAge)
+        report.packsDeleted = reclaimed.deleted
+        report.packsRewritten = reclaimed.rewritten
+        report.packBytesFreed = reclaimed.freed
         try blobs.flush()
         return report
     }

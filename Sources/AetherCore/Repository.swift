@@ -46,8 +46,10 @@ public final class Repository: Sendable {
     /// in `objects/` and `meta.db` of the store; the working layer is always in `meta.db`.
     ///
     /// A store made with `sharedGroup` belongs to that group as well (see `StoreFiles`).
+    /// A new store made with `objectsAt` keeps its objects there (`s3://…`, see `BlobBackends`) instead
+    /// of in `objects/`: the objects are claimed before anything of the store is made.
     public init(path: String, create: Bool = true, blobs: (any BlobStore)? = nil, metadata: (any MetadataStore)? = nil,
-                sharedGroup: UInt32? = nil, logger: Logger = Logger(label: "aetherfs.core")) throws(AetherError) {
+                sharedGroup: UInt32? = nil, objectsAt: ObjectsConfig? = nil, logger: Logger = Logger(label: "aetherfs.core")) throws(AetherError) {
         self.path = path
         self.logger = logger
         let formatFile = path + "/FORMAT"
@@ -63,6 +65,7 @@ public final class Repository: Sendable {
                 if !names.isEmpty {
                     throw AetherError.invalid("\(path) is not empty and holds no store (no FORMAT file); refusing to make a store there")
                 }
+                if let objectsAt { try BlobBackends.backend(for: objectsAt).prepare(objectsAt) }
                 try FileIO.makeDirectories(path)
                 if let gid = sharedGroup {
                     guard chown(path, uid_t.max, gid) == 0 else {
@@ -73,6 +76,7 @@ public final class Repository: Sendable {
                 // A store is private to its owner (or its group): its objects hold file data in plain text.
                 chmod(path, StoreFiles.directoryMode)
                 try FileIO.makeDirectories(path + "/sessions")
+                try objectsAt?.write(store: path)
                 try FileIO.atomicWrite(formatFile, Array("aetherfs-store \(Repository.formatVersion)\n".utf8), sync: true)
             }
             let text = String(decoding: try FileIO.readFile(formatFile), as: UTF8.self)
@@ -86,16 +90,25 @@ public final class Repository: Sendable {
         }
         let headroom = Headroom(directory: path)
         self.headroom = headroom
+        let catalog = try domain { try Catalog(path: path + "/meta.db") }
         if let blobs {
             objects = ObjectStore(blobs: blobs)
+        } else if let config = try domain({ try ObjectsConfig.read(store: path) }) {
+            objects = ObjectStore(blobs: try domain { try BlobBackends.backend(for: config).open(config, catalog, path + "/cache", headroom) })
         } else {
             objects = ObjectStore(blobs: try domain { try LocalBlobStore(directory: path + "/objects", headroom: headroom) })
         }
         content = ContentStore(objects: objects)
-        let catalog = try domain { try Catalog(path: path + "/meta.db") }
         working = catalog
         self.metadata = metadata ?? catalog
         try domain { try FileIO.makeDirectories(path + "/sessions") }
+    }
+
+    /// A new store's id: 32 random hex digits.
+    public static func newStoreID() -> String {
+        var r = SystemRandomNumberGenerator()
+        return (0..<4).map { _ in String(UInt32.random(in: 0...UInt32.max, using: &r), radix: 16) }
+            .map { String(repeating: "0", count: 8 - $0.count) + $0 }.joined()
     }
 
     /// Someone who may not read and write a store is told so in one line ("permission denied"), not

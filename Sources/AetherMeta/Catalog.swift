@@ -107,6 +107,13 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
         CREATE TABLE tokens(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, uid INTEGER NOT NULL,
           hash TEXT NOT NULL UNIQUE, created REAL NOT NULL, revoked REAL);
         """,
+        // 10: The index of a packed store (objects on S3-compatible storage): packs and where each object is.
+        """
+        CREATE TABLE packs(name TEXT PRIMARY KEY, bytes INTEGER NOT NULL, created REAL NOT NULL) WITHOUT ROWID;
+        CREATE TABLE pack_objects(id BLOB PRIMARY KEY, pack TEXT NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
+          written REAL NOT NULL, condemned REAL) WITHOUT ROWID;
+        CREATE INDEX pack_objects_pack ON pack_objects(pack, offset);
+        """,
     ]
 
     private func migrate() throws {
@@ -610,5 +617,87 @@ public final class Catalog: MetadataStore, WorkingLayerStore, @unchecked Sendabl
 
     public func resetWriters(session: Int64) throws {
         _ = try db.run("DELETE FROM writers WHERE session=?", .int(session))
+    }
+}
+
+/// The pack index of a store whose objects are packed (`PackIndex`), in `meta.db`.
+extension Catalog: PackIndex {
+    static let packColumns = "id, pack, offset, length, written, condemned"
+
+    static func packedObject(_ r: [SQLValue]) throws -> PackedObject {
+        guard let id = r[0].blob.flatMap({ ObjectID(bytes: $0) }), let pack = r[1].text, let offset = r[2].int, let length = r[3].int else {
+            throw damaged("a pack index entry does not decode")
+        }
+        return PackedObject(id: id, pack: pack, offset: offset, length: length, written: r[4].real ?? 0, condemned: r[5].real)
+    }
+
+    public func locate(_ ids: [ObjectID]) throws -> [ObjectID: PackedObject] {
+        var out: [ObjectID: PackedObject] = [:]
+        var start = 0
+        while start < ids.count {
+            let part = ids[start..<min(ids.count, start + 500)]
+            start += part.count
+            let marks = Array(repeating: "?", count: part.count).joined(separator: ",")
+            try db.forEach("SELECT \(Catalog.packColumns) FROM pack_objects WHERE id IN (\(marks))", part.map { .blob($0.bytes) }) {
+                let o = try Catalog.packedObject($0)
+                out[o.id] = o
+            }
+        }
+        return out
+    }
+
+    public func insertPack(_ pack: PackRecord, _ objects: [PackedObject]) throws {
+        try db.atomically {
+            _ = try db.run("INSERT OR REPLACE INTO packs(name, bytes, created) VALUES(?,?,?)", .text(pack.name), .int(pack.bytes), .real(pack.created))
+            for o in objects {
+                // A condemned object written again is stored again: its new copy replaces the entry.
+                _ = try db.run("""
+                    INSERT INTO pack_objects(\(Catalog.packColumns)) VALUES(?,?,?,?,?,NULL)
+                    ON CONFLICT(id) DO UPDATE SET pack=excluded.pack, offset=excluded.offset, length=excluded.length,
+                      written=excluded.written, condemned=NULL WHERE condemned IS NOT NULL
+                    """, .blob(o.id.bytes), .text(o.pack), .int(o.offset), .int(o.length), .real(o.written))
+            }
+        }
+    }
+
+    public func forEachObject(_ body: (PackedObject) throws -> Void) throws {
+        // Collected first: `body` may call back into the index (the database's lock is not reentrant
+        // across statements of one query).
+        var all: [PackedObject] = []
+        try db.forEach("SELECT \(Catalog.packColumns) FROM pack_objects", []) { all.append(try Catalog.packedObject($0)) }
+        for o in all { try body(o) }
+    }
+
+    public func objects(inPack pack: String) throws -> [PackedObject] {
+        try db.query("SELECT \(Catalog.packColumns) FROM pack_objects WHERE pack=? ORDER BY offset", .text(pack)).map(Catalog.packedObject)
+    }
+
+    public func packs() throws -> [(pack: PackRecord, liveBytes: Int64, liveObjects: Int)] {
+        try db.query("""
+            SELECT p.name, p.bytes, p.created, COALESCE(SUM(o.length), 0), COUNT(o.id)
+            FROM packs p LEFT JOIN pack_objects o ON o.pack = p.name GROUP BY p.name ORDER BY p.name
+            """).map { r in
+            (PackRecord(name: r[0].text ?? "", bytes: r[1].int ?? 0, created: r[2].real ?? 0), r[3].int ?? 0, Int(r[4].int ?? 0))
+        }
+    }
+
+    public func setCondemned(_ id: ObjectID, at: Double?) throws {
+        _ = try db.run("UPDATE pack_objects SET condemned=? WHERE id=?", at.map { .real($0) } ?? .null, .blob(id.bytes))
+    }
+
+    public func removeObject(_ id: ObjectID) throws {
+        _ = try db.run("DELETE FROM pack_objects WHERE id=?", .blob(id.bytes))
+    }
+
+    public func moveObjects(_ objects: [PackedObject]) throws {
+        try db.atomically {
+            for o in objects {
+                _ = try db.run("UPDATE pack_objects SET pack=?, offset=?, length=? WHERE id=?", .text(o.pack), .int(o.offset), .int(o.length), .blob(o.id.bytes))
+            }
+        }
+    }
+
+    public func removePack(_ name: String) throws {
+        _ = try db.run("DELETE FROM packs WHERE name=?", .text(name))
     }
 }

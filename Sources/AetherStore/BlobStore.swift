@@ -40,9 +40,23 @@ public protocol BlobStore: AnyObject, Sendable {
     func listCondemned(_ body: (ObjectID, Int64, Double) throws -> Void) throws
     /// Removes a condemned object for good.
     func purge(_ id: ObjectID) throws
+    /// Frees what removed objects leave inside larger units (a packed store's packs), touching none
+    /// younger than `minAge` seconds: called by gc after it purged.
+    func reclaimSpace(minAge: Double) throws -> ReclaimReport
+}
+
+/// What `reclaimSpace` freed: packs deleted (nothing in them was indexed), packs rewritten (mostly
+/// garbage: their live objects copied into new ones), and the bytes of storage freed.
+public struct ReclaimReport: Sendable, Equatable {
+    public var deleted = 0, rewritten = 0
+    public var freed: Int64 = 0
+    public init() {}
 }
 
 extension BlobStore {
+    /// Backends that keep one unit per object free everything when they purge.
+    public func reclaimSpace(minAge: Double) throws -> ReclaimReport { ReclaimReport() }
+
     public func contains(_ id: ObjectID) throws -> Bool { try missing(of: [id]).isEmpty }
 
     /// The number of stored objects and their bytes.

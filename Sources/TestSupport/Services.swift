@@ -1,0 +1,122 @@
+import Foundation
+
+/// An S3 server of the tests' own: SeaweedFS (`weed mini`, installed by Scripts/setup into
+/// `.build/tools/weed`) on loopback, in a temp dir, with ports of its own and one identity whose keys
+/// are `accessKey` and `secretKey`; the bucket `bucket` exists. `stop()` kills it (always call it in a
+/// `defer`); `restart()` starts it again over the same data.
+public final class S3Server: @unchecked Sendable {
+    public let dir: TempDir
+    public let port: Int
+    public let bucket = "aether"
+    public let accessKey = "AKIDAETHERTEST"
+    public let secretKey = "aether-test-secret-key"
+    public private(set) var pid: pid_t = 0
+    public var endpoint: String { "http://127.0.0.1:\(port + 6)" }
+    /// The environment a process needs to reach it.
+    public var environment: [String: String] { ["AWS_ACCESS_KEY_ID": accessKey, "AWS_SECRET_ACCESS_KEY": secretKey, "AWS_REGION": "us-east-1"] }
+
+    /// The `weed` binary: $AETHERFS_WEED, else Scripts/setup's.
+    public static var binary: String? {
+        if let w = ProcessInfo.processInfo.environment["AETHERFS_WEED"], FileManager.default.isExecutableFile(atPath: w) { return w }
+        var dir = URL(fileURLWithPath: aetherfsExecutable).deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("tools/weed/bin/weed").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return nil
+    }
+
+    /// Whether the tests can start one, and whether CI requires them to (AETHERFS_REQUIRE_SERVICES=1).
+    public static var available: Bool { binary != nil }
+    public static var required: Bool { ProcessInfo.processInfo.environment["AETHERFS_REQUIRE_SERVICES"] == "1" }
+
+    public struct Failure: Error, CustomStringConvertible { public let description: String }
+
+    public init() throws {
+        dir = TempDir("aetherfs-s3")
+        port = try S3Server.freePorts(11)
+        let config = """
+            {"identities":[{"name":"aether","credentials":[{"accessKey":"\(accessKey)","secretKey":"\(secretKey)"}],
+              "actions":["Admin","Read","Write","List","Tagging"]}]}
+            """
+        try config.write(toFile: dir.path + "/s3.json", atomically: true, encoding: .utf8)
+        try start()
+    }
+
+    /// Starts the server over its directory and waits (up to 30 s) until its S3 port answers.
+    public func start() throws {
+        guard let weed = S3Server.binary else { throw Failure(description: "no weed binary (run Scripts/setup)") }
+        let p = port
+        let args = [weed, "mini", "-dir=\(dir.path)/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                    "-master.port=\(p)", "-master.port.grpc=\(p + 1)", "-volume.port=\(p + 2)", "-volume.port.grpc=\(p + 3)",
+                    "-filer.port=\(p + 4)", "-filer.port.grpc=\(p + 5)", "-s3.port=\(p + 6)", "-s3.port.grpc=\(p + 7)",
+                    "-admin.port=\(p + 8)", "-admin.port.grpc=\(p + 9)", "-webdav.port=\(p + 10)", "-webdav=false",
+                    "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.config=\(dir.path)/s3.json",
+                    "-bucket=\(bucket)"]
+        try FileManager.default.createDirectory(atPath: dir.path + "/data", withIntermediateDirectories: true)
+        pid = try spawnDetached(args, log: dir.path + "/weed.log")
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            // The bucket answers (403 without a signature) once the filer and the S3 gateway are up.
+            let r = run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "\(endpoint)/\(bucket)/"], timeout: 5)
+            if r.status == 0, r.out != "000", r.out != "503" { return }
+            usleep(200_000)
+        }
+        stop()
+        throw Failure(description: "weed did not answer on \(endpoint) within 30 s: \((try? String(contentsOfFile: dir.path + "/weed.log", encoding: .utf8))?.suffix(2000) ?? "")")
+    }
+
+    /// Kills the server (SIGKILL: a cut-off network, as far as a client knows).
+    public func kill() {
+        guard pid > 0 else { return }
+        Foundation.kill(pid, SIGKILL)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        pid = 0
+    }
+
+    public func restart() throws { kill(); try start() }
+
+    /// Kills the server and removes its directory.
+    public func stop() {
+        kill()
+        dir.remove()
+    }
+
+    /// A base port with `count` free ports after it, on loopback.
+    static func freePorts(_ count: Int) throws -> Int {
+        for _ in 0..<50 {
+            let base = Int.random(in: 20_000...55_000)
+            if (base..<base + count).allSatisfy(portIsFree) { return base }
+        }
+        throw Failure(description: "no \(count) free ports in a row")
+    }
+
+    static func portIsFree(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+    }
+}
+
+/// Starts a process in the background with its output in `log`; returns its pid (waited for by the caller).
+func spawnDetached(_ args: [String], log: String) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    let argv = args.map { strdup($0) } + [nil]
+    let envp = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, args[0], &actions, nil, argv, envp)
+    guard rc == 0 else { throw S3Server.Failure(description: "cannot start \(args[0]): \(String(cString: strerror(rc)))") }
+    return pid
+}
