@@ -209,8 +209,13 @@ public final class PackedBlobStore: BlobStore {
 
     public func contains(_ id: ObjectID) throws -> Bool { try missing(of: [id]).isEmpty }
 
+    /// The indexed objects, and those put here and not uploaded yet (as a local store lists files it
+    /// has not synced).
     public func list(_ body: (ObjectID, Int64) throws -> Void) throws {
-        try index.forEachObject { o in if o.condemned == nil { try body(o.id, o.length) } }
+        let buffered = state.withLock { s in s.pending.map { ($0.key, Int64($0.value.length)) } }
+        let ids = Set(buffered.map(\.0))
+        for (id, size) in buffered { try body(id, size) }
+        try index.forEachObject { o in if o.condemned == nil && !ids.contains(o.id) { try body(o.id, o.length) } }
     }
 
     public func delete(_ id: ObjectID) throws {

@@ -3,6 +3,8 @@ import Glibc
 import Dispatch
 import AetherModel
 @testable import AetherStore
+import AetherStoreS3
+import AetherMeta
 import TestSupport
 
 func chunkLengths(_ data: [UInt8]) -> [Int] {
@@ -75,7 +77,10 @@ func chunkLengths(_ data: [UInt8]) -> [Int] {
 
 /// The backends every conformance test runs against.
 enum Backend: String, CaseIterable, CustomTestStringConvertible {
-    case local, memory
+    /// `packed`: packs of 4 KiB (so that tests span several) in a bucket in memory, indexed in a
+    /// `meta.db`, with a disk cache — the S3 backend's code without the network (PackedStoreOnS3Tests
+    /// runs it against a real server).
+    case local, memory, packed
     var testDescription: String { rawValue }
 
     /// A fresh, empty blob store of this kind (its directory, if any, in `dir`).
@@ -83,6 +88,8 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible {
         switch self {
         case .local: try LocalBlobStore(directory: dir.path + "/objects")
         case .memory: MemoryBlobStore()
+        case .packed: PackedBlobStore(bucket: MemoryBucket(), index: try Catalog(path: dir.path + "/meta.db"),
+                                      cache: try DiskCache(directory: dir.path + "/cache", budget: 1 << 20), packBytes: 4096, readAhead: 8192)
         }
     }
 }
