@@ -182,9 +182,9 @@ enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
         #expect(try m.leases().map(\.session) == [1])
     }
 
-    /// What schemas 7 and 8 added, taken away again.
+    /// What schemas 7 to 10 added, taken away again.
     static let backToSchema6 = """
-        DROP TABLE tokens; DROP TABLE writes;
+        DROP TABLE pack_objects; DROP TABLE packs; DROP TABLE tokens; DROP TABLE writes;
         ALTER TABLE audit DROP COLUMN pid; ALTER TABLE audit DROP COLUMN result; ALTER TABLE audit DROP COLUMN prev;
         ALTER TABLE audit DROP COLUMN hash; DROP TABLE proposals; DROP TABLE reviews; DROP TABLE writers;
         UPDATE meta SET value='6' WHERE key='schema';
