@@ -569,6 +569,128 @@ def sync_vs_peers(native, aether, total_mib, extra):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def free_port_base(count):
+    """A base port with `count` free loopback ports after it."""
+    import random, socket
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - count)
+        ok = True
+        for port in range(base, base + count):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError(f"no {count} free ports in a row")
+
+
+class S3Server:
+    """SeaweedFS (`weed mini`, Scripts/setup's) on loopback ports of its own, in a directory of the run."""
+    KEY, SECRET, BUCKET = "AKIDAETHERBENCH", "aether-bench-secret-key", "aether"
+
+    def __init__(self, work):
+        self.dir = os.path.join(work, "s3server")
+        self.weed = os.environ.get("AETHERFS_WEED", os.path.join(ROOT, ".build/tools/weed/bin/weed"))
+        self.proc = None
+
+    def start(self):
+        if not os.access(self.weed, os.X_OK):
+            raise RuntimeError(f"no weed binary at {self.weed} (run Scripts/setup)")
+        os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
+        with open(os.path.join(self.dir, "s3.json"), "w") as f:
+            json.dump({"identities": [{"name": "bench", "credentials": [{"accessKey": self.KEY, "secretKey": self.SECRET}],
+                                       "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, f)
+        p = free_port_base(11)
+        names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+                 "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "webdav.port"]
+        args = [self.weed, "mini", f"-dir={self.dir}/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+        args += [f"-{n}={p + i}" for i, n in enumerate(names)]
+        args += ["-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                 f"-s3.config={self.dir}/s3.json", f"-bucket={self.BUCKET}"]
+        self.endpoint = f"http://127.0.0.1:{p + 6}"
+        self.proc = subprocess.Popen(args, stdout=open(os.path.join(self.dir, "weed.log"), "w"), stderr=subprocess.STDOUT)
+        end = time.time() + 60
+        while time.time() < end:
+            code = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{self.endpoint}/{self.BUCKET}/"],
+                                  stdout=subprocess.PIPE, text=True, timeout=10).stdout
+            if code not in ("000", "503", ""):
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"weed did not answer on {self.endpoint} within 60 s")
+
+    def stop(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+def status(d):
+    with open(os.path.join(d, ".aether", "status")) as f:
+        return json.load(f)
+
+
+def s3_beside_local(aether, work, total_mib, s3rows):
+    """The same new data checkpointed into the local store (the bench session's) and into a store whose
+    objects are packs on a SeaweedFS on loopback; the requests the S3 checkpoint made (from the mount's
+    `.aether/status`); reads of the checkpoint with the page cache dropped: on S3 first with the disk
+    cache empty (after a remount), then again from the disk cache."""
+    server = S3Server(work)
+    store, mnt = os.path.join(work, "s3store"), os.path.join(work, "s3mnt")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=S3Server.KEY, AWS_SECRET_ACCESS_KEY=S3Server.SECRET)
+    os.makedirs(mnt, exist_ok=True)
+    mounted = False
+    try:
+        server.start()
+        subprocess.run([aether.binary, "init", "--store", store, "--objects", f"s3://{S3Server.BUCKET}/bench",
+                        "--s3-endpoint", server.endpoint], env=env, check=True, stdout=subprocess.DEVNULL)
+        mount = [aether.binary, "mount", "--store", store, "--session", "s3", mnt]
+        subprocess.run(mount, env=env, check=True)
+        mounted = True
+        local = os.path.join(aether.dir, "s3-beside")
+        remote = os.path.join(mnt, "data")
+        files = make_ingest_data([local, remote], total_mib, seed=11)
+        total = files * 4 * 2**20
+        sh("sync")
+        before = status(mnt)["store"]["requests"]
+        tl = control(aether.dir, "checkpoint", '{"message":"beside s3","name":"s3-beside"}')
+        ts = control(mnt, "checkpoint", '{"message":"ingest","name":"ingest"}')
+        after = status(mnt)["store"]["requests"]
+        delta = {k: after[k] - before[k] for k in after}
+        reqs = delta["puts"] + delta["gets"] + delta["lists"] + delta["deletes"]
+        s3rows.append({"workload": f"checkpoint {total >> 20} MiB new data", "unit": "MB/s", "local": total / tl / 1e6, "s3": total / ts / 1e6})
+        s3rows.append({"workload": "  requests of that checkpoint", "unit": "n", "local": None, "s3": reqs,
+                       "note": f"{delta['puts']} PUT, {delta['gets']} GET, {delta['lists']} LIST; {reqs / (total / 2**30):.0f} per GiB; {delta['bytes_sent'] / 1e6:.1f} MB sent"})
+        # Cold: the daemon starts afresh with the disk cache emptied.
+        sh(f"{aether.binary} unmount {mnt}")
+        mounted = False
+        shutil.rmtree(os.path.join(store, "cache"), ignore_errors=True)
+        subprocess.run(mount, env=env, check=True)
+        mounted = True
+        lview = os.path.join(aether.dir, ".aether", "checkpoints", "s3-beside", "s3-beside")
+        sview = os.path.join(mnt, ".aether", "checkpoints", "ingest", "data")
+        drop_caches()
+        tlc = timed(f"cat {lview}/* > /dev/null")
+        tsc = timed(f"cat {sview}/* > /dev/null")
+        cold = status(mnt)["store"]["requests"]
+        s3rows.append({"workload": "read it, cache empty", "unit": "MB/s", "local": total / tlc / 1e6, "s3": total / tsc / 1e6,
+                       "note": f"{cold['gets']} GET, {cold['bytes_received'] / 1e6:.1f} MB received"})
+        drop_caches()
+        tlw = timed(f"cat {lview}/* > /dev/null")
+        tsw = timed(f"cat {sview}/* > /dev/null")
+        warm = status(mnt)["store"]["requests"]
+        s3rows.append({"workload": "read it again, from the disk cache", "unit": "MB/s", "local": total / tlw / 1e6, "s3": total / tsw / 1e6,
+                       "note": f"{warm['gets'] - cold['gets']} GET"})
+    finally:
+        if mounted:
+            sh(f"{aether.binary} unmount {mnt}", check=False) == 0 or sh(f"fusermount3 -uz {mnt}", check=False)
+        server.stop()
+
+
 def chunker_speed(binary, mib, results):
     out = json.loads(sh(f"{binary} {mib}", capture=True))
     results.append({"workload": "chunker alone, one core", "unit": "MB/s", "aetherfs": out["chunker_mb_s"]})
@@ -656,7 +778,7 @@ def main():
     native, aether = Native("native", work), Aether(work, args.binary)
     setups = [native, Passthrough(work, pt_bin), aether]
     values = {}
-    results, extra = [], []
+    results, extra, s3rows = [], [], []
     started = time.time()
     elapsed = lambda: f"({time.time() - started:.0f} s)"
     try:
@@ -708,6 +830,12 @@ def main():
             # On the ingest data set, so with it.
             sync_vs_peers(native, aether, size["ingest_mib"], extra)
             print(f"push, restic copy and rsync done {elapsed()}", file=sys.stderr)
+        if wanted("s3"):
+            try:
+                s3_beside_local(aether, work, size["ingest_mib"], s3rows)
+            except Exception as e:  # reported like any failed measurement; the table still prints
+                print(f"  s3 store: failed: {e}", file=sys.stderr)
+            print(f"s3 store done {elapsed()}", file=sys.stderr)
         if wanted("checkpoint"):
             read_during_checkpoint(aether, size["cp_mib"], results)
             aether_only(aether, size["sessions"], size["cp_rounds"], results)
@@ -741,11 +869,17 @@ def main():
             vs_rsync = r["aetherfs"] / r["rsync"] if r.get("rsync") else None
             print(f"{r['workload']:36} {r['unit']:5} {fmt(r.get('restic')):>9} {fmt(r.get('rsync')):>9} {fmt(r.get('aetherfs')):>9} {fmt(ratio):>9} {fmt(vs_rsync):>9}"
                   + (f"  {r['note']}" if r.get("note") else ""))
+    if s3rows:
+        print(f"\n{'objects on S3 (SeaweedFS, loopback) beside the local store':60} {'unit':5} {'local':>9} {'s3':>9} {'s3/local':>9}")
+        for r in s3rows:
+            ratio = r["s3"] / r["local"] if r.get("local") else None
+            print(f"{r['workload']:60} {r['unit']:5} {fmt(r.get('local')):>9} {fmt(r.get('s3')):>9} {fmt(ratio):>9}"
+                  + (f"  {r['note']}" if r.get("note") else ""))
     print(f"\n{mode} run, {rounds} interleaved round(s). Ratios are AetherFS/other of the unit: for MB/s higher is "
           "better, for seconds, ms and us lower is better.")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"mode": mode, "rounds": rounds, "results": results, "restic": extra}, f, indent=2)
+            json.dump({"mode": mode, "rounds": rounds, "results": results, "restic": extra, "s3": s3rows}, f, indent=2)
 
 
 if __name__ == "__main__":

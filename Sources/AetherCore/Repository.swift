@@ -22,6 +22,8 @@ public final class Repository: Sendable {
     public static let schemaVersion = Catalog.schemaVersion
     public let path: String
     public let objects: ObjectStore
+    /// Where the objects live when not in `objects/` (the store's `objects.json`).
+    public let objectsConfig: ObjectsConfig?
     public let content: ContentStore
     /// Free space kept on the disk of the metadata and working files.
     public let headroom: Headroom
@@ -91,9 +93,10 @@ public final class Repository: Sendable {
         let headroom = Headroom(directory: path)
         self.headroom = headroom
         let catalog = try domain { try Catalog(path: path + "/meta.db") }
+        objectsConfig = try domain { try ObjectsConfig.read(store: path) }
         if let blobs {
             objects = ObjectStore(blobs: blobs)
-        } else if let config = try domain({ try ObjectsConfig.read(store: path) }) {
+        } else if let config = objectsConfig {
             objects = ObjectStore(blobs: try domain { try BlobBackends.backend(for: config).open(config, catalog, path + "/cache", headroom) })
         } else {
             objects = ObjectStore(blobs: try domain { try LocalBlobStore(directory: path + "/objects", headroom: headroom) })

@@ -43,6 +43,19 @@ public protocol BlobStore: AnyObject, Sendable {
     /// Frees what removed objects leave inside larger units (a packed store's packs), touching none
     /// younger than `minAge` seconds: called by gc after it purged.
     func reclaimSpace(minAge: Double) throws -> ReclaimReport
+    /// The requests made to a remote backend since it was opened; nil for a local one.
+    var requests: RequestCounts? { get }
+}
+
+/// Counters of a remote backend's traffic: requests by kind, and bytes sent and received.
+public struct RequestCounts: Sendable, Equatable, Codable {
+    public var puts = 0, gets = 0, deletes = 0, lists = 0
+    public var bytesSent: Int64 = 0, bytesReceived: Int64 = 0
+    public init() {}
+    public var total: Int { puts + gets + deletes + lists }
+    enum CodingKeys: String, CodingKey {
+        case puts, gets, deletes, lists, bytesSent = "bytes_sent", bytesReceived = "bytes_received"
+    }
 }
 
 /// What `reclaimSpace` freed: packs deleted (nothing in them was indexed), packs rewritten (mostly
@@ -56,6 +69,7 @@ public struct ReclaimReport: Sendable, Equatable {
 extension BlobStore {
     /// Backends that keep one unit per object free everything when they purge.
     public func reclaimSpace(minAge: Double) throws -> ReclaimReport { ReclaimReport() }
+    public var requests: RequestCounts? { nil }
 
     public func contains(_ id: ObjectID) throws -> Bool { try missing(of: [id]).isEmpty }
 

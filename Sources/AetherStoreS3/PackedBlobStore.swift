@@ -53,6 +53,15 @@ public final class PackedBlobStore: BlobStore {
         var uploading = 0
     }
     private let state = Mutex(State())
+
+    /// A ranged GET of a pack under way: readers of what it covers wait for it instead of fetching again.
+    final class Flight: Sendable {
+        let pack: String
+        let range: Range<Int64>
+        let done = DispatchGroup()
+        init(pack: String, range: Range<Int64>) { self.pack = pack; self.range = range; done.enter() }
+    }
+    private let flights = Mutex<[Flight]>([])
     private let idle = DispatchSemaphore(value: 0)
     private let queue = DispatchQueue(label: "aetherfs.packs", attributes: .concurrent)
 
@@ -168,6 +177,11 @@ public final class PackedBlobStore: BlobStore {
         if let hit = cache?.get(id) { return hit }
         for _ in 0..<3 {
             guard let entry = try index.locate([id])[id] else { return nil }
+            // A GET under way that covers it (another reader's read-ahead) brings it into the cache.
+            if let cache, let flight = flights.withLock({ $0.first { $0.pack == entry.pack && $0.range.contains(entry.offset) } }) {
+                flight.done.wait()
+                if let hit = cache.get(id) { return hit }
+            }
             if let bytes = try fetch(entry) { return bytes }
             // The pack is gone: compaction moved the object meanwhile; look it up again.
         }
@@ -184,6 +198,12 @@ public final class PackedBlobStore: BlobStore {
             return bytes
         }
         let end = entry.offset + readAhead
+        let flight = Flight(pack: entry.pack, range: entry.offset..<end)
+        flights.withLock { $0.append(flight) }
+        defer {
+            flights.withLock { $0.removeAll { $0 === flight } }
+            flight.done.leave()
+        }
         let neighbours = try index.objects(inPack: entry.pack).filter { $0.offset >= entry.offset && $0.offset + $0.length <= end }
         let last = neighbours.map { $0.offset + $0.length }.max() ?? entry.offset + entry.length
         guard let bytes = try bucket.get(PackedBlobStore.key(entry.pack), range: entry.offset..<max(last, entry.offset + entry.length)) else { return nil }
@@ -250,6 +270,7 @@ public final class PackedBlobStore: BlobStore {
     /// than `rewriteBelow` of their size and that are older than `minAge` seconds (their objects go into
     /// new packs, their entries move, then they are deleted). Returns what it freed.
     public func reclaimSpace(minAge: Double) throws -> ReclaimReport { try reclaim(minAge: minAge) }
+    public var requests: RequestCounts? { bucket.requests }
 
     @discardableResult
     public func reclaim(minAge: Double, rewriteBelow: Double = 0.5) throws -> ReclaimReport {

@@ -27,14 +27,6 @@ public protocol ObjectBucket: AnyObject, Sendable {
     var requests: RequestCounts { get }
 }
 
-/// Counters of a bucket's traffic.
-public struct RequestCounts: Sendable, Equatable, Codable {
-    public var puts = 0, gets = 0, deletes = 0, lists = 0
-    public var bytesSent: Int64 = 0, bytesReceived: Int64 = 0
-    public init() {}
-    public var total: Int { puts + gets + deletes + lists }
-}
-
 /// Where a store's objects live on S3-compatible storage, and how to reach it.
 public struct S3Location: Sendable, Equatable {
     public var bucket: String

@@ -284,7 +284,9 @@ extension SessionFileSystem {
         }
         return StatusInfo(session: s.name, sessionID: s.id, mountpoint: mountpoint, base: head?.sid, head: head?.name,
                           dirtyPaths: workspace.dirtyCount,
-                          store: .init(path: workspace.repo.path, objects: usage.objects, bytes: usage.bytes), usage: line)
+                          store: .init(path: repo.path, objects: usage.objects, bytes: usage.bytes,
+                                       backend: repo.objectsConfig?.url ?? "local", requests: repo.objects.blobs.requests),
+                          usage: line)
     }
 
     func logText() -> String {

@@ -9,6 +9,10 @@ public struct StatusInfo: Codable, Equatable, Sendable {
         public var path: String
         public var objects: Int
         public var bytes: Int64
+        /// Where its objects live: `local`, or the `s3://` address of a packed store.
+        public var backend: String
+        /// The requests this mount made to a remote backend (nil for a local one).
+        public var requests: RequestCounts?
     }
     public var session: String
     public var sessionID: Int64
