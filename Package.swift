@@ -16,6 +16,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // C libraries: one module each, imported by exactly one Swift target.
@@ -66,8 +68,16 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Shared metadata on PostgreSQL (postgres-nio): a leaf as well.
+        .target(name: "AetherMetaPostgres", dependencies: [
+            "AetherModel", "AetherMeta",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "AetherCLI", dependencies: [
-            "AetherModel", "AetherCore", "AetherVFS", "AetherFUSE", "AetherArchive", "AetherServe", "AetherStoreS3",
+            "AetherModel", "AetherCore", "AetherVFS", "AetherFUSE", "AetherArchive", "AetherServe", "AetherStoreS3", "AetherMetaPostgres",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             // The MCP server (aetherfs mcp): on Linux the SDK needs only swift-system and swift-log.
             .product(name: "MCP", package: "swift-sdk"),
@@ -77,7 +87,7 @@ let package = Package(
 
         .target(name: "TestSupport"),
         .testTarget(name: "AetherStoreTests", dependencies: ["AetherModel", "AetherStore", "AetherStoreS3", "AetherMeta", "TestSupport"]),
-        .testTarget(name: "AetherCoreTests", dependencies: ["AetherModel", "AetherCore", "AetherMeta", "TestSupport"]),
+        .testTarget(name: "AetherCoreTests", dependencies: ["AetherModel", "AetherCore", "AetherMeta", "AetherMetaPostgres", "TestSupport"]),
         .testTarget(name: "AetherVFSTests", dependencies: ["AetherModel", "AetherVFS", "AetherStore", "TestSupport"]),
         .testTarget(name: "AetherServeTests", dependencies: ["AetherModel", "AetherServe", "TestSupport"]),
         .testTarget(name: "AetherStoreS3Tests", dependencies: ["AetherModel", "AetherStore", "AetherStoreS3", "AetherMeta", "TestSupport"]),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import AetherStoreS3
+import AetherMetaPostgres
 import AetherVFS
 import AetherModel
 import AetherCore
@@ -35,6 +36,7 @@ public struct AetherCommand: ParsableCommand {
             return handler
         }
         S3Backend.register()
+        PostgresMetadata.register()
         let invoked = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
         if MountHelper.names.contains(invoked) {
             switch MountHelper.translate(Array(CommandLine.arguments.dropFirst())) {

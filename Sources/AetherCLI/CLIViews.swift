@@ -19,5 +19,9 @@ struct StoreInfo: Encodable {
     var format: Int
     /// Where its objects are, when not in the store directory (`s3://…`).
     var objects: String?
+    /// Where its shared records are, when not in the store directory (`postgres://…`).
+    var metadata: String?
+    /// The store's id, when its objects are elsewhere (the id every attached host shares).
+    var id: String?
 }
 

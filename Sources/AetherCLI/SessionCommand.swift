@@ -46,7 +46,9 @@ struct SessionCommand: ParsableCommand {
                 for (i, s) in kids.enumerated() {
                     let last = i == kids.count - 1
                     let branch = parent == 0 ? "" : (last ? "└─ " : "├─ ")
-                    let mount = repo.mountpoint(of: s).map { "mounted at \($0)" } ?? "not mounted"
+                    let mount = repo.holder(of: s).flatMap { h in
+                        h.mountpoint.map { "mounted at \($0)" + (h.host == repo.leaseHost ? "" : " on host \(h.host)") }
+                    } ?? "not mounted"
                     let cps = (try? repo.checkpoints(of: s).count) ?? 0
                     lines.append("\(indent)\(branch)\(s.name)  \(s.state)  \(cps) checkpoint\(cps == 1 ? "" : "s")  \(mount)")
                     walk(s.id, parent == 0 ? indent : indent + (last ? "   " : "│  "))

@@ -146,6 +146,10 @@ public enum AetherError: Error, Equatable, CustomStringConvertible {
             switch e.code {
             case .conflict: return .exists(e.message)
             case .damaged: return .damaged(e.description)
+            case .invalid: return .invalid(e.message)
+            case .accessDenied: return .accessDenied(e.message)
+            case .unavailable: return .system(EIO, e.description)
+            case .failed: return .failed(e.description)
             }
         case let e as FormatError: return .damaged(e.description)
         default: return .failed("\(error)")

@@ -24,6 +24,10 @@ public final class Repository: Sendable {
     public let objects: ObjectStore
     /// Where the objects live when not in `objects/` (the store's `objects.json`).
     public let objectsConfig: ObjectsConfig?
+    /// Where the shared records live when not in `meta.db` (the store's `metadata.json`).
+    public let metaConfig: MetaConfig?
+    /// This store directory's holder name in sessions' leases (see `SessionLock`).
+    public let leaseHost: String
     public let content: ContentStore
     /// Free space kept on the disk of the metadata and working files.
     public let headroom: Headroom
@@ -50,8 +54,15 @@ public final class Repository: Sendable {
     /// A store made with `sharedGroup` belongs to that group as well (see `StoreFiles`).
     /// A new store made with `objectsAt` keeps its objects there (`s3://…`, see `BlobBackends`) instead
     /// of in `objects/`: the objects are claimed before anything of the store is made.
+    ///
+    /// A new store made with `metaAt` (`postgres://…`, see `MetadataBackends`) keeps its shared records
+    /// there, and needs `objectsAt`: every host that attaches reaches the same objects. When the
+    /// database holds a store already, the new directory *attaches* to it: its objects must be that
+    /// store's (`objectsAt` names where they are), and only this host's working layers and cache are
+    /// made here.
     public init(path: String, create: Bool = true, blobs: (any BlobStore)? = nil, metadata: (any MetadataStore)? = nil,
-                sharedGroup: UInt32? = nil, objectsAt: ObjectsConfig? = nil, logger: Logger = Logger(label: "aetherfs.core")) throws(AetherError) {
+                sharedGroup: UInt32? = nil, objectsAt: ObjectsConfig? = nil, metaAt: String? = nil,
+                logger: Logger = Logger(label: "aetherfs.core")) throws(AetherError) {
         self.path = path
         self.logger = logger
         let formatFile = path + "/FORMAT"
@@ -67,7 +78,18 @@ public final class Repository: Sendable {
                 if !names.isEmpty {
                     throw AetherError.invalid("\(path) is not empty and holds no store (no FORMAT file); refusing to make a store there")
                 }
-                if let objectsAt { try BlobBackends.backend(for: objectsAt).prepare(objectsAt) }
+                var objectsAt = objectsAt
+                var metaConfig: MetaConfig?
+                if let metaAt {
+                    guard var objects = objectsAt else {
+                        throw AetherError.invalid("--meta needs --objects: every host of a shared store must reach its objects")
+                    }
+                    let holds = try MetadataBackends.backend(scheme: MetaConfig(url: metaAt, store: "").scheme).claim(metaAt, objects.store)
+                    objects.store = holds
+                    objectsAt = objects
+                    metaConfig = MetaConfig(url: metaAt, store: holds)
+                }
+                if let objectsAt { try BlobBackends.backend(for: objectsAt).prepare(objectsAt, metaConfig != nil) }
                 try FileIO.makeDirectories(path)
                 if let gid = sharedGroup {
                     guard chown(path, uid_t.max, gid) == 0 else {
@@ -79,6 +101,7 @@ public final class Repository: Sendable {
                 chmod(path, StoreFiles.directoryMode)
                 try FileIO.makeDirectories(path + "/sessions")
                 try objectsAt?.write(store: path)
+                if let metaConfig { try FileIO.atomicWrite(path + "/" + MetaConfig.fileName, Array((JSONText.encode(metaConfig) + "\n").utf8), sync: true) }
                 try FileIO.atomicWrite(formatFile, Array("aetherfs-store \(Repository.formatVersion)\n".utf8), sync: true)
             }
             let text = String(decoding: try FileIO.readFile(formatFile), as: UTF8.self)
@@ -94,17 +117,39 @@ public final class Repository: Sendable {
         self.headroom = headroom
         let catalog = try domain { try Catalog(path: path + "/meta.db") }
         objectsConfig = try domain { try ObjectsConfig.read(store: path) }
+        metaConfig = try Repository.readMetaConfig(store: path)
+        // Shared metadata also holds a packed store's index (every host finds every pack).
+        var shared: SQLMetadata?
+        if let config = metaConfig, metadata == nil {
+            guard config.store == objectsConfig?.store else {
+                throw .damaged("\(path)/\(MetaConfig.fileName) names store \(config.store), its objects.json \(objectsConfig?.store ?? "nothing")")
+            }
+            shared = try domain { try MetadataBackends.backend(scheme: config.scheme).open(config) }
+        }
+        let index: any PackIndex = shared ?? catalog
         if let blobs {
             objects = ObjectStore(blobs: blobs)
         } else if let config = objectsConfig {
-            objects = ObjectStore(blobs: try domain { try BlobBackends.backend(for: config).open(config, catalog, path + "/cache", headroom) })
+            objects = ObjectStore(blobs: try domain { try BlobBackends.backend(for: config).open(config, index, path + "/cache", headroom) })
         } else {
             objects = ObjectStore(blobs: try domain { try LocalBlobStore(directory: path + "/objects", headroom: headroom) })
         }
         content = ContentStore(objects: objects)
         working = catalog
-        self.metadata = metadata ?? catalog
+        self.metadata = metadata ?? shared ?? catalog
+        // Flocks tell a dead holder only within one store directory: with shared metadata each
+        // directory is a host of its own.
+        leaseHost = metaConfig == nil ? SessionLock.thisHost : SessionLock.thisHost + ":" + path
         try domain { try FileIO.makeDirectories(path + "/sessions") }
+    }
+
+    /// The store's `metadata.json`, or nil when its shared records are in `meta.db`.
+    static func readMetaConfig(store path: String) throws(AetherError) -> MetaConfig? {
+        let file = path + "/" + MetaConfig.fileName
+        guard FileIO.exists(file) else { return nil }
+        let text = String(decoding: try domain { try FileIO.readFile(file) }, as: UTF8.self)
+        guard let config = JSONText.decoded(MetaConfig.self, text) else { throw .damaged("\(file) does not say where the store's metadata is") }
+        return config
     }
 
     /// A new store's id: 32 random hex digits.
@@ -140,9 +185,13 @@ public final class Repository: Sendable {
 
     /// Runs `body` in one transaction of the metadata and the working layer (one, when both are the
     /// same database); `durable` returns once it is on disk.
+    ///
+    /// With two databases the shared one commits first, inside the working layer's transaction: if it
+    /// fails, neither changed; if the working layer's commit fails after it, the rows it would have
+    /// dropped stay and describe changes the new base holds already.
     public func transaction<T>(durable: Bool = false, _ body: () throws -> T) throws -> T {
         if metadata === working { return try metadata.transaction(durable: durable, body) }
-        return try metadata.transaction(durable: durable) { try working.transaction(durable: durable, body) }
+        return try working.transaction(durable: durable) { try metadata.transaction(durable: durable, body) }
     }
 
     func sessionDirectory(_ id: Int64) -> String { "\(path)/sessions/\(id)" }
@@ -315,12 +364,16 @@ public final class Repository: Sendable {
     /// host while it holds the session's flock, on another until the lease lapses.
     public func holder(of s: SessionRecord) -> LeaseRecord? {
         guard let lease = try? metadata.lease(session: s.id) else { return nil }
-        if lease.host == SessionLock.thisHost { return SessionLock.isHeld(self, s) ? lease : nil }
+        if lease.host == leaseHost { return SessionLock.isHeld(self, s) ? lease : nil }
         return lease.expires > secondsNow() ? lease : nil
     }
 
-    /// Where the session is mounted, when a live process serves it.
-    public func mountpoint(of s: SessionRecord) -> String? { holder(of: s)?.mountpoint }
+    /// Where the session is mounted, when a live process of this store directory serves it (a mount
+    /// on another host is not reachable from here: its holder's lease keeps the session busy).
+    public func mountpoint(of s: SessionRecord) -> String? {
+        guard let h = holder(of: s), h.host == leaseHost else { return nil }
+        return h.mountpoint
+    }
 
     // MARK: snapshots
 
@@ -362,7 +415,8 @@ public final class Repository: Sendable {
 public final class SessionLock: @unchecked Sendable {
     /// Seconds a lease stands without renewal; it is renewed every third of that.
     public static let term: Double = 30
-    /// This host in leases: its machine id, else its name.
+    /// This host: its machine id, else its name (in write leases; a session's lease names the store
+    /// directory too when the metadata is shared, `Repository.leaseHost`).
     public static let thisHost: String = {
         if let id = try? FileIO.readFile("/etc/machine-id"), case let text = String(decoding: id, as: UTF8.self).trimmingWhitespace(), !text.isEmpty {
             return text
@@ -394,12 +448,13 @@ public final class SessionLock: @unchecked Sendable {
             throw .busy("session \(session.name) is in use by another process (mounted?)")
         }
         let now = secondsNow()
-        let mine = LeaseRecord(session: session.id, host: SessionLock.thisHost, pid: getpid(), mountpoint: nil,
+        let host = repository.leaseHost
+        let mine = LeaseRecord(session: session.id, host: host, pid: getpid(), mountpoint: nil,
                                acquired: now, expires: now + SessionLock.term)
         let standing: LeaseRecord?
         do {
             // A lease of this host whose holder let go of the flock is a dead process's.
-            standing = try metadata.takeLease(mine) { $0.host == SessionLock.thisHost || $0.expires < secondsNow() }
+            standing = try metadata.takeLease(mine) { $0.host == host || $0.expires < secondsNow() }
         } catch {
             close(fd)
             throw AetherError.from(error)

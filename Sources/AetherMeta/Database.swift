@@ -46,7 +46,7 @@ public struct DatabaseError: Error, CustomStringConvertible, Sendable {
 /// One SQLite connection: WAL, a busy timeout, cached statements. Safe from several threads: each
 /// call, and a transaction with every call its body makes, holds the connection alone (a recursive
 /// mutex; SQLite itself is opened without its own).
-public final class Database: @unchecked Sendable {
+public final class Database: SQLConnection, @unchecked Sendable {
     private var handle: OpaquePointer?
     private var cache: [String: OpaquePointer] = [:]
     public let path: String
@@ -160,7 +160,9 @@ public final class Database: @unchecked Sendable {
     public func run(_ sql: String, _ values: [SQLValue]) throws -> Int { try locked { try runLocked(sql, values) } }
 
     /// Runs one INSERT and returns the new row's id (no other thread's insert can come between).
-    public func insert(_ sql: String, _ values: SQLValue...) throws -> Int64 {
+    public func insert(_ sql: String, _ values: SQLValue...) throws -> Int64 { try insert(sql, values) }
+
+    public func insert(_ sql: String, _ values: [SQLValue]) throws -> Int64 {
         try locked {
             try runLocked(sql, values)
             return sqlite3_last_insert_rowid(handle)
@@ -228,6 +230,9 @@ public final class Database: @unchecked Sendable {
             return try transaction(body)
         }
     }
+
+    /// SQLite's write transactions (`BEGIN IMMEDIATE`) are serialized whole: nothing more to wait for.
+    public func serialize(_ key: Int64) throws {}
 
     public func transaction<T>(durable: Bool = false, _ body: () throws -> T) throws -> T {
         try locked {

@@ -156,6 +156,14 @@ public struct MetadataError: Error, Equatable, CustomStringConvertible {
         case conflict
         /// A stored record does not decode.
         case damaged
+        /// A request the backend cannot take as given (a malformed address).
+        case invalid
+        /// The backend refused who we are (a wrong password, a user without rights).
+        case accessDenied
+        /// The backend cannot be reached now (a network or server failure): the request changed nothing.
+        case unavailable
+        /// The backend failed the request for a reason of its own (its message says which).
+        case failed
     }
     public let code: Code
     public let message: String

@@ -57,11 +57,12 @@ public enum BlobBackends {
     public struct Backend: Sendable {
         /// Checks that the objects can be reached with the credentials at hand and claims them for a new
         /// store (refusing objects another store holds); called before anything of the store is made.
-        public var prepare: @Sendable (ObjectsConfig) throws -> Void
+        /// `attaching`: the store exists (another host made it), so its objects must be there already.
+        public var prepare: @Sendable (ObjectsConfig, _ attaching: Bool) throws -> Void
         /// Opens the objects of an existing store; `index` is where a packed backend keeps its index,
         /// `cacheDirectory` its local cache.
         public var open: @Sendable (ObjectsConfig, _ index: any PackIndex, _ cacheDirectory: String, Headroom) throws -> any BlobStore
-        public init(prepare: @escaping @Sendable (ObjectsConfig) throws -> Void,
+        public init(prepare: @escaping @Sendable (ObjectsConfig, Bool) throws -> Void,
                     open: @escaping @Sendable (ObjectsConfig, any PackIndex, String, Headroom) throws -> any BlobStore) {
             self.prepare = prepare
             self.open = open

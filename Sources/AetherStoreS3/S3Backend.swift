@@ -14,7 +14,7 @@ public enum S3Backend {
     struct Marker: Codable { var format: Int; var store: String; var created: Double }
 
     public static func register() {
-        BlobBackends.register(scheme: "s3", BlobBackends.Backend(prepare: prepare, open: open))
+        BlobBackends.register(scheme: "s3", BlobBackends.Backend(prepare: { try prepare($0, attaching: $1) }, open: open))
     }
 
     static func client(_ config: ObjectsConfig) throws -> S3Client {
@@ -24,13 +24,18 @@ public enum S3Backend {
 
     /// Claims the prefix for the store with a conditional PUT of the marker; a prefix that holds another
     /// store's marker is refused.
-    @Sendable static func prepare(_ config: ObjectsConfig) throws {
+    /// A store that is attached to (`attaching`) must find its own marker there.
+    @Sendable static func prepare(_ config: ObjectsConfig, attaching: Bool) throws {
         let s3 = try client(config)
         let marker = Marker(format: 1, store: config.store, created: secondsNow())
-        if try s3.put(markerKey, Array(JSONText.encode(marker).utf8), ifAbsent: true) { return }
         let found = try s3.get(markerKey, range: nil).flatMap { JSONText.decoded(Marker.self, String(decoding: $0, as: UTF8.self)) }
-        guard found?.store == config.store else {
-            throw StoreError.io(EEXIST, "\(s3.location.url) already holds the objects of another store (\(found?.store ?? "unreadable marker")); give another bucket or prefix")
+        if attaching && found == nil {
+            throw StoreError.io(ENOENT, "\(s3.location.url) holds no objects of store \(config.store), which the metadata names; give the --objects its first host gave")
+        }
+        if found == nil, try s3.put(markerKey, Array(JSONText.encode(marker).utf8), ifAbsent: true) { return }
+        let standing = try found ?? s3.get(markerKey, range: nil).flatMap { JSONText.decoded(Marker.self, String(decoding: $0, as: UTF8.self)) }
+        guard standing?.store == config.store else {
+            throw StoreError.io(EEXIST, "\(s3.location.url) already holds the objects of another store (\(standing?.store ?? "unreadable marker")); give another bucket or prefix")
         }
     }
 

@@ -120,3 +120,132 @@ func spawnDetached(_ args: [String], log: String) throws -> pid_t {
     guard rc == 0 else { throw S3Server.Failure(description: "cannot start \(args[0]): \(String(cString: strerror(rc)))") }
     return pid
 }
+
+/// A PostgreSQL server of the tests' own: a throwaway cluster (`initdb`, then `postgres`) in a temp
+/// dir, on a loopback port of its own, with trust authentication for the superuser `aether`. Under
+/// root the server runs as the `postgres` user (it refuses root). `stop()` kills it and removes its
+/// directory (always call it in a `defer`); `restart()` starts it again over the same data.
+/// `shared` is one server for a whole test process (stopped when the process exits): each test makes
+/// a database of its own in it (`newDatabase`).
+public final class PostgresServer: @unchecked Sendable {
+    public let dir: TempDir
+    public let port: Int
+    public let user = "aether"
+    public private(set) var pid: pid_t = 0
+
+    /// The directory of `initdb` and `postgres`: $AETHERFS_PG_BINDIR, else Debian's newest.
+    public static var bindir: String? {
+        if let d = ProcessInfo.processInfo.environment["AETHERFS_PG_BINDIR"], FileManager.default.isExecutableFile(atPath: d + "/postgres") { return d }
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
+        return versions.compactMap(Int.init).sorted().reversed().map { "/usr/lib/postgresql/\($0)/bin" }
+            .first { FileManager.default.isExecutableFile(atPath: $0 + "/postgres") }
+    }
+
+    public static var available: Bool { bindir != nil }
+    /// Whether CI requires the tests to start one (AETHERFS_REQUIRE_SERVICES=1).
+    public static var required: Bool { S3Server.required }
+
+    /// Under root: the command prefix that runs a program as the `postgres` user.
+    static var asServerUser: [String] {
+        guard getuid() == 0 else { return [] }
+        return ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--"]
+    }
+
+    public init() throws {
+        guard let bin = PostgresServer.bindir else { throw S3Server.Failure(description: "no PostgreSQL server binaries (run Scripts/setup)") }
+        dir = TempDir("aetherfs-pg")
+        port = try S3Server.freePorts(1)
+        if getuid() == 0 { _ = run(["chown", "-R", "postgres:postgres", dir.path]) }
+        let r = run(PostgresServer.asServerUser + [bin + "/initdb", "-D", dir.path + "/data", "-U", user, "--auth=trust",
+                                                   "-E", "UTF8", "--no-sync", "--no-instructions"], timeout: 120)
+        guard r.status == 0 else { dir.remove(); throw S3Server.Failure(description: "initdb failed: \(r)") }
+        try start()
+    }
+
+    /// The watchdog the server runs under: it stops the server (and removes its directory) when this
+    /// test process is gone, however it ended, and ends when the server does.
+    static let watchdog = #"""
+        owner=$1; dir=$2; shift 2
+        "$@" & server=$!
+        echo $server > "$dir/server.pid"
+        while kill -0 "$owner" 2>/dev/null && kill -0 "$server" 2>/dev/null; do sleep 0.5; done
+        if ! kill -0 "$owner" 2>/dev/null; then kill -QUIT "$server" 2>/dev/null; wait "$server"; rm -rf "$dir"; fi
+        wait "$server"
+        """#
+
+    /// The server's own pid (the watchdog's child).
+    var serverPID: pid_t? {
+        (try? String(contentsOfFile: dir.path + "/server.pid", encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    /// Starts the server over its data and waits (up to 30 s) until it takes connections.
+    public func start() throws {
+        guard let bin = PostgresServer.bindir else { throw S3Server.Failure(description: "no PostgreSQL server binaries") }
+        unlink(dir.path + "/server.pid")
+        pid = try spawnDetached(["/bin/bash", "-c", PostgresServer.watchdog, "watchdog", "\(getpid())", dir.path]
+                                + PostgresServer.asServerUser + [bin + "/postgres", "-D", dir.path + "/data", "-p", "\(port)",
+                                                                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+                                                                 "-c", "fsync=off", "-c", "max_connections=200"],
+                                log: dir.path + "/postgres.log")
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if run([bin + "/pg_isready", "-q", "-h", "127.0.0.1", "-p", "\(port)", "-U", user, "-d", "postgres"], timeout: 5).status == 0 { return }
+            usleep(100_000)
+        }
+        kill()
+        throw S3Server.Failure(description: "postgres did not answer on port \(port) within 30 s: \((try? String(contentsOfFile: dir.path + "/postgres.log", encoding: .utf8))?.suffix(2000) ?? "")")
+    }
+
+    /// Makes an empty database and returns its `postgres://` URL.
+    public func newDatabase(_ name: String = "t" + String(UInt64.random(in: 0...UInt64.max), radix: 36)) throws -> String {
+        guard let bin = PostgresServer.bindir else { throw S3Server.Failure(description: "no PostgreSQL server binaries") }
+        let r = run([bin + "/psql", "-q", "-h", "127.0.0.1", "-p", "\(port)", "-U", user, "-d", "postgres", "-c", "CREATE DATABASE \(name)"], timeout: 60)
+        guard r.status == 0 else { throw S3Server.Failure(description: "CREATE DATABASE \(name): \(r)") }
+        return url(name)
+    }
+
+    /// A loopback port nothing listens on (now).
+    public static func freePort() throws -> Int { try S3Server.freePorts(1) }
+
+    public func url(_ database: String) -> String { "postgres://\(user)@127.0.0.1:\(port)/\(database)" }
+
+    /// Runs SQL through psql in `database`; its output, one row a line, columns split by `|`.
+    public func psql(_ database: String, _ sql: String) -> Ran {
+        run([(PostgresServer.bindir ?? "/usr/bin") + "/psql", "-qtA", "-h", "127.0.0.1", "-p", "\(port)", "-U", user, "-d", database, "-c", sql], timeout: 60)
+    }
+
+    /// Stops the server at once (SIGQUIT: immediate shutdown, as a crash would; SIGKILL after 10 s).
+    public func kill() {
+        guard pid > 0 else { return }
+        let server = serverPID
+        if let server { Foundation.kill(server, SIGQUIT) } else { Foundation.kill(pid, SIGKILL) }
+        var status: Int32 = 0
+        for _ in 0..<100 {
+            if waitpid(pid, &status, WNOHANG) == pid { pid = 0; return }
+            usleep(100_000)
+        }
+        if let server { Foundation.kill(server, SIGKILL) }
+        Foundation.kill(pid, SIGKILL)
+        waitpid(pid, &status, 0)
+        pid = 0
+    }
+
+    public func restart() throws { kill(); try start() }
+
+    public func stop() {
+        kill()
+        dir.remove()
+    }
+
+    /// One server for the whole test process, started at first use and stopped (by its watchdog)
+    /// when the process ends.
+    public static let shared: Result<PostgresServer, S3Server.Failure> = {
+        do {
+            return .success(try PostgresServer())
+        } catch let e as S3Server.Failure {
+            return .failure(e)
+        } catch {
+            return .failure(S3Server.Failure(description: "\(error)"))
+        }
+    }()
+}

@@ -3,17 +3,31 @@ import Glibc
 import AetherModel
 @testable import AetherMeta
 import TestSupport
+import AetherMetaPostgres
 
 /// The metadata backends every conformance test runs against.
 enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
-    case sqlite, memory
+    case sqlite, memory, postgres
     var testDescription: String { rawValue }
+
+    /// PostgreSQL only where a server can be started (always in CI, where its absence fails).
+    static var testable: [MetadataBackend] {
+        PostgresServer.available || PostgresServer.required ? allCases : [.sqlite, .memory]
+    }
 
     func make(in dir: TempDir) throws -> any MetadataStore {
         switch self {
         case .sqlite: try Catalog(path: dir.path + "/meta.db")
         case .memory: MemoryMetadataStore()
+        case .postgres: try MetadataBackend.newPostgres()
         }
+    }
+
+    /// A new database in the process's PostgreSQL server, claimed for a store, opened.
+    static func newPostgres(store: String = "test-store") throws -> PostgresMetadata {
+        let url = try PostgresServer.shared.get().newDatabase()
+        #expect(try PostgresMetadata.claim(url: url, store: store) == store)
+        return try PostgresMetadata(config: MetaConfig(url: url, store: store))
     }
 }
 
@@ -27,7 +41,7 @@ enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
                        branch: kind == .commit ? "main" : nil)
     }
 
-    @Test(arguments: MetadataBackend.allCases) func sessionsKeepTheirFieldsAndNamesAreUnique(_ backend: MetadataBackend) throws {
+    @Test(arguments: MetadataBackend.testable) func sessionsKeepTheirFieldsAndNamesAreUnique(_ backend: MetadataBackend) throws {
         let dir = TempDir(); defer { dir.remove() }
         let m = try backend.make(in: dir)
         let id = try m.insertSession(SessionRecord(name: "s", baseRoot: rootA, baseSnapshot: nil, parentSession: nil, owner: 1000))
@@ -48,7 +62,7 @@ enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
         #expect(try m.session(named: "s") == nil && m.sessions().map(\.name) == ["t"])
     }
 
-    @Test(arguments: MetadataBackend.allCases) func snapshotsAreFoundEveryWayAndRoundTrip(_ backend: MetadataBackend) throws {
+    @Test(arguments: MetadataBackend.testable) func snapshotsAreFoundEveryWayAndRoundTrip(_ backend: MetadataBackend) throws {
         let dir = TempDir(); defer { dir.remove() }
         let m = try backend.make(in: dir)
         let version0 = try m.snapshotsVersion()
@@ -69,7 +83,7 @@ enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
         #expect(try m.snapshot(id: 999) == nil)
     }
 
-    @Test(arguments: MetadataBackend.allCases) func branchesMoveOnlyByCompareAndSwap(_ backend: MetadataBackend) throws {
+    @Test(arguments: MetadataBackend.testable) func branchesMoveOnlyByCompareAndSwap(_ backend: MetadataBackend) throws {
         let dir = TempDir(); defer { dir.remove() }
         let m = try backend.make(in: dir)
         try m.createBranch("main", head: 1)
@@ -87,7 +101,7 @@ enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
 
     /// The audit log is a hash chain: entries written inside and outside transactions link up, a
     /// rolled-back one leaves no link, and a changed or removed entry breaks the chain at that point.
-    @Test(arguments: MetadataBackend.allCases) func theAuditLogIsAChainThatShowsTampering(_ backend: MetadataBackend) throws {
+    @Test(arguments: MetadataBackend.testable) func theAuditLogIsAChainThatShowsTampering(_ backend: MetadataBackend) throws {
         struct Stop: Error {}
         let dir = TempDir(); defer { dir.remove() }
         let m = try backend.make(in: dir)
@@ -110,7 +124,7 @@ enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
 
     /// Proposals, their reviews, states that move only from the state expected, the policy's text
     /// and a session's writers.
-    @Test(arguments: MetadataBackend.allCases) func proposalsReviewsPolicyAndWriters(_ backend: MetadataBackend) throws {
+    @Test(arguments: MetadataBackend.testable) func proposalsReviewsPolicyAndWriters(_ backend: MetadataBackend) throws {
         let dir = TempDir(); defer { dir.remove() }
         let m = try backend.make(in: dir)
         let p = ProposalRecord(pid: "abcd000000000001", session: 1, author: 1000, branch: "main", root: rootA, snapshot: 3, baseCommit: nil,
@@ -137,7 +151,7 @@ enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
         #expect(try m.writers(session: 1).isEmpty && m.writers(session: 2) == [5])
     }
 
-    @Test(arguments: MetadataBackend.allCases) func aTransactionThatThrowsChangesNothing(_ backend: MetadataBackend) throws {
+    @Test(arguments: MetadataBackend.testable) func aTransactionThatThrowsChangesNothing(_ backend: MetadataBackend) throws {
         struct Stop: Error {}
         let dir = TempDir(); defer { dir.remove() }
         let m = try backend.make(in: dir)
@@ -159,7 +173,7 @@ enum MetadataBackend: String, CaseIterable, CustomTestStringConvertible {
         #expect(try m.integrityCheck() == ["ok"])
     }
 
-    @Test(arguments: MetadataBackend.allCases) func aLeaseHasOneHolderUntilItIsReleasedOrStale(_ backend: MetadataBackend) throws {
+    @Test(arguments: MetadataBackend.testable) func aLeaseHasOneHolderUntilItIsReleasedOrStale(_ backend: MetadataBackend) throws {
         let dir = TempDir(); defer { dir.remove() }
         let m = try backend.make(in: dir)
         let a = LeaseRecord(session: 1, host: "h1", pid: 10, mountpoint: nil, acquired: 1, expires: 100)

@@ -694,7 +694,8 @@ enum FileManagerless {
         let other = LeaseRecord(session: f.session.id, host: "another-host", pid: 7, mountpoint: "/there",
                                 acquired: 1, expires: secondsNow() + 1000)
         #expect(try f.repo.metadata.takeLease(other) { _ in true } == nil)
-        #expect(f.repo.mountpoint(of: f.session) == "/there")
+        #expect(f.repo.holder(of: f.session)?.mountpoint == "/there")
+        #expect(f.repo.mountpoint(of: f.session) == nil, "another host's mount is not reachable from here")
         do {
             _ = try SessionLock(repository: f.repo, session: f.session)
             Issue.record("another host's standing lease was taken")
@@ -704,7 +705,7 @@ enum FileManagerless {
         var lapsed = other
         lapsed.expires = secondsNow() - 1
         #expect(try f.repo.metadata.renewLease(lapsed))
-        #expect(f.repo.mountpoint(of: f.session) == nil)
+        #expect(f.repo.holder(of: f.session) == nil)
         let third = try SessionLock(repository: f.repo, session: f.session)
         #expect(try f.repo.metadata.lease(session: f.session.id)?.host == SessionLock.thisHost)
         third.release()

@@ -1,0 +1,101 @@
+import Testing
+import Foundation
+import TestSupport
+
+/// Whether the PostgreSQL tests run: a skip for want of a server fails in CI (AETHERFS_REQUIRE_SERVICES=1).
+func postgresAvailable() -> Bool {
+    if PostgresServer.available { return true }
+    if PostgresServer.required { Issue.record("no PostgreSQL to test with: Scripts/setup installs postgresql") }
+    return false
+}
+
+/// Two hosts over one store: objects on S3 (SeaweedFS), shared records on PostgreSQL, each host with
+/// a store directory of its own (its working layers and cache). Both servers are this test's own.
+@Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
+struct SharedStore {
+    @Test func twoHostsForkCommitAndTakeOverASessionOverS3AndPostgres() throws {
+        guard s3Available(), postgresAvailable() else { return }
+        let s3 = try S3Server(); defer { s3.stop() }
+        let pg = try PostgresServer(); defer { pg.stop() }
+        ObjectStorage.credentials(s3)
+        let url = try pg.newDatabase("team")
+        let top = TempDir(); defer { top.remove() }
+        let env = ["A": aetherfsExecutable, "T": top.path, "E": s3.endpoint, "P": url, "AETHERFS_STORE": top.path + "/none"]
+        // The first host makes the store; the second attaches to it; refusals make nothing.
+        var r = TestSupport.sh(#"""
+        $A init --store $T/a --objects s3://aether/team --s3-endpoint $E --meta $P > $T/a.out
+        grep -q "metadata at $P" $T/a.out
+        id=$(sed -n 's/.*store id \([0-9a-f]*\).*/\1/p' $T/a.out); [ -n "$id" ]
+        $A init --store $T/b --objects s3://aether/team --s3-endpoint $E --meta $P | grep -q "store id $id"
+        [ ! -e $T/b/objects ]; [ -e $T/b/meta.db ]
+        if $A init --store $T/c --meta $P 2>$T/err; then exit 1; fi
+        grep -q 'go with --objects' $T/err; [ ! -e $T/c ]
+        if $A init --store $T/c --objects s3://aether/elsewhere --s3-endpoint $E --meta $P 2>$T/err; then exit 1; fi
+        grep -q "holds no objects of store $id" $T/err; [ ! -e $T/c ]
+        if $A init --store $T/c --objects s3://aether/team --s3-endpoint $E --meta postgres://aether@127.0.0.1:1/x 2>$T/err; then exit 1; fi
+        grep -q 'cannot be reached' $T/err; [ ! -e $T/c ]
+        if $A init --store $T/c --objects s3://aether/team --s3-endpoint $E --meta postgres://aether:pw@127.0.0.1/x 2>$T/err; then exit 1; fi
+        grep -q 'PGPASSWORD' $T/err; [ ! -e $T/c ]
+        [ "$(wc -l < $T/err)" = 1 ]
+        """#, env: env)
+        #expect(r.status == 0, "\(r)")
+
+        // Host A checkpoints and forks; host B mounts the fork, edits and commits to main.
+        let a = try MountedSession(session: "work", store: top.path + "/a")
+        defer { a.close() }
+        r = a.sh(#"""
+        echo one > f; mkdir d; head -c 3000000 /dev/urandom > d/big; sha256sum d/big > $T/big.sum
+        echo '{"message":"first","name":"one"}' > .aether/checkpoint
+        echo feature > .aether/fork
+        """#)
+        #expect(r.status == 0, "\(r)")
+        let b = try MountedSession(session: "feature", store: top.path + "/b")
+        defer { b.close() }
+        r = b.sh(#"""
+        [ "$(cat f)" = one ]; sha256sum -c $T/big.sum > /dev/null
+        echo two >> f
+        echo "from host b" > .aether/commit
+        $A session list | grep -q 'work .*mounted at .* on host '
+        """#)
+        #expect(r.status == 0, "\(r)")
+        // A's commit from the older base is not a fast-forward; both hosts see the same log.
+        r = a.sh(#"""
+        echo three > g
+        if echo "from host a" > .aether/commit 2>$T/err; then echo "a commit from an older base succeeded"; exit 1; fi
+        grep -q 'Resource temporarily unavailable' $T/err; grep -q EAGAIN .aether/last
+        AETHERFS_STORE=$T/a $A log > $T/log.a; AETHERFS_STORE=$T/b $A log > $T/log.b
+        cmp $T/log.a $T/log.b; grep -q 'from host b' $T/log.a
+        echo '{"message":"second","name":"two"}' > .aether/checkpoint
+        echo unsaved > h
+        """#)
+        #expect(r.status == 0, "\(r)")
+
+        // B may not mount the session A serves while A's lease lives; after A dies and its lease lapses,
+        // B takes it over from A's last checkpoint.
+        let mnt = top.path + "/bm"
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        r = b.sh(#"""
+        if $A mount --session work \#(mnt) 2>$T/err; then echo "mounted a session another host serves"; exit 1; fi
+        grep -q 'session work is in use by pid .* on host .*lease stands' $T/err
+        """#)
+        #expect(r.status == 0, "\(r)")
+        a.kill9()
+        r = b.sh(#"""
+        if $A mount --session work \#(mnt) 2>$T/err; then echo "took over before the lease lapsed"; exit 1; fi
+        grep -q 'lease stands' $T/err
+        for i in $(seq 1 40); do
+          if $A mount --session work \#(mnt) 2>$T/err; then break; fi
+          grep -q 'lease stands' $T/err; sleep 1.5
+        done
+        cd \#(mnt)
+        [ "$(cat f)" = one ]; [ "$(cat g)" = three ]; [ ! -e h ]; sha256sum -c $T/big.sum > /dev/null
+        ls .aether/checkpoints | grep -q two
+        echo four > g; echo '{"message":"on b","name":"three"}' > .aether/checkpoint
+        cd /; $A unmount \#(mnt)
+        $A verify --read-data | grep -q 'is clean'
+        AETHERFS_STORE=$T/a $A checkpoints work | grep -q three
+        """#, timeout: 180)
+        #expect(r.status == 0, "\(r)")
+        _ = run(["fusermount3", "-uz", mnt], timeout: 30)
+    }
+}
