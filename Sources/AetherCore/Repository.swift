@@ -80,16 +80,18 @@ public final class Repository: Sendable {
                 }
                 var objectsAt = objectsAt
                 var metaConfig: MetaConfig?
+                var attaching = false
                 if let metaAt {
                     guard var objects = objectsAt else {
                         throw AetherError.invalid("--meta needs --objects: every host of a shared store must reach its objects")
                     }
                     let holds = try MetadataBackends.backend(scheme: MetaConfig(url: metaAt, store: "").scheme).claim(metaAt, objects.store)
+                    attaching = holds != objects.store
                     objects.store = holds
                     objectsAt = objects
                     metaConfig = MetaConfig(url: metaAt, store: holds)
                 }
-                if let objectsAt { try BlobBackends.backend(for: objectsAt).prepare(objectsAt, metaConfig != nil) }
+                if let objectsAt { try BlobBackends.backend(for: objectsAt).prepare(objectsAt, attaching) }
                 try FileIO.makeDirectories(path)
                 if let gid = sharedGroup {
                     guard chown(path, uid_t.max, gid) == 0 else {

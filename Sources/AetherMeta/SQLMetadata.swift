@@ -468,7 +468,7 @@ open class SQLMetadata: MetadataStore, PackIndex, @unchecked Sendable {
                 _ = try connection.run("""
                     INSERT INTO pack_objects(\(SQLMetadata.packColumns)) VALUES(?,?,?,?,?,NULL)
                     ON CONFLICT(id) DO UPDATE SET pack=excluded.pack, "offset"=excluded."offset", length=excluded.length,
-                      written=excluded.written, condemned=NULL WHERE condemned IS NOT NULL
+                      written=excluded.written, condemned=NULL WHERE pack_objects.condemned IS NOT NULL
                     """, .blob(o.id.bytes), .text(o.pack), .int(o.offset), .int(o.length), .real(o.written))
             }
         }

@@ -100,6 +100,40 @@ import TestSupport
     }
 }
 
+extension PostgresMetadataTests {
+    /// A packed store's index in PostgreSQL: where each object is, live bytes per pack, an object
+    /// written again while condemned takes its new place, moves and removals; SQLite's answers the same.
+    @Test func thePackIndexAnswersAsSQLitesDoes() throws {
+        guard available() else { return }
+        let dir = TempDir(); defer { dir.remove() }
+        let indexes: [any PackIndex] = [try MetadataBackend.newPostgres(), try Catalog(path: dir.path + "/meta.db")]
+        var answers: [String] = []
+        for index in indexes {
+            let a = ObjectID.of(.chunk, [1]), b = ObjectID.of(.chunk, [2]), c = ObjectID.of(.chunk, [3])
+            try index.insertPack(PackRecord(name: "p1", bytes: 300, created: 1), [
+                PackedObject(id: a, pack: "p1", offset: 0, length: 100, written: 1),
+                PackedObject(id: b, pack: "p1", offset: 100, length: 200, written: 1)])
+            try index.setCondemned(b, at: 5)
+            // b written again (into p2) while condemned: its new copy is the one found.
+            try index.insertPack(PackRecord(name: "p2", bytes: 400, created: 2), [
+                PackedObject(id: b, pack: "p2", offset: 0, length: 200, written: 2),
+                PackedObject(id: c, pack: "p2", offset: 200, length: 200, written: 2),
+                PackedObject(id: a, pack: "p2", offset: 400, length: 100, written: 2)])
+            let found = try index.locate([a, b, c, ObjectID.of(.chunk, [4])])
+            #expect(found.count == 3 && found[a]?.pack == "p1" && found[b]?.pack == "p2" && found[b]?.condemned == nil)
+            try index.moveObjects([PackedObject(id: c, pack: "p1", offset: 300, length: 200, written: 2)])
+            try index.removeObject(a)
+            try index.removePack("p2")
+            var all: [String] = []
+            try index.forEachObject { all.append("\($0.pack)@\($0.offset)+\($0.length)") }
+            let packs = try index.packs().map { "\($0.pack.name):\($0.pack.bytes):\($0.liveBytes):\($0.liveObjects)" }
+            answers.append("\(all.sorted()) \(packs) \(try index.objects(inPack: "p1").map(\.offset))")
+        }
+        #expect(answers[0] == answers[1], "\(answers)")
+        #expect(answers[0] == #"["p1@300+200", "p2@0+200"] ["p1:300:200:1"] [300]"#, "\(answers)")
+    }
+}
+
 final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var n = 0

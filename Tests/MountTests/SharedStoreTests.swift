@@ -38,37 +38,37 @@ struct SharedStore {
         grep -q 'PGPASSWORD' $T/err; [ ! -e $T/c ]
         [ "$(wc -l < $T/err)" = 1 ]
         """#, env: env)
-        #expect(r.status == 0, "\(r)")
+        try #require(r.status == 0, "\(r)")
 
         // Host A checkpoints and forks; host B mounts the fork, edits and commits to main.
         let a = try MountedSession(session: "work", store: top.path + "/a")
         defer { a.close() }
         r = a.sh(#"""
-        echo one > f; mkdir d; head -c 3000000 /dev/urandom > d/big; sha256sum d/big > $T/big.sum
+        echo one > f; mkdir d; head -c 3000000 /dev/urandom > d/big; sha256sum d/big > \#(top.path)/big.sum
         echo '{"message":"first","name":"one"}' > .aether/checkpoint
         echo feature > .aether/fork
         """#)
-        #expect(r.status == 0, "\(r)")
+        try #require(r.status == 0, "\(r)")
         let b = try MountedSession(session: "feature", store: top.path + "/b")
         defer { b.close() }
         r = b.sh(#"""
-        [ "$(cat f)" = one ]; sha256sum -c $T/big.sum > /dev/null
+        [ "$(cat f)" = one ]; sha256sum -c \#(top.path)/big.sum > /dev/null
         echo two >> f
         echo "from host b" > .aether/commit
         $A session list | grep -q 'work .*mounted at .* on host '
         """#)
-        #expect(r.status == 0, "\(r)")
+        try #require(r.status == 0, "\(r)")
         // A's commit from the older base is not a fast-forward; both hosts see the same log.
         r = a.sh(#"""
         echo three > g
         if echo "from host a" > .aether/commit 2>$T/err; then echo "a commit from an older base succeeded"; exit 1; fi
         grep -q 'Resource temporarily unavailable' $T/err; grep -q EAGAIN .aether/last
-        AETHERFS_STORE=$T/a $A log > $T/log.a; AETHERFS_STORE=$T/b $A log > $T/log.b
+        AETHERFS_STORE=\#(top.path)/a $A log > $T/log.a; AETHERFS_STORE=\#(top.path)/b $A log > $T/log.b
         cmp $T/log.a $T/log.b; grep -q 'from host b' $T/log.a
         echo '{"message":"second","name":"two"}' > .aether/checkpoint
         echo unsaved > h
         """#)
-        #expect(r.status == 0, "\(r)")
+        try #require(r.status == 0, "\(r)")
 
         // B may not mount the session A serves while A's lease lives; after A dies and its lease lapses,
         // B takes it over from A's last checkpoint.
@@ -78,7 +78,7 @@ struct SharedStore {
         if $A mount --session work \#(mnt) 2>$T/err; then echo "mounted a session another host serves"; exit 1; fi
         grep -q 'session work is in use by pid .* on host .*lease stands' $T/err
         """#)
-        #expect(r.status == 0, "\(r)")
+        try #require(r.status == 0, "\(r)")
         a.kill9()
         r = b.sh(#"""
         if $A mount --session work \#(mnt) 2>$T/err; then echo "took over before the lease lapsed"; exit 1; fi
@@ -88,14 +88,14 @@ struct SharedStore {
           grep -q 'lease stands' $T/err; sleep 1.5
         done
         cd \#(mnt)
-        [ "$(cat f)" = one ]; [ "$(cat g)" = three ]; [ ! -e h ]; sha256sum -c $T/big.sum > /dev/null
+        [ "$(cat f)" = one ]; [ "$(cat g)" = three ]; [ ! -e h ]; sha256sum -c \#(top.path)/big.sum > /dev/null
         ls .aether/checkpoints | grep -q two
         echo four > g; echo '{"message":"on b","name":"three"}' > .aether/checkpoint
         cd /; $A unmount \#(mnt)
         $A verify --read-data | grep -q 'is clean'
-        AETHERFS_STORE=$T/a $A checkpoints work | grep -q three
+        AETHERFS_STORE=\#(top.path)/a $A checkpoints work | grep -q three
         """#, timeout: 180)
-        #expect(r.status == 0, "\(r)")
+        try #require(r.status == 0, "\(r)")
         _ = run(["fusermount3", "-uz", mnt], timeout: 30)
     }
 }
