@@ -321,7 +321,7 @@ public final class Repository: Sendable {
             let ids = Set(checkpoints.map(\.id))
             try domain {
                 try transaction(durable: true) {
-                    try working.clearWorkingLayer(session: s.id)
+                    try working.clearWorkingLayer(session: s.id, base: nil)
                     for c in checkpoints { try metadata.deleteSnapshot(c.id) }
                     for o in dependents {
                         try metadata.updateSessionBase(o.id, baseRoot: o.baseRoot, baseSnapshot: o.baseSnapshot.flatMap { ids.contains($0) ? nil : $0 },

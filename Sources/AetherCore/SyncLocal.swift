@@ -147,7 +147,7 @@ public final class LocalPeer: SyncPeer, @unchecked Sendable {
             session.id = try repo.metadata.insertSession(session)
         }
         for c in s.checkpoints where try record(c.sid) == nil { _ = try insert(c, session: session.id) }
-        try repo.working.clearWorkingLayer(session: session.id)
+        try repo.working.clearWorkingLayer(session: session.id, base: baseRoot)
         try repo.metadata.updateSessionBase(session.id, baseRoot: baseRoot, baseSnapshot: try s.baseSnapshot.flatMap { try self.record($0) }?.id,
                                             head: try s.head.flatMap { try self.record($0) }?.id)
         try repo.metadata.setBaseCommit(session: session.id, try s.baseCommit.flatMap { try self.record($0) }?.id)

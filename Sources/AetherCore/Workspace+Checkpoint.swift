@@ -81,7 +81,7 @@ extension Workspace {
                 try record(root, stats)
                 try domain {
                     try metadata.setSessionRoot(session.id, baseRoot: root)
-                    try working.clearWorkingLayer(session: session.id)
+                    try working.clearWorkingLayer(session: session.id, base: root)
                     try working.upsertNode(session: session.id, rootRecord)
                     try saveXattrs(Workspace.rootIno, rootNode.xattrs)
                 }

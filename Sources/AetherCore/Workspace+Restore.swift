@@ -55,7 +55,7 @@ extension Workspace {
         let snapshot = try change(durable: true) { () throws(AetherError) -> SnapshotRecord in
             let snapshot = try record()
             try domain {
-                try working.clearWorkingLayer(session: session.id)
+                try working.clearWorkingLayer(session: session.id, base: rootID)
                 try working.upsertNode(session: session.id, rootRecord)
                 try saveXattrs(Workspace.rootIno, tree.xattrs)
                 try metadata.updateSessionBase(session.id, baseRoot: rootID, baseSnapshot: snapshot.id, head: snapshot.id)

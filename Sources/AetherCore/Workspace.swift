@@ -63,6 +63,7 @@ public final class Workspace {
         self.repo = repo
         self.session = session
         self.logger = repo.logger
+        try Workspace.keepStaleLayer(repo, session)
         upper = try UpperFiles(directory: repo.sessionDirectory(session.id) + "/upper")
         repo.headroom.addWaiter { [weak upper] in upper?.settle() }
         nextIno = max(session.nextIno, 2)
@@ -77,6 +78,53 @@ public final class Workspace {
     }
 
     // MARK: loading
+
+    /// A working layer this host made over another tree than the session's base: another host took the
+    /// session over (its lease lapsed) and moved it on since. Those rows are changes this host had not
+    /// checkpointed; they are not applied over the new base but kept as a session of their own,
+    /// `NAME-unsaved-N` (over the tree they were made on, parent: this session), with their upper files.
+    /// A layer that records no base yet (made before bases were recorded) lies over the session's.
+    static func keepStaleLayer(_ repo: Repository, _ session: SessionRecord) throws(AetherError) {
+        let id = session.id
+        guard let made = try domain({ try repo.working.layerBase(session: id) }) else {
+            try domain { try repo.working.setLayerBase(session: id, session.baseRoot) }
+            return
+        }
+        guard made != session.baseRoot else { return }
+        let rows = try domain { try repo.working.nodes(session: id) }
+        // A layer of only its root, unchanged, holds no work: it is dropped.
+        if rows.allSatisfy({ $0.ino == rootIno && !$0.dirty && !$0.materialized }) {
+            try domain { try repo.working.clearWorkingLayer(session: id, base: session.baseRoot) }
+            return
+        }
+        var n = 1
+        while try domain({ try repo.metadata.session(named: "\(session.name)-unsaved-\(n)") }) != nil { n += 1 }
+        let name = "\(session.name)-unsaved-\(n)"
+        let nextIno = max(session.nextIno, (rows.map(\.ino).max() ?? 1) + 1)
+        var kept = SessionRecord(name: name, baseRoot: made, baseSnapshot: nil, parentSession: id, owner: session.owner)
+        kept.nextIno = nextIno
+        let from = repo.sessionDirectory(id) + "/upper"
+        var moved: String?
+        defer { if let moved { Glibc.rename(moved, from) } }
+        try domain {
+            try repo.transaction(durable: true) {
+                kept.id = try repo.metadata.insertSession(kept)
+                try FileIO.makeDirectories(repo.sessionDirectory(kept.id))
+                if FileIO.exists(from) {
+                    guard Glibc.rename(from, repo.sessionDirectory(kept.id) + "/upper") == 0 else {
+                        throw AetherError.system(errno, "cannot move \(from) to session \(name): \(String(cString: strerror(errno)))")
+                    }
+                    moved = repo.sessionDirectory(kept.id) + "/upper"
+                }
+                try repo.working.moveWorkingLayer(from: id, to: kept.id)
+                try repo.working.setLayerBase(session: id, session.baseRoot)
+                try repo.metadata.audit(uid: session.owner, action: "session-create", session: name,
+                                        detail: "changes to \(session.name) over \(made.hex) this host had not checkpointed when another host moved it to \(session.baseRoot.hex)")
+            }
+            moved = nil
+        }
+        repo.logger.warning("session \(session.name): another host moved it on; the changes this host had not checkpointed are kept as session \(name)")
+    }
 
     private func load() throws(AetherError) {
         let rows = try domain { try working.nodes(session: session.id) }

@@ -230,10 +230,32 @@ public final class Catalog: SQLMetadata, WorkingLayerStore, @unchecked Sendable 
     }
 
     /// Drops a session's whole working layer (restore, or a fresh start on a new base).
-    public func clearWorkingLayer(session: Int64) throws {
+    public func clearWorkingLayer(session: Int64, base: ObjectID?) throws {
         try db.run("DELETE FROM dentries WHERE session=?", .int(session))
         try db.run("DELETE FROM nodes WHERE session=?", .int(session))
         try db.run("DELETE FROM xattrs WHERE session=?", .int(session))
+        if let base {
+            try setLayerBase(session: session, base)
+        } else {
+            try db.run("DELETE FROM meta WHERE key=?", .text("layer:\(session)"))
+        }
+    }
+
+    public func layerBase(session: Int64) throws -> ObjectID? {
+        try db.query("SELECT value FROM meta WHERE key=?", .text("layer:\(session)")).first?.first?.text.flatMap { ObjectID(hex: $0) }
+    }
+
+    public func setLayerBase(session: Int64, _ base: ObjectID) throws {
+        try db.run("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", .text("layer:\(session)"), .text(base.hex))
+    }
+
+    public func moveWorkingLayer(from session: Int64, to other: Int64) throws {
+        try db.atomically {
+            for table in ["dentries", "nodes", "xattrs"] {
+                try db.run("UPDATE \(table) SET session=? WHERE session=?", .int(other), .int(session))
+            }
+            try db.run("UPDATE meta SET key=? WHERE key=?", .text("layer:\(other)"), .text("layer:\(session)"))
+        }
     }
 
     // MARK: checks

@@ -144,8 +144,16 @@ public protocol WorkingLayerStore: AnyObject, Sendable {
     func setDentry(session: Int64, parent: UInt64, name: [UInt8], ino: UInt64) throws
     func removeDentry(session: Int64, parent: UInt64, name: [UInt8]) throws
     func dentries(session: Int64) throws -> [(parent: UInt64, name: [UInt8], ino: UInt64)]
-    /// Drops a session's whole working layer.
-    func clearWorkingLayer(session: Int64) throws
+    /// Drops a session's whole working layer; `base` is the tree the session lies over from now on
+    /// (nil: the session is gone), which the layer records (see `layerBase`).
+    func clearWorkingLayer(session: Int64, base: ObjectID?) throws
+    /// The tree the session's working layer was made over, as this host last set it: when the session's
+    /// base is another, another host moved it (it took the session over) and the rows here describe
+    /// changes to an older tree.
+    func layerBase(session: Int64) throws -> ObjectID?
+    func setLayerBase(session: Int64, _ base: ObjectID) throws
+    /// Gives a session's whole working layer (its rows and its recorded base) to another session.
+    func moveWorkingLayer(from session: Int64, to other: Int64) throws
     func integrityCheck() throws -> [String]
 }
 

@@ -97,5 +97,17 @@ struct SharedStore {
         """#, timeout: 180)
         try #require(r.status == 0, "\(r)")
         _ = run(["fusermount3", "-uz", mnt], timeout: 30)
+
+        // A comes back: its session is B's now, and what A had not checkpointed is a session of its own.
+        try a.mount()
+        r = a.sh(#"""
+        [ "$(cat g)" = four ]; [ ! -e h ]
+        $A session list | grep -q 'work-unsaved-1'
+        mkdir -p $T/u; $A mount --session work-unsaved-1 $T/u
+        [ "$(cat $T/u/h)" = unsaved ]; [ "$(cat $T/u/g)" = three ]
+        $A unmount $T/u
+        $A audit | grep -q 'session-create.*work-unsaved-1'
+        """#)
+        try #require(r.status == 0, "\(r)")
     }
 }
