@@ -461,15 +461,23 @@ open class SQLMetadata: MetadataStore, PackIndex, @unchecked Sendable {
     }
 
     public func insertPack(_ pack: PackRecord, _ objects: [PackedObject]) throws {
+        // One statement per 200 entries (each a round trip to a remote database); an id given twice
+        // keeps its first place (a statement may not change a row twice).
+        var seen = Set<ObjectID>()
+        let unique = objects.filter { seen.insert($0.id).inserted }
         try connection.atomically {
             _ = try connection.run("INSERT INTO packs(name, bytes, created) VALUES(?,?,?) ON CONFLICT(name) DO UPDATE SET bytes=excluded.bytes, created=excluded.created", .text(pack.name), .int(pack.bytes), .real(pack.created))
-            for o in objects {
+            var start = 0
+            while start < unique.count {
+                let part = unique[start..<min(unique.count, start + 200)]
+                start += part.count
+                let rows = Array(repeating: "(?,?,?,?,?,NULL)", count: part.count).joined(separator: ",")
                 // A condemned object written again is stored again: its new copy replaces the entry.
                 _ = try connection.run("""
-                    INSERT INTO pack_objects(\(SQLMetadata.packColumns)) VALUES(?,?,?,?,?,NULL)
+                    INSERT INTO pack_objects(\(SQLMetadata.packColumns)) VALUES \(rows)
                     ON CONFLICT(id) DO UPDATE SET pack=excluded.pack, "offset"=excluded."offset", length=excluded.length,
                       written=excluded.written, condemned=NULL WHERE pack_objects.condemned IS NOT NULL
-                    """, .blob(o.id.bytes), .text(o.pack), .int(o.offset), .int(o.length), .real(o.written))
+                    """, part.flatMap { o -> [SQLValue] in [.blob(o.id.bytes), .text(o.pack), .int(o.offset), .int(o.length), .real(o.written)] })
             }
         }
     }
