@@ -41,7 +41,7 @@ struct InitCommand: ParsableCommand {
         let at = repo.objectsConfig
         say(global.json ? JSONText.encode(StoreInfo(store: repo.path, format: Repository.formatVersion, objects: at?.url, metadata: repo.metaConfig?.url,
                                                     id: at?.store))
-                        : "store \(repo.path) (format \(Repository.formatVersion))" + ((at?.url).map { ", objects at \($0)" } ?? "")
-                          + ((repo.metaConfig?.url).map { ", metadata at \($0)" } ?? "") + ((at?.store).map { ", store id \($0)" } ?? ""))
+                        : "store \(repo.path) (format \(Repository.formatVersion)\((at?.store).map { ", id \($0)" } ?? ""))"
+                          + ((at?.url).map { ", objects at \($0)" } ?? "") + ((repo.metaConfig?.url).map { ", metadata at \($0)" } ?? ""))
     }
 }

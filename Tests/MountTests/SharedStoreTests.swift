@@ -25,8 +25,8 @@ struct SharedStore {
         var r = TestSupport.sh(#"""
         $A init --store $T/a --objects s3://aether/team --s3-endpoint $E --meta $P > $T/a.out
         grep -q "metadata at $P" $T/a.out
-        id=$(sed -n 's/.*store id \([0-9a-f]*\).*/\1/p' $T/a.out); [ -n "$id" ]
-        $A init --store $T/b --objects s3://aether/team --s3-endpoint $E --meta $P | grep -q "store id $id"
+        id=$(sed -n 's/.*, id \([0-9a-f]*\)).*/\1/p' $T/a.out); [ -n "$id" ]
+        $A init --store $T/b --objects s3://aether/team --s3-endpoint $E --meta $P | grep -q ", id $id)"
         [ ! -e $T/b/objects ]; [ -e $T/b/meta.db ]
         if $A init --store $T/c --meta $P 2>$T/err; then exit 1; fi
         grep -q 'go with --objects' $T/err; [ ! -e $T/c ]
