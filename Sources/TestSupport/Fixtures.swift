@@ -95,6 +95,7 @@ public final class MountedSession: @unchecked Sendable {
         self.session = session
         try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
         chmod(dir.path, 0o755)
+        if store == nil && TestStores.shared { try TestStores.makeShared(at: self.store) }
         try mount()
     }
 

@@ -55,7 +55,7 @@ public final class S3Server: @unchecked Sendable {
                     "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.config=\(dir.path)/s3.json",
                     "-bucket=\(bucket)"]
         try FileManager.default.createDirectory(atPath: dir.path + "/data", withIntermediateDirectories: true)
-        pid = try spawnDetached(args, log: dir.path + "/weed.log")
+        pid = try spawnWatched(signal: "KILL", dir: dir.path, args, log: dir.path + "/weed.log")
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             // The bucket answers (403 without a signature) once the filer and the S3 gateway are up.
@@ -70,11 +70,22 @@ public final class S3Server: @unchecked Sendable {
     /// Kills the server (SIGKILL: a cut-off network, as far as a client knows).
     public func kill() {
         guard pid > 0 else { return }
+        if let server = watchedPID(dir.path) { Foundation.kill(server, SIGKILL) }
         Foundation.kill(pid, SIGKILL)
         var status: Int32 = 0
         waitpid(pid, &status, 0)
         pid = 0
     }
+
+    /// One server for the whole test process, started at first use and stopped (by its watchdog)
+    /// when the process ends; its credentials are put in this process's environment.
+    public static let shared: Result<S3Server, Failure> = {
+        do {
+            let server = try S3Server()
+            for (k, v) in server.environment { setenv(k, v, 1) }
+            return .success(server)
+        } catch let e as Failure { return .failure(e) } catch { return .failure(Failure(description: "\(error)")) }
+    }()
 
     public func restart() throws { kill(); try start() }
 
@@ -102,6 +113,28 @@ public final class S3Server: @unchecked Sendable {
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
     }
+}
+
+/// The watchdog a test server runs under: it stops the server with `signal` (and removes the server's
+/// directory) when the test process is gone, however it ended, and ends when the server does.
+let watchdog = #"""
+    owner=$1; dir=$2; sig=$3; shift 3
+    "$@" & server=$!
+    echo $server > "$dir/server.pid"
+    while kill -0 "$owner" 2>/dev/null && kill -0 "$server" 2>/dev/null; do sleep 0.5; done
+    if ! kill -0 "$owner" 2>/dev/null; then kill -"$sig" "$server" 2>/dev/null; wait "$server"; rm -rf "$dir"; fi
+    wait "$server"
+    """#
+
+/// Starts `args` under the watchdog (output in `log`); returns the watchdog's pid, the server's is in
+/// `dir/server.pid` (`watchedPID`).
+func spawnWatched(signal: String, dir: String, _ args: [String], log: String) throws -> pid_t {
+    unlink(dir + "/server.pid")
+    return try spawnDetached(["/bin/bash", "-c", watchdog, "watchdog", "\(getpid())", dir, signal] + args, log: log)
+}
+
+func watchedPID(_ dir: String) -> pid_t? {
+    (try? String(contentsOfFile: dir + "/server.pid", encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
 }
 
 /// Starts a process in the background with its output in `log`; returns its pid (waited for by the caller).
@@ -162,31 +195,16 @@ public final class PostgresServer: @unchecked Sendable {
         try start()
     }
 
-    /// The watchdog the server runs under: it stops the server (and removes its directory) when this
-    /// test process is gone, however it ended, and ends when the server does.
-    static let watchdog = #"""
-        owner=$1; dir=$2; shift 2
-        "$@" & server=$!
-        echo $server > "$dir/server.pid"
-        while kill -0 "$owner" 2>/dev/null && kill -0 "$server" 2>/dev/null; do sleep 0.5; done
-        if ! kill -0 "$owner" 2>/dev/null; then kill -QUIT "$server" 2>/dev/null; wait "$server"; rm -rf "$dir"; fi
-        wait "$server"
-        """#
-
-    /// The server's own pid (the watchdog's child).
-    var serverPID: pid_t? {
-        (try? String(contentsOfFile: dir.path + "/server.pid", encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-    }
+    /// The server's own pid (its watchdog's child).
+    var serverPID: pid_t? { watchedPID(dir.path) }
 
     /// Starts the server over its data and waits (up to 30 s) until it takes connections.
     public func start() throws {
         guard let bin = PostgresServer.bindir else { throw S3Server.Failure(description: "no PostgreSQL server binaries") }
-        unlink(dir.path + "/server.pid")
-        pid = try spawnDetached(["/bin/bash", "-c", PostgresServer.watchdog, "watchdog", "\(getpid())", dir.path]
-                                + PostgresServer.asServerUser + [bin + "/postgres", "-D", dir.path + "/data", "-p", "\(port)",
+        pid = try spawnWatched(signal: "QUIT", dir: dir.path, PostgresServer.asServerUser + [bin + "/postgres", "-D", dir.path + "/data", "-p", "\(port)",
                                                                  "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
                                                                  "-c", "fsync=off", "-c", "max_connections=200"],
-                                log: dir.path + "/postgres.log")
+                               log: dir.path + "/postgres.log")
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             if run([bin + "/pg_isready", "-q", "-h", "127.0.0.1", "-p", "\(port)", "-U", user, "-d", "postgres"], timeout: 5).status == 0 { return }
@@ -248,4 +266,24 @@ public final class PostgresServer: @unchecked Sendable {
             return .failure(S3Server.Failure(description: "\(error)"))
         }
     }()
+}
+
+/// The kind of store the mount tests' fixtures make (`AETHERFS_TEST_STORE`): `local` (the default), or
+/// `shared` — objects on S3 and records on PostgreSQL, both this test process's own servers (a prefix
+/// and a database of its own for each store), so that the same suites run on a store of several hosts.
+public enum TestStores {
+    public static var shared: Bool { ProcessInfo.processInfo.environment["AETHERFS_TEST_STORE"] == "shared" }
+
+    /// Makes the store at `path` as a shared one (`aetherfs init --objects … --meta …`).
+    public static func makeShared(at path: String) throws {
+        let s3 = try S3Server.shared.get(), pg = try PostgresServer.shared.get()
+        let name = "t" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        let url = try pg.newDatabase(name)
+        let r = run([aetherfsExecutable, "init", "--store", path, "--objects", "s3://\(s3.bucket)/\(name)", "--s3-endpoint", s3.endpoint,
+                     "--meta", url], timeout: 120)
+        guard r.status == 0, FileManager.default.fileExists(atPath: path + "/metadata.json"),
+              FileManager.default.fileExists(atPath: path + "/objects.json") else {
+            throw S3Server.Failure(description: "init of a shared store failed: \(r)")
+        }
+    }
 }
