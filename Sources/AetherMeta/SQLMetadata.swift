@@ -243,13 +243,11 @@ open class SQLMetadata: MetadataStore, PackIndex, @unchecked Sendable {
         }
     }
 
+    /// One conditional UPDATE (a round trip, no transaction): every mounted session renews every 10 s.
     public func renewLease(_ lease: LeaseRecord) throws -> Bool {
-        try connection.transaction(durable: false) {
-            try connection.serialize(SerialKey.leases)
-            guard let standing = try self.lease(session: lease.session), standing.sameHolder(lease) else { return false }
-            try store(lease)
-            return true
-        }
+        try connection.run("UPDATE leases SET mountpoint=?, acquired=?, expires=? WHERE session=? AND host=? AND pid=?",
+                           lease.mountpoint.map { .text($0) } ?? .null, .real(lease.acquired), .real(lease.expires),
+                           .int(lease.session), .text(lease.host), .int(Int64(lease.pid))) == 1
     }
 
     public func releaseLease(_ lease: LeaseRecord) throws {
