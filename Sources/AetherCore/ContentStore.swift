@@ -236,8 +236,16 @@ public final class ContentStore: @unchecked Sendable {
         }
         // Every chunk is written before the manifest that names it.
         try writer.drain()
-        let m = Manifest(size: size, chunks: chunksOut)
-        let id = try objects.put(.manifest, m.encode())
+        let encoded = Manifest(size: size, chunks: chunksOut).encode()
+        let id: ObjectID
+        if newChunks > 0 {
+            // It names a chunk the store lacked, so the store lacks it too (a store holds only closed
+            // graphs): no need to ask (a round trip to the index of a shared store).
+            id = ObjectID.of(.manifest, encoded)
+            try encoded.withUnsafeBytes { try objects.putMissing(id, .manifest, $0) }
+        } else {
+            id = try objects.put(.manifest, encoded)
+        }
         return Ingested(manifest: id, size: size, newBytes: newBytes, newChunks: newChunks)
     }
 
