@@ -79,6 +79,7 @@ extension Workspace {
         let policy = try repo.policy()
         try Repository.requireMeta(request.meta, policy.rule(for: request.branch), what: "a proposal to \(request.branch)")
         var writers = try domain { try metadata.writers(session: session.id) }
+        for uid in writersUnrecorded.sorted() where !writers.contains(uid) { writers.append(uid) }
         if !writers.contains(caller) { writers.append(caller) }
         var made: ProposalRecord?
         let base = session.baseCommit
@@ -134,7 +135,7 @@ extension Workspace {
             throw .branchMoved("branch \(p.branch) moved since proposal \(p.pid) was made; propose again from its head")
         }
         let sid = Workspace.newSnapshotID()
-        let record = try change(durable: true) { () throws(AetherError) -> SnapshotRecord in
+        let record = try changeAndRecord(durable: true) { () throws(AetherError) -> SnapshotRecord in
             let record = try repo.publish(
                 SnapshotRecord(sid: sid, kind: .commit, session: session.id, name: "\(p.branch)/\(sid)", root: p.root,
                                parent: head, time: secondsNow(), author: author, message: message, meta: meta,
@@ -152,6 +153,7 @@ extension Workspace {
         }
         session.baseCommit = record.id
         writersNoted = []
+        writersUnrecorded = []
         return record
     }
 }

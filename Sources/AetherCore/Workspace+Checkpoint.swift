@@ -77,7 +77,7 @@ extension Workspace {
             var rootRecord = rootNode.rec
             rootRecord.materialized = false
             rootRecord.overlay = false
-            try change(durable: true) { () throws(AetherError) in
+            try changeAndRecord(durable: true) { () throws(AetherError) in
                 try record(root, stats)
                 try domain {
                     try metadata.setSessionRoot(session.id, baseRoot: root)

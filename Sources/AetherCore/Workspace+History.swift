@@ -10,10 +10,21 @@ extension Workspace {
     /// fork, commit); anyone else is `.accessDenied`, whichever route the request came by.
     /// Notes that `uid` changed the session's files: recorded once per uid (until a commit forgets
     /// them), for the four-eyes rule of reviews.
+    ///
+    /// A file's change does not wait for the shared metadata: when it cannot be reached (PostgreSQL
+    /// down), the uid is kept here (`writersUnrecorded`), tried again at its next change, and counted
+    /// by a proposal made meanwhile.
     public func noteWriter(_ uid: UInt32) throws(AetherError) {
         guard !writersNoted.contains(uid) else { return }
-        try domain { try metadata.addWriter(session: session.id, uid: uid) }
-        writersNoted.insert(uid)
+        do {
+            try metadata.addWriter(session: session.id, uid: uid)
+            writersNoted.insert(uid)
+            writersUnrecorded.remove(uid)
+        } catch {
+            if writersUnrecorded.insert(uid).inserted {
+                logger.notice("session \(session.name): uid \(uid) is not yet recorded as a writer (\(error)); kept until it can be")
+            }
+        }
     }
 
     /// Who may do `action` in this session: its owner and root, and others the store's policy lets.
@@ -57,7 +68,7 @@ extension Workspace {
         var made: SessionRecord?
         if let at {
             let snapshot = try repo.resolveSnapshot(at, session: session)
-            try change(durable: true) { () throws(AetherError) in made = try insert(snapshot.root, snapshot.id) }
+            try changeAndRecord(durable: true) { () throws(AetherError) in made = try insert(snapshot.root, snapshot.id) }
         } else {
             _ = try freeze { (root, _) throws(AetherError) in made = try insert(root, session.head) }
         }
@@ -109,6 +120,7 @@ extension Workspace {
             }
             try recordCommit(record, author: author, detail: "\(branch) \(sid)", promoting: promoting)
             writersNoted = []
+            writersUnrecorded = []
             session.baseCommit = record.id
             made = record
         }

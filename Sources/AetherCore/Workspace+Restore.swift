@@ -52,7 +52,7 @@ extension Workspace {
         rootRecord.mode = tree.mode; rootRecord.uid = tree.uid; rootRecord.gid = tree.gid
         rootRecord.mtime = tree.mtime; rootRecord.ctime = tree.mtime; rootRecord.atime = tree.mtime
         rootRecord.content = rootID; rootRecord.dirty = false; rootRecord.materialized = false; rootRecord.overlay = false
-        let snapshot = try change(durable: true) { () throws(AetherError) -> SnapshotRecord in
+        let snapshot = try changeAndRecord(durable: true) { () throws(AetherError) -> SnapshotRecord in
             let snapshot = try record()
             try domain {
                 try working.clearWorkingLayer(session: session.id, base: rootID)

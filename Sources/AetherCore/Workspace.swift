@@ -38,6 +38,8 @@ public final class Workspace {
     var linkGroups: [UInt64: UInt64] = [:]
     /// The uids already recorded as writers of this session (`noteWriter`).
     var writersNoted = Set<UInt32>()
+    /// Writers whose recording failed (the shared metadata could not be reached); see `noteWriter`.
+    var writersUnrecorded = Set<UInt32>()
     var modeChangedByWrites: [UInt64] = []
     /// The nodes with a row in the catalog (`persisted`), so that dropping the rows visits only them.
     var rowed = Set<UInt64>()
@@ -196,7 +198,12 @@ public final class Workspace {
     func allocateIno() throws(AetherError) -> UInt64 {
         if nextIno >= reservedIno {
             reservedIno = nextIno + 4096
-            try domain { try metadata.setNextIno(session.id, reservedIno) }
+            // Only what the next mount starts from (numbers stay unique within a mount, and a mount
+            // starts above its working layer's rows): a create does not fail for want of the shared
+            // metadata.
+            do { try metadata.setNextIno(session.id, reservedIno) } catch {
+                logger.notice("session \(session.name): the next inode number is not recorded (\(error))")
+            }
         }
         defer { nextIno += 1 }
         return nextIno
@@ -324,8 +331,19 @@ public final class Workspace {
         node.linksRecorded = true
     }
 
-    /// Runs one change atomically in the catalog.
+    /// Runs one change of the working layer atomically (a file operation: the shared metadata is not
+    /// part of it, so a file's change costs no round trip to a shared database).
     func change<T>(durable: Bool = false, _ body: () throws(AetherError) -> T) throws(AetherError) -> T {
+        do {
+            return try working.transaction(durable: durable) { () throws -> T in try body() }
+        } catch {
+            throw AetherError.from(error)
+        }
+    }
+
+    /// Runs one change of the working layer and the shared metadata atomically (a checkpoint, restore,
+    /// commit: `Repository.transaction`).
+    func changeAndRecord<T>(durable: Bool = true, _ body: () throws(AetherError) -> T) throws(AetherError) -> T {
         do {
             return try repo.transaction(durable: durable) { () throws -> T in try body() }
         } catch {

@@ -110,4 +110,47 @@ struct SharedStore {
         """#)
         try #require(r.status == 0, "\(r)")
     }
+
+    /// PostgreSQL going away under a mounted session: files still work (the working layer is local), a
+    /// checkpoint fails with EIO and `.aether/last` says why, nothing is recorded; once the server is
+    /// back the next checkpoint succeeds and the store verifies. A CLI verb meanwhile fails in one line.
+    @Test func aDatabaseThatGoesAwayFailsACheckpointWithEIOAndChangesNothing() throws {
+        guard s3Available(), postgresAvailable() else { return }
+        let s3 = try S3Server(); defer { s3.stop() }
+        let pg = try PostgresServer(); defer { pg.stop() }
+        ObjectStorage.credentials(s3)
+        let url = try pg.newDatabase("team")
+        let top = TempDir(); defer { top.remove() }
+        let store = top.path + "/a"
+        var r = TestSupport.sh("$A init --store $S --objects s3://aether/team --s3-endpoint $E --meta $P > /dev/null",
+                               env: ["A": aetherfsExecutable, "S": store, "E": s3.endpoint, "P": url])
+        try #require(r.status == 0, "\(r)")
+        let m = try MountedSession(session: "work", store: store)
+        defer { m.close() }
+        r = m.sh(#"""
+        echo one > f; echo '{"message":"first","name":"one"}' > .aether/checkpoint
+        """#)
+        try #require(r.status == 0, "\(r)")
+        pg.kill()
+        r = m.sh(#"""
+        echo two > f; mkdir d; echo x > d/x; [ "$(cat f)" = two ]
+        if echo '{"message":"cut off","name":"two"}' > .aether/checkpoint 2>$T/err; then echo "a checkpoint without its database succeeded"; exit 1; fi
+        grep -q 'Input/output error' $T/err
+        grep -q 'EIO' .aether/last; grep -q 'PostgreSQL at 127.0.0.1' .aether/last
+        if $A checkpoints work 2>$T/err; then exit 1; fi
+        [ "$(wc -l < $T/err)" = 1 ]; grep -q 'cannot be reached' $T/err
+        """#, timeout: 180)
+        try #require(r.status == 0, "\(r)")
+        try pg.start()
+        r = m.sh(#"""
+        ls .aether/checkpoints | grep -q one; ! ls .aether/checkpoints | grep -q two
+        echo '{"message":"back","name":"two"}' > .aether/checkpoint
+        [ "$(cat .aether/checkpoints/two/f)" = two ]; [ "$(cat .aether/checkpoints/two/d/x)" = x ]
+        [ "$($A checkpoints work --json | grep -o '"name"' | wc -l)" = 2 ]
+        """#, timeout: 180)
+        try #require(r.status == 0, "\(r)")
+        m.unmount()
+        r = m.sh("$A verify --read-data | grep -q 'is clean'")
+        try #require(r.status == 0, "\(r)")
+    }
 }
