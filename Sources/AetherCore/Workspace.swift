@@ -342,10 +342,19 @@ public final class Workspace {
     }
 
     /// Runs one change of the working layer and the shared metadata atomically (a checkpoint, restore,
-    /// commit: `Repository.transaction`).
+    /// commit: `Repository.transaction`), only while the session's base is still the one this workspace
+    /// works over: on a shared store another host may have taken the session over (after this host's
+    /// lease lapsed, the database out of reach) and moved it on; this host's changes are then refused
+    /// (`busy`), not recorded over that host's, and stay in its working layer (`keepStaleLayer` keeps
+    /// them as a session of their own when it opens the session again).
     func changeAndRecord<T>(durable: Bool = true, _ body: () throws(AetherError) -> T) throws(AetherError) -> T {
         do {
-            return try repo.transaction(durable: durable) { () throws -> T in try body() }
+            return try repo.transaction(durable: durable) { () throws -> T in
+                if let current = try metadata.sessionForUpdate(id: session.id), current.baseRoot != session.baseRoot {
+                    throw AetherError.busy("session \(session.name) was moved on elsewhere (another host took it over?) since this mount loaded it; nothing was recorded, and the changes here are kept when the session is opened again")
+                }
+                return try body()
+            }
         } catch {
             throw AetherError.from(error)
         }

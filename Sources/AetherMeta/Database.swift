@@ -233,6 +233,7 @@ public final class Database: SQLConnection, @unchecked Sendable {
 
     /// SQLite's write transactions (`BEGIN IMMEDIATE`) are serialized whole: nothing more to wait for.
     public func serialize(_ key: Int64) throws {}
+    public var lockingRead: String { "" }
 
     public func transaction<T>(durable: Bool = false, _ body: () throws -> T) throws -> T {
         try locked {

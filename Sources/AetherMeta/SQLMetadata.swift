@@ -19,6 +19,9 @@ public protocol SQLConnection: AnyObject, Sendable {
     /// entry chained after the last) is then one step for every host. (SQLite's transactions are
     /// serialized whole already.)
     func serialize(_ key: Int64) throws
+    /// What ends a SELECT that locks the rows it reads until the transaction ends (` FOR UPDATE`), or
+    /// nothing where transactions are serialized whole (SQLite).
+    var lockingRead: String { get }
 }
 
 /// What `SQLConnection.serialize` is asked to serialize.
@@ -90,6 +93,10 @@ open class SQLMetadata: MetadataStore, PackIndex, @unchecked Sendable {
 
     public func session(id: Int64) throws -> SessionRecord? {
         try connection.query("SELECT \(SQLMetadata.sessionColumns) FROM sessions WHERE id=?", .int(id)).first.map { try SQLMetadata.session($0) }
+    }
+
+    public func sessionForUpdate(id: Int64) throws -> SessionRecord? {
+        try connection.query("SELECT \(SQLMetadata.sessionColumns) FROM sessions WHERE id=?" + connection.lockingRead, .int(id)).first.map { try SQLMetadata.session($0) }
     }
 
     public func sessions() throws -> [SessionRecord] {

@@ -283,6 +283,8 @@ public final class PostgresSQL: SQLConnection, @unchecked Sendable {
         }
     }
 
+    public var lockingRead: String { " FOR UPDATE" }
+
     public func serialize(_ key: Int64) throws {
         _ = try run("SELECT pg_advisory_xact_lock(?)", [.int(key)])
     }

@@ -16,6 +16,9 @@ public protocol MetadataStore: AnyObject, Sendable {
     func insertSession(_ s: SessionRecord) throws -> Int64
     func session(named name: String) throws -> SessionRecord?
     func session(id: Int64) throws -> SessionRecord?
+    /// A session, read to be changed: inside a transaction, another host's change of it waits until
+    /// this transaction ends (a base compared, then moved, is one step).
+    func sessionForUpdate(id: Int64) throws -> SessionRecord?
     /// Every session, oldest first.
     func sessions() throws -> [SessionRecord]
     /// Points a session at a new base (a checkpoint or restore) and marks it used now.
@@ -122,6 +125,9 @@ public protocol MetadataStore: AnyObject, Sendable {
 }
 
 extension MetadataStore {
+    /// One host's backends serialize their transactions whole: a plain read is enough.
+    public func sessionForUpdate(id: Int64) throws -> SessionRecord? { try session(id: id) }
+
     /// Records an action (or its refusal: `result` "refused: …") in the audit log.
     public func audit(uid: UInt32, action: String, session: String, detail: String, result: String = "ok") throws {
         try appendAudit(AuditRecord(uid: uid, action: action, session: session, detail: detail, result: result))

@@ -111,6 +111,51 @@ struct SharedStore {
         try #require(r.status == 0, "\(r)")
     }
 
+    /// Split brain refused: host A still serves a session whose lease lapsed (its database was out of
+    /// reach) when host B took it over and checkpointed; A's next checkpoint is refused (EBUSY) and
+    /// records nothing over B's, and A's changes come back as a session of their own when A remounts.
+    @Test func aHostWhoseLeaseWasTakenOverCannotRecordOverTheNewHolder() throws {
+        guard s3Available(), postgresAvailable() else { return }
+        let s3 = try S3Server(); defer { s3.stop() }
+        let pg = try PostgresServer(); defer { pg.stop() }
+        ObjectStorage.credentials(s3)
+        let url = try pg.newDatabase("team")
+        let top = TempDir(); defer { top.remove() }
+        var r = TestSupport.sh(#"""
+        $A init --store $T/a --objects s3://aether/team --s3-endpoint $E --meta $P > /dev/null
+        $A init --store $T/b --objects s3://aether/team --s3-endpoint $E --meta $P > /dev/null
+        """#, env: ["A": aetherfsExecutable, "T": top.path, "E": s3.endpoint, "P": url])
+        try #require(r.status == 0, "\(r)")
+        let a = try MountedSession(session: "work", store: top.path + "/a")
+        defer { a.close() }
+        r = a.sh("echo one > f; echo '{\"message\":\"first\",\"name\":\"one\"}' > .aether/checkpoint; echo mine > a-only")
+        try #require(r.status == 0, "\(r)")
+        // A's lease lapses as if A had lost the database for longer than its term; B takes the session.
+        #expect(pg.psql("team", "UPDATE leases SET expires = 0, pid = pid + 1000000").status == 0)
+        let b = try MountedSession(session: "work", store: top.path + "/b")
+        defer { b.close() }
+        r = b.sh("[ \"$(cat f)\" = one ]; [ ! -e a-only ]; echo two > f; echo '{\"message\":\"on b\",\"name\":\"two\"}' > .aether/checkpoint")
+        try #require(r.status == 0, "\(r)")
+        r = a.sh(#"""
+        echo more >> a-only
+        if echo '{"message":"stale","name":"three"}' > .aether/checkpoint 2>$T/err; then echo "a stale holder recorded over the new one"; exit 1; fi
+        grep -q 'Device or resource busy' $T/err; grep -q 'moved on elsewhere' .aether/last
+        [ "$(cat a-only)" = "mine
+        more" ]
+        """#)
+        try #require(r.status == 0, "\(r)")
+        b.unmount()
+        r = b.sh("[ \"$($A checkpoints work --json | grep -o '\"name\"' | wc -l)\" = 2 ]")
+        try #require(r.status == 0, "\(r)")
+        a.unmount()
+        try a.mount()
+        r = a.sh(#"""
+        [ "$(cat f)" = two ]; [ ! -e a-only ]
+        $A session list | grep -q 'work-unsaved-1'
+        """#)
+        try #require(r.status == 0, "\(r)")
+    }
+
     /// PostgreSQL going away under a mounted session: files still work (the working layer is local), a
     /// checkpoint fails with EIO and `.aether/last` says why, nothing is recorded; once the server is
     /// back the next checkpoint succeeds and the store verifies. A CLI verb meanwhile fails in one line.
