@@ -616,7 +616,11 @@ class S3Server:
         while time.time() < end:
             code = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{self.endpoint}/{self.BUCKET}/"],
                                   stdout=subprocess.PIPE, text=True, timeout=10).stdout
-            if code not in ("000", "503", ""):
+            # The gateway answers before the bucket exists: the filer lists it once it does.
+            bucket = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Accept: application/json",
+                                     f"http://127.0.0.1:{p + 4}/buckets/{self.BUCKET}/"],
+                                    stdout=subprocess.PIPE, text=True, timeout=10).stdout
+            if code not in ("000", "503", "") and bucket == "200":
                 return
             time.sleep(0.2)
         self.stop()

@@ -58,9 +58,12 @@ public final class S3Server: @unchecked Sendable {
         pid = try spawnWatched(signal: "KILL", dir: dir.path, args, log: dir.path + "/weed.log")
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
-            // The bucket answers (403 without a signature) once the filer and the S3 gateway are up.
+            // The gateway answers (403 without a signature) once it is up, but the bucket exists only
+            // once the filer lists it (a request in between is told NoSuchBucket).
             let r = run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "\(endpoint)/\(bucket)/"], timeout: 5)
-            if r.status == 0, r.out != "000", r.out != "503" { return }
+            let b = run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Accept: application/json",
+                         "http://127.0.0.1:\(port + 4)/buckets/\(bucket)/"], timeout: 5)
+            if r.status == 0, r.out != "000", r.out != "503", b.out == "200" { return }
             usleep(200_000)
         }
         stop()
