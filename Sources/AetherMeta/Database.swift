@@ -50,21 +50,11 @@ public final class Database: SQLConnection, @unchecked Sendable {
     private var handle: OpaquePointer?
     private var cache: [String: OpaquePointer] = [:]
     public let path: String
-    private let serial: UnsafeMutablePointer<pthread_mutex_t> = {
-        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        var attr = pthread_mutexattr_t()
-        pthread_mutexattr_init(&attr)
-        pthread_mutexattr_settype(&attr, Int32(PTHREAD_MUTEX_RECURSIVE))
-        pthread_mutex_init(m, &attr)
-        pthread_mutexattr_destroy(&attr)
-        return m
-    }()
+    private let serial = RecursiveLock()
 
     @inline(__always)
     private func locked<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(serial)
-        defer { pthread_mutex_unlock(serial) }
-        return try body()
+        try serial.withLock(body)
     }
 
     public init(path: String) throws {
@@ -95,8 +85,6 @@ public final class Database: SQLConnection, @unchecked Sendable {
     deinit {
         for (_, stmt) in cache { sqlite3_finalize(stmt) }
         sqlite3_close_v2(handle)
-        pthread_mutex_destroy(serial)
-        serial.deallocate()
     }
 
     /// Rows inserted, updated or deleted through this connection since it opened.

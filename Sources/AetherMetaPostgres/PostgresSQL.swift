@@ -75,15 +75,7 @@ public final class PostgresSQL: SQLConnection, @unchecked Sendable {
     private var depth = 0
     private var numbered: [String: String] = [:]
     private var nextID = 1
-    private let serial: UnsafeMutablePointer<pthread_mutex_t> = {
-        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        var attr = pthread_mutexattr_t()
-        pthread_mutexattr_init(&attr)
-        pthread_mutexattr_settype(&attr, Int32(PTHREAD_MUTEX_RECURSIVE))
-        pthread_mutex_init(m, &attr)
-        pthread_mutexattr_destroy(&attr)
-        return m
-    }()
+    private let serial = RecursiveLock()
 
     /// Connects at once, so that a wrong address or password is told here.
     public init(address: PostgresAddress, timeout: Int64 = 30, logger: Logger = Logger(label: "aetherfs.postgres")) throws {
@@ -97,14 +89,10 @@ public final class PostgresSQL: SQLConnection, @unchecked Sendable {
 
     deinit {
         drop()
-        pthread_mutex_destroy(serial)
-        serial.deallocate()
     }
 
     private func locked<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(serial)
-        defer { pthread_mutex_unlock(serial) }
-        return try body()
+        try serial.withLock(body)
     }
 
     /// Closes the connection (postgres-nio wants every connection closed before it goes).

@@ -13,6 +13,16 @@ func postgresAvailable() -> Bool {
 /// a store directory of its own (its working layers and cache). Both servers are this test's own.
 @Suite(.enabled(if: canMount, "needs /dev/fuse"), .timeLimit(.minutes(30)))
 struct SharedStore {
+    /// Store directories `TOP/NAME` of one shared store at s3://aether/team and `url`: the first makes
+    /// it, the others attach.
+    static func initHosts(_ names: [String], _ s3: S3Server, _ url: String, in top: TempDir) throws {
+        for name in names {
+            let r = run([aetherfsExecutable, "init", "--store", top.path + "/" + name, "--objects", "s3://aether/team",
+                         "--s3-endpoint", s3.endpoint, "--meta", url])
+            try #require(r.status == 0, "\(r)")
+        }
+    }
+
     @Test func twoHostsForkCommitAndTakeOverASessionOverS3AndPostgres() throws {
         guard s3Available(), postgresAvailable() else { return }
         let s3 = try S3Server(); defer { s3.stop() }
@@ -121,12 +131,9 @@ struct SharedStore {
         ObjectStorage.credentials(s3)
         let url = try pg.newDatabase("team")
         let top = TempDir(); defer { top.remove() }
-        var r = TestSupport.sh(#"""
-        $A init --store $T/a --objects s3://aether/team --s3-endpoint $E --meta $P > /dev/null
-        $A init --store $T/b --objects s3://aether/team --s3-endpoint $E --meta $P > /dev/null
-        """#, env: ["A": aetherfsExecutable, "T": top.path, "E": s3.endpoint, "P": url])
-        try #require(r.status == 0, "\(r)")
+        try SharedStore.initHosts(["a", "b"], s3, url, in: top)
         let a = try MountedSession(session: "work", store: top.path + "/a")
+        var r: Ran
         defer { a.close() }
         r = a.sh("echo one > f; echo '{\"message\":\"first\",\"name\":\"one\"}' > .aether/checkpoint; echo mine > a-only")
         try #require(r.status == 0, "\(r)")
@@ -166,11 +173,9 @@ struct SharedStore {
         ObjectStorage.credentials(s3)
         let url = try pg.newDatabase("team")
         let top = TempDir(); defer { top.remove() }
-        let store = top.path + "/a"
-        var r = TestSupport.sh("$A init --store $S --objects s3://aether/team --s3-endpoint $E --meta $P > /dev/null",
-                               env: ["A": aetherfsExecutable, "S": store, "E": s3.endpoint, "P": url])
-        try #require(r.status == 0, "\(r)")
-        let m = try MountedSession(session: "work", store: store)
+        try SharedStore.initHosts(["a"], s3, url, in: top)
+        let m = try MountedSession(session: "work", store: top.path + "/a")
+        var r: Ran
         defer { m.close() }
         r = m.sh(#"""
         echo one > f; echo '{"message":"first","name":"one"}' > .aether/checkpoint
